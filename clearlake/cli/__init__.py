@@ -1,0 +1,9 @@
+"""Command-line interface: `clearlake …`."""
+
+from clearlake.cli import model, score, stack  # noqa: F401  (registers the commands)
+from clearlake.cli.app import app
+
+
+def main() -> None:
+    """Entry point of the `clearlake` console script."""
+    app()

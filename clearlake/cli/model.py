@@ -1,0 +1,3 @@
+"""Commands: model."""
+
+from clearlake.cli.app import app  # noqa: F401

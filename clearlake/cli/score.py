@@ -1,0 +1,3 @@
+"""Commands: score."""
+
+from clearlake.cli.app import app  # noqa: F401

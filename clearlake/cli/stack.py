@@ -1,0 +1,3 @@
+"""Commands: stack."""
+
+from clearlake.cli.app import app  # noqa: F401

@@ -1,0 +1,1 @@
+"""Image-quality core: decoding, metrics, classifier. Pure Python over bytes and arrays."""
