@@ -1,0 +1,515 @@
+"""Image-quality metrics: pure functions of a decoded image.
+
+Every metric is a ``calc_*`` function over NumPy arrays with its formula in the
+docstring; :func:`measure` computes them all for one :class:`DecodedImage`,
+sharing the greyscale, its float copy and its spectra between metrics, and
+returns them in :data:`METRIC_NAMES` order.
+
+Two families:
+
+* the seed's measures, with their exact meaning kept (variance of the
+  Laplacian, variance of the Sobel derivatives, the FFT high-frequency mean),
+  computed by exact reformulations that are cheaper (16-bit integer filters
+  with ``cv2.meanStdDev``; a single-precision real FFT with the seed's
+  asymmetric window restored by a rank-2 correction);
+* features that measure the image against itself, so that they do not
+  depend on how much detail the scene happens to have: how much a re-blur
+  changes it, fine- over coarse-scale energy, spectral slope and anisotropy,
+  and the prominence of narrow periodic peaks in the luma and chroma spectra
+  (moiré). Spectral features are computed on Hann-windowed tiles at native
+  resolution (frequencies in cycles per pixel, so they do not depend on the
+  image size) averaged Welch-style, plus a fixed-size thumbnail for colour
+  banding that spans the whole picture.
+
+:data:`METRIC_SET_VERSION` hashes this module's source, its parameters and the
+OpenCV / NumPy versions: any change to how a number is computed changes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import sys
+from functools import lru_cache
+
+import cv2
+import numpy as np
+import scipy
+from scipy import fft as sfft
+from scipy import ndimage
+
+from clearlake.quality.types import DecodedImage
+
+# --- parameters (all part of METRIC_SET_VERSION) -------------------------------------
+
+#: Half-size in pixels of the low-frequency square the seed's FFT measure removes.
+FFT_HALF_WINDOW = 60
+#: Floor on |recon| in the FFT measure, so a flat image gives a finite number.
+FFT_MAGNITUDE_FLOOR = 1e-3
+#: Standard deviation (px) of the re-blur applied by :func:`calc_reblur_ratio`.
+REBLUR_SIGMA = 1.0
+#: Side (px) of the Hann-windowed tiles of the Welch spectrum.
+TILE = 128
+#: At most this many tiles per side (evenly spread, at least 50 % overlap when small).
+MAX_TILES_PER_SIDE = 5
+#: Side (px) of the whole-picture thumbnail used for colour banding.
+THUMB = 256
+#: Radial band (cycles/px) in which spectral peaks count as moiré candidates.
+PEAK_BAND = (0.03, 0.5)
+#: Median-filter widths (bins) of the local spectral background (2-D, and along lines).
+BACKGROUND_SIZE = 7
+#: Number of top peak-prominence bins averaged (robust to a single noisy bin).
+TOP_PEAKS = 3
+#: Radial band (cycles/px) of the spectral-slope fit.
+SLOPE_BAND = (0.05, 0.4)
+#: Boundary (cycles/px) between "mid" and "high" frequencies.
+HIGH_FREQUENCY = 0.25
+#: Number of angular sectors of the anisotropy measure.
+SECTORS = 8
+#: Small constant that keeps ratios and logs finite on flat images.
+EPS = 1e-9
+
+METRIC_NAMES: tuple[str, ...] = (
+    "laplacian_var_score",
+    "sobel_y_var_score",
+    "sobel_x_var_score",
+    "fft_hf_score",
+    "reblur_ratio_score",
+    "fine_coarse_ratio_score",
+    "spectral_slope_score",
+    "hf_ratio_score",
+    "hf_anisotropy_score",
+    "luma_peak_score",
+    "chroma_peak_score",
+    "chroma_banding_score",
+    "chroma_gradient_ratio_score",
+)
+
+
+# --- the seed's measures ------------------------------------------------------------
+
+
+def calc_laplacian_variance(grey: np.ndarray) -> float:
+    """Variance of the Laplacian, the seed's blur measure.
+
+    ``L = cv2.Laplacian(grey, ddepth)`` (3×3 kernel ``[[0,1,0],[1,-4,1],[0,1,0]]``),
+    score ``= Var(L) = mean((L - mean(L))²)`` — the value of
+    ``cv2.Laplacian(grey, cv2.CV_64F).var()``. Computed in int16 (exact for uint8
+    input: |L| ≤ 1020) with ``cv2.meanStdDev`` (double accumulation).
+
+    Args:
+        grey: H×W uint8 greyscale image.
+
+    Returns:
+        The variance; 0 for a flat image. Falls with blur.
+    """
+    return _variance(cv2.Laplacian(grey, cv2.CV_16S))
+
+
+def calc_sobel_variance(grey: np.ndarray, axis: str) -> float:
+    """Variance of the 3×3 Sobel derivative in y or in x.
+
+    ``S = cv2.Sobel(grey, ddepth, dx, dy, ksize=3)`` with ``(dx, dy) = (0, 1)`` for
+    ``axis="y"`` and ``(1, 0)`` for ``axis="x"``; score ``= Var(S)``, the value of
+    ``cv2.Sobel(grey, cv2.CV_64F, dx, dy).var()`` (int16 is exact: |S| ≤ 1020).
+
+    Args:
+        grey: H×W uint8 greyscale image.
+        axis: "y" or "x".
+
+    Returns:
+        The variance of the derivative.
+    """
+    dx, dy = {"x": (1, 0), "y": (0, 1)}[axis]
+    return _variance(cv2.Sobel(grey, cv2.CV_16S, dx, dy, ksize=3))
+
+
+def calc_fft_high_frequency(grey: np.ndarray, half_window: int = FFT_HALF_WINDOW) -> float:
+    """The seed's FFT high-frequency measure.
+
+    ``F = fftshift(fft2(grey))``; zero ``F[cy-s:cy+s, cx-s:cx+s]`` with
+    ``(cy, cx) = (H//2, W//2)`` and ``s = half_window`` (i.e. the frequencies
+    ``ky, kx ∈ [-s, s-1]``); ``r = ifft2(ifftshift(F))``; score
+    ``= mean(20·ln max(|r|, floor))``.
+
+    Exact reformulation: the window is asymmetric (−s is removed, +s is kept), so
+    ``r`` is complex. We remove the symmetric square ``[-s, s]²`` from a float32
+    real FFT (a real inverse), then add back the two kept edge lines ``ky = +s``
+    and ``kx = +s`` as two separable (rank-1) complex terms. Same value as the
+    complex128 original to float32 rounding. The floor (``FFT_MAGNITUDE_FLOOR``)
+    only matters where ``|r|`` is ~0 (a flat image gives ``20·ln(floor)``, not −∞).
+
+    Args:
+        grey: H×W uint8 greyscale image.
+        half_window: ``s``, half-size of the removed low-frequency square.
+
+    Returns:
+        The mean log magnitude of the high-pass image; lower means blurrier.
+    """
+    h, w = grey.shape
+    s = half_window
+    if min(h, w) <= 2 * s + 1:
+        # Small image: the seed's slicing clips (or wraps) here; replay it literally.
+        full = np.fft.fftshift(sfft.fft2(grey.astype(np.float32)))
+        cy, cx = h // 2, w // 2
+        full[cy - s : cy + s, cx - s : cx + s] = 0
+        recon = sfft.ifft2(np.fft.ifftshift(full))
+        power = (recon.real * recon.real + recon.imag * recon.imag).astype(np.float32)
+    else:
+        power = _fft_high_pass_power(grey, s)
+    np.maximum(power, np.float32(FFT_MAGNITUDE_FLOOR**2), out=power)
+    # 20·ln|r| = 10·ln|r|²; mean accumulated in float64.
+    return float(10.0 * np.log(power).mean(dtype=np.float64))
+
+
+# --- self-referential blur features ------------------------------------------------
+
+
+def calc_reblur_ratio(
+    grey_f: np.ndarray, laplacian_var: float, sigma: float = REBLUR_SIGMA
+) -> float:
+    """How little a re-blur changes the image (high = already blurry).
+
+    ``ratio = Var(Lap(G_σ * I)) / Var(Lap(I))`` with ``G_σ`` a Gaussian of
+    ``σ = REBLUR_SIGMA`` px. A sharp image loses most of its finest detail to the
+    re-blur (small ratio); an image that was already blurred barely changes
+    (ratio → 1). Independent of contrast and of how much detail the scene has.
+
+    Args:
+        grey_f: H×W float32 greyscale.
+        laplacian_var: ``Var(Lap(I))`` (shared with :func:`calc_laplacian_variance`).
+        sigma: re-blur standard deviation in px.
+
+    Returns:
+        A ratio in [0, 1]; 1 for a flat image.
+    """
+    blurred = cv2.GaussianBlur(grey_f, (0, 0), sigma)
+    return (_variance(cv2.Laplacian(blurred, cv2.CV_32F)) + EPS) / (laplacian_var + EPS)
+
+
+def calc_fine_coarse_ratio(grey_f: np.ndarray, laplacian_var: float) -> float:
+    """Fine-scale over coarse-scale Laplacian energy (low = blurry).
+
+    ``ratio = Var(Lap(I)) / Var(Lap(pyrDown(I)))``. For a sharp natural image
+    (power spectrum ≈ 1/f²) both scales carry similar energy (ratio ≈ 1); a blur
+    removes the fine scale first, so the ratio falls.
+
+    Args:
+        grey_f: H×W float32 greyscale.
+        laplacian_var: ``Var(Lap(I))``.
+
+    Returns:
+        The ratio; 1 for a flat image.
+    """
+    coarse = cv2.pyrDown(grey_f)
+    return (laplacian_var + EPS) / (_variance(cv2.Laplacian(coarse, cv2.CV_32F)) + EPS)
+
+
+# --- spectral features -------------------------------------------------------------
+
+
+def welch_spectrum(
+    plane: np.ndarray, tile: int = TILE, max_tiles: int = MAX_TILES_PER_SIDE
+) -> np.ndarray:
+    """Average power spectrum of Hann-windowed tiles at native resolution.
+
+    ``P(k) = mean_t |rfft2(hann · (T_t - mean T_t))|²`` over up to ``max_tiles²``
+    tiles of ``tile × tile`` px spread evenly over the plane (overlapping when the
+    image is small), rows ``fftshift``-ed so that frequency 0 is in row ``tile//2``.
+    Averaging tiles keeps periodic structure (present in every tile) and smooths
+    the scene's content and the periodogram's noise.
+
+    Args:
+        plane: H×W float32 plane (H, W ≥ 16).
+        tile: tile side; reduced to the image's smaller side when needed (even).
+        max_tiles: at most this many tiles per side.
+
+    Returns:
+        tile × (tile//2 + 1) float64 power spectrum.
+    """
+    h, w = plane.shape
+    t = min(tile, h, w) & ~1
+    tiles = np.stack(
+        [
+            plane[y : y + t, x : x + t]
+            for y in _starts(h, t, max_tiles)
+            for x in _starts(w, t, max_tiles)
+        ]
+    )
+    tiles = tiles - tiles.mean(axis=(1, 2), keepdims=True)
+    tiles *= _hann(t)
+    power = np.abs(sfft.rfft2(tiles, axes=(1, 2))) ** 2
+    return np.fft.fftshift(power.mean(axis=0, dtype=np.float64), axes=0)
+
+
+def calc_spectral_shape(power: np.ndarray) -> tuple[float, float, float]:
+    """Slope, high-frequency ratio and anisotropy of a (Welch) power spectrum.
+
+    With ``f = |k|`` in cycles/px and ``θ`` the frequency's angle:
+
+    * slope: least-squares slope of ``ln P̄(f)`` against ``ln f`` over
+      ``SLOPE_BAND`` (``P̄`` the ring average) — ≈ −2 for a sharp natural image,
+      steeper once a blur removes high frequencies;
+    * hf ratio: ``ln(ΣP[f ≥ HIGH_FREQUENCY] / ΣP[0.05 ≤ f < HIGH_FREQUENCY])``;
+    * anisotropy: ``ln(max_s E_s / min_s E_s)``, ``E_s`` the high-frequency energy
+      (f ≥ 0.15) in each of ``SECTORS`` angular sectors — high when a motion blur
+      has removed detail in one direction only.
+
+    Args:
+        power: tile × (tile//2+1) spectrum from :func:`welch_spectrum`.
+
+    Returns:
+        (slope, hf_ratio, anisotropy).
+    """
+    radius, angle = _polar(power.shape[0])
+    ring = np.rint(radius * power.shape[0]).astype(np.int64)
+    sums = np.bincount(ring.ravel(), power.ravel())
+    counts = np.bincount(ring.ravel())
+    freqs = np.arange(len(sums)) / power.shape[0]
+    sel = (freqs >= SLOPE_BAND[0]) & (freqs <= SLOPE_BAND[1]) & (counts > 0)
+    profile = np.log(sums[sel] / counts[sel] + EPS)
+    slope = float(np.polyfit(np.log(freqs[sel]), profile, 1)[0]) if sel.sum() >= 2 else 0.0
+    high = power[radius >= HIGH_FREQUENCY].sum()
+    mid = power[(radius >= 0.05) & (radius < HIGH_FREQUENCY)].sum()
+    hf_ratio = float(np.log((high + EPS) / (mid + EPS)))
+    sector = np.minimum((angle / np.pi * SECTORS).astype(np.int64), SECTORS - 1)
+    hf = radius >= 0.15
+    energy = np.bincount(sector[hf], power[hf], minlength=SECTORS)
+    anisotropy = float(np.log((energy.max() + EPS) / (energy.min() + EPS)))
+    return slope, hf_ratio, anisotropy
+
+
+def calc_peak_prominence(power: np.ndarray, band: tuple[float, float] = PEAK_BAND) -> float:
+    """Prominence of the strongest narrow spectral peaks (moiré, screens, gratings).
+
+    ``Q = ln(P + ε)``; background ``B = max(med_{n×n} Q, med_{1×m} Q, med_{m×1} Q)``
+    (a local 2-D median and medians along the row and the column, so that the
+    broad ridges natural edges leave along lines are background, not peaks);
+    score ``= mean of the TOP_PEAKS largest (Q − B)`` over frequencies with
+    ``band[0] ≤ |k| ≤ band[1]`` cycles/px. A natural scene has a smooth spectrum
+    (score ≈ 1–2); a periodic pattern puts narrow peaks far above it.
+
+    Args:
+        power: power spectrum from :func:`welch_spectrum` (row 0 frequency centred).
+        band: radial frequency band in cycles/px.
+
+    Returns:
+        The prominence in natural-log units (0 when the spectrum is flat).
+    """
+    q = np.log(power + EPS * (power.max() + EPS))
+    n = BACKGROUND_SIZE
+    background = np.maximum.reduce(
+        [
+            ndimage.median_filter(q, size=(n, n), mode="nearest"),
+            ndimage.median_filter(q, size=(1, 2 * n + 1), mode="nearest"),
+            ndimage.median_filter(q, size=(2 * n + 1, 1), mode="nearest"),
+        ]
+    )
+    radius, _ = _polar(power.shape[0])
+    sel = (radius >= band[0]) & (radius <= band[1])
+    excess = (q - background)[sel]
+    if excess.size == 0:
+        return 0.0
+    k = min(TOP_PEAKS, excess.size)
+    return float(np.partition(excess, excess.size - k)[-k:].mean())
+
+
+def chroma_planes(colour: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cr and Cb planes (float32, BT.601 as in ``cv2.COLOR_BGR2YCrCb``) of a BGR image."""
+    ycc = cv2.cvtColor(colour, cv2.COLOR_BGR2YCrCb)
+    return ycc[..., 1].astype(np.float32), ycc[..., 2].astype(np.float32)
+
+
+def calc_chroma_gradient_ratio(colour_small: np.ndarray) -> float:
+    """Chroma edge energy over luma edge energy on a thumbnail (colour banding).
+
+    ``ln((Σ|∇Cr|² + Σ|∇Cb|² + ε) / (Σ|∇Y|² + ε))`` with 3×3 Sobel gradients on the
+    ``THUMB``-px thumbnail. In a natural photo colour changes where brightness
+    changes, and chroma contrast is lower than luma contrast; moiré from a
+    photographed screen leaves colour bands that have no luma edge.
+
+    Args:
+        colour_small: thumbnail, h×w×3 uint8 BGR.
+
+    Returns:
+        The log ratio.
+    """
+    ycc = cv2.cvtColor(colour_small, cv2.COLOR_BGR2YCrCb).astype(np.float32)
+    energy = []
+    for c in range(3):
+        gx = cv2.Sobel(ycc[..., c], cv2.CV_32F, 1, 0)
+        gy = cv2.Sobel(ycc[..., c], cv2.CV_32F, 0, 1)
+        energy.append(
+            float(np.square(gx).sum(dtype=np.float64) + np.square(gy).sum(dtype=np.float64))
+        )
+    return float(np.log((energy[1] + energy[2] + 1.0) / (energy[0] + 1.0)))
+
+
+# --- the whole set -----------------------------------------------------------------
+
+
+def measure(image: DecodedImage) -> dict[str, float]:
+    """All metrics of one decoded image, in :data:`METRIC_NAMES` order.
+
+    Deterministic (same input, same numbers), finite, and independent of run
+    order. Colour metrics are 0 for greyscale sources (no chroma to band).
+
+    Args:
+        image: the decoded image.
+
+    Returns:
+        ``{name: value}`` for every name in :data:`METRIC_NAMES`.
+    """
+    grey = np.ascontiguousarray(image.grey)
+    grey_f = grey.astype(np.float32)
+    lap_var = calc_laplacian_variance(grey)
+    values: dict[str, float] = {
+        "laplacian_var_score": lap_var,
+        "sobel_y_var_score": calc_sobel_variance(grey, "y"),
+        "sobel_x_var_score": calc_sobel_variance(grey, "x"),
+        "fft_hf_score": calc_fft_high_frequency(grey),
+        "reblur_ratio_score": calc_reblur_ratio(grey_f, lap_var),
+        "fine_coarse_ratio_score": calc_fine_coarse_ratio(grey_f, lap_var),
+    }
+    luma = welch_spectrum(grey_f)
+    slope, hf_ratio, anisotropy = calc_spectral_shape(luma)
+    values["spectral_slope_score"] = slope
+    values["hf_ratio_score"] = hf_ratio
+    values["hf_anisotropy_score"] = anisotropy
+    values["luma_peak_score"] = calc_peak_prominence(luma)
+    if image.colour is not None and _has_chroma(image.colour):
+        cr, cb = chroma_planes(image.colour)
+        values["chroma_peak_score"] = calc_peak_prominence(welch_spectrum(cr) + welch_spectrum(cb))
+        small = _thumbnail(image.colour)
+        scr, scb = chroma_planes(small)
+        thumb_power = welch_spectrum(scr, tile=THUMB // 2) + welch_spectrum(scb, tile=THUMB // 2)
+        values["chroma_banding_score"] = calc_peak_prominence(thumb_power, band=(2.0 / THUMB, 0.5))
+        values["chroma_gradient_ratio_score"] = calc_chroma_gradient_ratio(small)
+    else:
+        values["chroma_peak_score"] = 0.0
+        values["chroma_banding_score"] = 0.0
+        values["chroma_gradient_ratio_score"] = float(np.log(1.0 / (1.0 + _grad_energy(grey))))
+    out = {name: float(values[name]) for name in METRIC_NAMES}
+    for name, value in out.items():
+        if not np.isfinite(value):
+            out[name] = 0.0  # only reachable on degenerate (e.g. 1-px) images
+    return out
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def _variance(a: np.ndarray) -> float:
+    _, std = cv2.meanStdDev(a)
+    return float(std[0, 0]) ** 2
+
+
+def _grad_energy(grey: np.ndarray) -> float:
+    small = _thumbnail(grey).astype(np.float32)
+    gx = cv2.Sobel(small, cv2.CV_32F, 1, 0)
+    gy = cv2.Sobel(small, cv2.CV_32F, 0, 1)
+    return float(np.square(gx).sum(dtype=np.float64) + np.square(gy).sum(dtype=np.float64))
+
+
+def _has_chroma(colour: np.ndarray) -> bool:
+    # A colour file holding a grey picture (B = G = R) has no chroma to measure.
+    return not (
+        np.array_equal(colour[..., 0], colour[..., 1])
+        and np.array_equal(colour[..., 1], colour[..., 2])
+    )
+
+
+def _thumbnail(a: np.ndarray) -> np.ndarray:
+    """Fixed-size THUMB×THUMB view of the whole picture (area-averaged)."""
+    h, w = a.shape[:2]
+    interp = cv2.INTER_AREA if h >= THUMB and w >= THUMB else cv2.INTER_LINEAR
+    return cv2.resize(a, (THUMB, THUMB), interpolation=interp)
+
+
+def _fft_high_pass_power(grey: np.ndarray, s: int) -> np.ndarray:
+    """|r|² of the seed's high-pass (see calc_fft_high_frequency), for H, W > 2s+1.
+
+    Removes the symmetric square ky, kx ∈ [-s, s] from a real FFT (real inverse),
+    then adds back the lines the seed keeps, ky = +s (kx ∈ [-s, s]) and kx = +s
+    (ky ∈ [-s, s-1]), each a separable complex term a(y)·f(x) / g(y)·b(x).
+    """
+    h, w = grey.shape
+    spectrum = sfft.rfft2(grey.astype(np.float32))
+    scale = 1.0 / (h * w)
+    # ky = +s, kx ∈ [-s, s]: X[s, k] for k ≥ 0, conj(X[-s, |k|]) for k < 0 (Hermitian).
+    row_k = np.r_[0 : s + 1, -np.arange(1, s + 1)]
+    row_c = np.r_[spectrum[s, : s + 1], np.conj(spectrum[h - s, 1 : s + 1])]
+    # kx = +s, ky ∈ [-s, s-1].
+    col_k = np.r_[0:s, -np.arange(1, s + 1)]
+    col_c = spectrum[col_k % h, s].copy()
+    spectrum[np.r_[0 : s + 1, h - s : h], : s + 1] = 0
+    real = sfft.irfft2(spectrum, s=(h, w))
+    # Rank-2 complex correction E = [a(y) g(y)] @ [f(x); b(x)], in single precision.
+    left = np.stack(
+        [np.exp(2j * np.pi * s * np.arange(h) / h), _dft_line(col_c, col_k, h) * scale], axis=1
+    )
+    right = np.stack(
+        [_dft_line(row_c, row_k, w) * scale, np.exp(2j * np.pi * s * np.arange(w) / w)]
+    )
+    edge = left.astype(np.complex64) @ right.astype(np.complex64)
+    real += edge.real
+    imag = edge.imag
+    real *= real
+    imag *= imag
+    real += imag
+    return real
+
+
+def _dft_line(coeffs: np.ndarray, ks: np.ndarray, n: int) -> np.ndarray:
+    """``Σ_j coeffs[j]·exp(2πi·ks[j]·x/n)`` for x = 0..n-1 (a sparse inverse DFT)."""
+    dense = np.zeros(n, np.complex128)
+    dense[ks % n] = coeffs
+    return sfft.ifft(dense) * n
+
+
+def _starts(n: int, t: int, max_tiles: int) -> list[int]:
+    count = min(max_tiles, max(1, int(np.ceil(2 * n / t)) - 1))  # ≥ 50 % overlap when few fit
+    if count == 1:
+        return [(n - t) // 2]
+    return [round(i * (n - t) / (count - 1)) for i in range(count)]
+
+
+@lru_cache(maxsize=8)
+def _hann(t: int) -> np.ndarray:
+    win = np.hanning(t).astype(np.float32)
+    return np.outer(win, win)
+
+
+@lru_cache(maxsize=8)
+def _polar(t: int) -> tuple[np.ndarray, np.ndarray]:
+    """Radius (cycles/px) and angle in [0, π) of each bin of a row-shifted rfft2 grid."""
+    fy = np.fft.fftshift(np.fft.fftfreq(t))[:, None]
+    fx = np.fft.rfftfreq(t)[None, :]
+    radius = np.sqrt(fy * fy + fx * fx)
+    angle = np.mod(np.arctan2(fy, fx), np.pi)
+    return radius, angle
+
+
+def _version() -> str:
+    params = {
+        k: v
+        for k, v in sorted(globals().items())
+        if k.isupper() and isinstance(v, int | float | str | tuple) and k != "METRIC_SET_VERSION"
+    }
+    blob = json.dumps(
+        {
+            "source": inspect.getsource(sys.modules[__name__]),
+            "params": params,
+            "cv2": cv2.__version__,
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return "ms-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+#: Identifies this exact metric set (code, parameters, OpenCV and NumPy versions).
+METRIC_SET_VERSION: str = _version()
