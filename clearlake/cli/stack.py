@@ -1,3 +1,112 @@
-"""Commands: stack."""
+"""Commands: `clearlake stack install|up|down|status|logs`."""
 
-from clearlake.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from clearlake.cli.app import app
+from clearlake.errors import StackError
+
+stack_app = typer.Typer(help="Install, start, stop and inspect the local stack.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+console = Console()
+
+
+def _fail(error: Exception) -> typer.Exit:
+    console.print(f"[red]error:[/red] {error}")
+    return typer.Exit(code=1)
+
+
+@stack_app.command()
+def install() -> None:
+    """Build lakeFS and lakectl from their Go module (cached; free the second time)."""
+    from clearlake.stack.install import install_lakefs
+
+    try:
+        install_lakefs(report=console.print)
+    except StackError as error:
+        raise _fail(error) from error
+
+
+@stack_app.command()
+def up(
+    lakefs_port: Annotated[int | None, typer.Option(help="lakeFS port (default 8000).")] = None,
+    prefect_port: Annotated[int | None, typer.Option(help="Prefect port (default 4200).")] = None,
+) -> None:
+    """Start lakeFS and the Prefect server on loopback; wait until healthy. Harmless twice."""
+    from clearlake.stack.install import install_lakefs, lakectl_binary
+    from clearlake.stack.services import Stack
+
+    ports = {k: v for k, v in (("lakefs", lakefs_port), ("prefect", prefect_port)) if v}
+    stack = Stack(ports=ports)
+    try:
+        install_lakefs(report=console.print)
+        stack.up(report=console.print)
+    except StackError as error:
+        raise _fail(error) from error
+    console.print(
+        f"\n[bold]lakeFS[/bold]   {stack.lakefs_url}   (web UI; credentials in "
+        f"{stack.home / 'secrets.json'})\n"
+        f"[bold]Prefect[/bold]  {stack.prefect_api_url.removesuffix('/api')}\n"
+        f"lakectl: {lakectl_binary()} (configure with `clearlake env`)\n"
+        f"Stop with `clearlake stack down`."
+    )
+
+
+@stack_app.command()
+def down() -> None:
+    """Stop the processes `up` started; keep their data."""
+    from clearlake.stack.services import Stack
+
+    Stack().down(report=console.print)
+
+
+@stack_app.command()
+def status() -> None:
+    """Report whether each service runs and is healthy (exit 1 if any is not)."""
+    from clearlake.stack.services import Stack
+
+    table = Table("service", "url", "pid", "state")
+    all_healthy = True
+    for s in Stack().status():
+        state = "[green]healthy[/green]" if s.healthy else (
+            "[yellow]unhealthy[/yellow]" if s.running else "[red]stopped[/red]")
+        all_healthy &= s.healthy
+        table.add_row(s.name, s.url, str(s.pid or "-"), state)
+    console.print(table)
+    if not all_healthy:
+        raise typer.Exit(code=1)
+
+
+@stack_app.command()
+def logs(
+    service: Annotated[str, typer.Argument(help="lakefs or prefect.")],
+    lines: Annotated[int, typer.Option("-n", help="How many of the last lines.")] = 50,
+) -> None:
+    """Print the last lines of a service's log."""
+    from clearlake.stack.services import Stack
+
+    path = Stack().log_path(service)
+    if not path.exists():
+        raise _fail(FileNotFoundError(f"no log for {service!r} at {path}"))
+    for line in path.read_text(errors="replace").splitlines()[-lines:]:
+        console.print(line, markup=False, highlight=False)
+
+
+@app.command()
+def env() -> None:
+    """Print shell exports for lakectl and Prefect to use the local stack: eval "$(clearlake env)"."""
+    from clearlake.config import lakefs_settings, prefect_api_url
+    from clearlake.stack.install import install_dir
+
+    settings = lakefs_settings()
+    print(f"export PATH={install_dir() / 'bin'}:$PATH")
+    print(f"export LAKECTL_SERVER_ENDPOINT_URL={settings.endpoint}")
+    print(f"export LAKECTL_CREDENTIALS_ACCESS_KEY_ID={settings.access_key_id}")
+    print(f"export LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY="
+          f"{settings.secret_access_key.get_secret_value()}")
+    print(f"export PREFECT_API_URL={prefect_api_url()}")

@@ -1,0 +1,128 @@
+"""Where the local stack lives and how clients find it.
+
+The stack keeps everything under one state directory: `$CLEARLAKE_HOME`, or
+`.clearlake/` in the working directory. `clearlake stack up` records the ports it
+used in `stack.json` and generates its secrets once into `secrets.json` (mode
+0600), so the CLI, the blocks and the flows find lakeFS and Prefect without anyone
+copying keys around. Environment variables override what the stack recorded:
+`LAKEFS_ENDPOINT`, `LAKEFS_ACCESS_KEY_ID`, `LAKEFS_SECRET_ACCESS_KEY` and
+`PREFECT_API_URL`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+
+DEFAULT_PORTS: dict[str, int] = {"lakefs": 8000, "prefect": 4200}
+LOOPBACK = "127.0.0.1"
+
+
+def state_dir() -> Path:
+    """The stack's state directory (not created here)."""
+    return Path(os.environ.get("CLEARLAKE_HOME") or Path.cwd() / ".clearlake").resolve()
+
+
+def cache_dir() -> Path:
+    """Where builds and caches live, outside any checkout: `$XDG_CACHE_HOME/clearlake`."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "clearlake"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file readable by its owner only, never briefly readable by others."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class StackSecrets:
+    """Secrets generated once per stack. Never logged, never committed.
+
+    Attributes:
+        lakefs_access_key_id: the lakeFS admin's access key id.
+        lakefs_secret_access_key: the lakeFS admin's secret key.
+        lakefs_encrypt_key: lakeFS's key for encrypting its auth data at rest.
+        webhook_secret: shared secret lakeFS sends to the webhook bridge.
+        signing_key: HMAC key that marks clearlake's own results commits.
+    """
+
+    lakefs_access_key_id: str
+    lakefs_secret_access_key: SecretStr
+    lakefs_encrypt_key: SecretStr
+    webhook_secret: SecretStr
+    signing_key: SecretStr
+
+    @classmethod
+    def load_or_create(cls, home: Path) -> StackSecrets:
+        """Read `secrets.json`, generating it (mode 0600) on first use."""
+        path = home / "secrets.json"
+        if path.exists():
+            raw = json.loads(path.read_text())
+        else:
+            raw = {
+                # lakeFS access key ids look like AWS ones: 'AKIA' + 16 upper-case characters.
+                "lakefs_access_key_id": "AKIAJ" + secrets.token_hex(8).upper()[:15],
+                "lakefs_secret_access_key": secrets.token_urlsafe(30),
+                "lakefs_encrypt_key": secrets.token_urlsafe(32),
+                "webhook_secret": secrets.token_urlsafe(32),
+                "signing_key": secrets.token_urlsafe(32),
+            }
+            write_private(path, json.dumps(raw, indent=2))
+        return cls(
+            lakefs_access_key_id=raw["lakefs_access_key_id"],
+            **{k: SecretStr(v) for k, v in raw.items() if k != "lakefs_access_key_id"},
+        )
+
+
+def recorded_ports(home: Path | None = None) -> dict[str, int]:
+    """Ports the stack in `home` was last started with (defaults where none recorded)."""
+    path = (home or state_dir()) / "stack.json"
+    ports = dict(DEFAULT_PORTS)
+    if path.exists():
+        ports.update(json.loads(path.read_text()).get("ports", {}))
+    return ports
+
+
+@dataclass(frozen=True)
+class LakeFSSettings:
+    """How to reach lakeFS: endpoint and credentials."""
+
+    endpoint: str
+    access_key_id: str
+    secret_access_key: SecretStr
+
+
+def lakefs_settings(home: Path | None = None) -> LakeFSSettings:
+    """lakeFS endpoint and credentials: environment first, then the local stack's."""
+    home = home or state_dir()
+    endpoint = os.environ.get("LAKEFS_ENDPOINT")
+    key_id = os.environ.get("LAKEFS_ACCESS_KEY_ID")
+    secret = os.environ.get("LAKEFS_SECRET_ACCESS_KEY")
+    if not (key_id and secret):
+        if not (home / "secrets.json").exists():
+            raise FileNotFoundError(
+                f"no lakeFS credentials: set LAKEFS_ACCESS_KEY_ID and LAKEFS_SECRET_ACCESS_KEY, "
+                f"or start the local stack with `clearlake stack up` (state directory {home})"
+            )
+        stack = StackSecrets.load_or_create(home)
+        key_id, secret = stack.lakefs_access_key_id, stack.lakefs_secret_access_key.get_secret_value()
+    if not endpoint:
+        endpoint = f"http://{LOOPBACK}:{recorded_ports(home)['lakefs']}"
+    return LakeFSSettings(endpoint.rstrip("/"), key_id, SecretStr(secret))
+
+
+def prefect_api_url(home: Path | None = None) -> str:
+    """The Prefect API URL: `PREFECT_API_URL` if set, else the local stack's server."""
+    return os.environ.get("PREFECT_API_URL") or (
+        f"http://{LOOPBACK}:{recorded_ports(home)['prefect']}/api"
+    )

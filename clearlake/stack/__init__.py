@@ -1,0 +1,1 @@
+"""The local stack: lakeFS (built from source) and a Prefect server, started on loopback."""

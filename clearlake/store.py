@@ -1,0 +1,300 @@
+"""The one place clearlake talks to lakeFS.
+
+`LakeFS` wraps the generated `lakefs_sdk` client with the few operations clearlake
+needs, and `_translate` turns every SDK or transport exception into one of the
+errors of `clearlake.errors`, naming the repository, ref and path involved.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import lakefs_sdk
+import urllib3
+from lakefs_sdk.exceptions import ApiException
+from pydantic import SecretStr
+
+from clearlake.config import LakeFSSettings, lakefs_settings
+from clearlake.errors import (
+    ConflictError,
+    DirtyBranchError,
+    HookRejectedError,
+    LakeFSError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnavailableError,
+)
+
+PAGE_SIZE = 1000
+
+
+def _lakefs_message(error: ApiException) -> str:
+    """The human message lakeFS put in an error body, else the HTTP reason."""
+    try:
+        return json.loads(error.body or "{}").get("message") or str(error.reason)
+    except (ValueError, AttributeError):
+        return str(error.body or error.reason)
+
+
+@contextmanager
+def _translate(
+    action: str, repository: str | None = None, ref: str | None = None, path: str | None = None
+) -> Iterator[None]:
+    """Run a lakeFS call, raising clearlake's errors instead of the SDK's."""
+    where = {"repository": repository, "ref": ref, "path": path}
+    try:
+        yield
+    except ApiException as error:
+        status = error.status or 0
+        message = f"{action}: {_lakefs_message(error)}"
+        if status in (401, 403):
+            raise PermissionDeniedError(message, status=status, **where) from error
+        if status == 404:
+            raise NotFoundError(message, status=status, **where) from error
+        if status == 412:
+            run_id = re.search(r"run[_ ]id[\"': ]+([A-Za-z0-9]+)", error.body or "")
+            raise HookRejectedError(message, run_id=run_id and run_id.group(1), **where) from error
+        if status == 400 and "dirty branch" in message:
+            raise DirtyBranchError(message, status=status, **where) from error
+        if status == 409:
+            raise ConflictError(message, status=status, **where) from error
+        if status >= 500 or status == 429 or status == 0:
+            raise UnavailableError(message, status=status, **where) from error
+        raise LakeFSError(message, status=status, **where) from error
+    except (urllib3.exceptions.HTTPError, OSError) as error:
+        raise UnavailableError(f"{action}: lakeFS is unreachable ({error})", **where) from error
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One object as lakeFS lists or diffs it.
+
+    Attributes:
+        path: the object's path in the repository.
+        checksum: lakeFS's checksum (an MD5 or a multipart ETag; not a content key).
+        size: size in bytes.
+        change: for diffs, 'added', 'changed' or 'removed'; None for listings.
+    """
+
+    path: str
+    checksum: str
+    size: int
+    change: str | None = None
+
+
+class LakeFS:
+    """A lakeFS server, through its API.
+
+    Args:
+        settings: endpoint and credentials; by default from the environment or the
+            local stack (see `clearlake.config.lakefs_settings`).
+    """
+
+    def __init__(self, settings: LakeFSSettings | None = None) -> None:
+        self.settings = settings or lakefs_settings()
+        configuration = lakefs_sdk.Configuration(
+            host=f"{self.settings.endpoint}/api/v1",
+            username=self.settings.access_key_id,
+            password=self.settings.secret_access_key.get_secret_value(),
+        )
+        configuration.retries = 2
+        self.client = lakefs_sdk.ApiClient(configuration)
+        self.repositories = lakefs_sdk.RepositoriesApi(self.client)
+        self.branches = lakefs_sdk.BranchesApi(self.client)
+        self.commits = lakefs_sdk.CommitsApi(self.client)
+        self.objects = lakefs_sdk.ObjectsApi(self.client)
+        self.refs = lakefs_sdk.RefsApi(self.client)
+        self.actions = lakefs_sdk.ActionsApi(self.client)
+
+    @classmethod
+    def connect(cls, endpoint: str, access_key_id: str, secret_access_key: str | SecretStr) -> LakeFS:
+        """A client for an explicit endpoint and credentials."""
+        secret = secret_access_key if isinstance(secret_access_key, SecretStr) else SecretStr(
+            secret_access_key)
+        return cls(LakeFSSettings(endpoint.rstrip("/"), access_key_id, secret))
+
+    def __repr__(self) -> str:
+        return f"LakeFS({self.settings.endpoint!r})"
+
+    # -- repositories --------------------------------------------------------------------
+    def repository_exists(self, repository: str) -> bool:
+        """True when `repository` exists (permission errors still raise)."""
+        try:
+            with _translate("get repository", repository):
+                self.repositories.get_repository(repository)
+        except NotFoundError:
+            return False
+        return True
+
+    def create_repository(
+        self, repository: str, storage_namespace: str, default_branch: str = "main"
+    ) -> bool:
+        """Create `repository` unless it exists; return True when it was created."""
+        if self.repository_exists(repository):
+            return False
+        creation = lakefs_sdk.RepositoryCreation(
+            name=repository, storage_namespace=storage_namespace, default_branch=default_branch
+        )
+        with _translate("create repository", repository):
+            self.repositories.create_repository(creation)
+        return True
+
+    def delete_repository(self, repository: str) -> None:
+        """Delete `repository` (its stored objects stay in the blockstore)."""
+        with _translate("delete repository", repository):
+            self.repositories.delete_repository(repository, force=True)
+
+    # -- branches and commits ------------------------------------------------------------
+    def create_branch(self, repository: str, branch: str, source: str) -> str:
+        """Create `branch` from ref `source`; return its head commit id."""
+        with _translate("create branch", repository, f"{branch} (from {source})"):
+            return self.branches.create_branch(
+                repository, lakefs_sdk.BranchCreation(name=branch, source=source)
+            )
+
+    def delete_branch(self, repository: str, branch: str, *, missing_ok: bool = True) -> None:
+        """Delete `branch`; a branch that is already gone is fine unless `missing_ok` is False."""
+        try:
+            with _translate("delete branch", repository, branch):
+                self.branches.delete_branch(repository, branch)
+        except NotFoundError:
+            if not missing_ok:
+                raise
+
+    def list_branches(self, repository: str, prefix: str = "") -> list[tuple[str, str]]:
+        """(name, head commit id) of every branch whose name starts with `prefix`."""
+        result: list[tuple[str, str]] = []
+        after = ""
+        while True:
+            with _translate("list branches", repository):
+                page = self.branches.list_branches(
+                    repository, prefix=prefix, after=after, amount=PAGE_SIZE
+                )
+            result.extend((ref.id, ref.commit_id) for ref in page.results)
+            if not page.pagination.has_more:
+                return result
+            after = page.pagination.next_offset
+
+    def head(self, repository: str, branch: str) -> str:
+        """The commit id at the head of `branch`."""
+        with _translate("get branch", repository, branch):
+            return self.branches.get_branch(repository, branch).commit_id
+
+    def get_commit(self, repository: str, ref: str) -> lakefs_sdk.Commit:
+        """The commit `ref` points at (branch, tag or commit id)."""
+        with _translate("get commit", repository, ref):
+            return self.commits.get_commit(repository, ref)
+
+    def has_uncommitted_changes(self, repository: str, branch: str) -> bool:
+        """True when `branch` has staged changes (lakeFS will refuse to merge into it)."""
+        with _translate("diff branch", repository, branch):
+            return bool(self.branches.diff_branch(repository, branch, amount=1).results)
+
+    def commit(
+        self,
+        repository: str,
+        branch: str,
+        message: str,
+        metadata: dict[str, str] | None = None,
+        *,
+        allow_empty: bool = False,
+    ) -> str:
+        """Commit everything staged on `branch`; return the new commit id."""
+        creation = lakefs_sdk.CommitCreation(
+            message=message, metadata=metadata or {}, allow_empty=allow_empty
+        )
+        with _translate("commit", repository, branch):
+            return self.commits.commit(repository, branch, creation).id
+
+    def merge(
+        self,
+        repository: str,
+        source: str,
+        destination: str,
+        message: str = "",
+        metadata: dict[str, str] | None = None,
+    ) -> str:
+        """Merge ref `source` into branch `destination`; return the resulting commit id.
+
+        Raises:
+            DirtyBranchError: `destination` has uncommitted changes.
+            ConflictError: both sides changed the same path.
+            HookRejectedError: a pre-merge hook refused the merge.
+        """
+        merge = lakefs_sdk.Merge(message=message or None, metadata=metadata or {})
+        with _translate("merge", repository, f"{source} into {destination}"):
+            return self.refs.merge_into_branch(repository, source, destination, merge=merge).reference
+
+    # -- objects ---------------------------------------------------------------------------
+    def get_object(self, repository: str, ref: str, path: str) -> bytes:
+        """The bytes of `path` at `ref`."""
+        with _translate("read object", repository, ref, path):
+            return bytes(self.objects.get_object(repository, ref, path))
+
+    def stat_object(self, repository: str, ref: str, path: str) -> ObjectInfo:
+        """Checksum and size of `path` at `ref`."""
+        with _translate("stat object", repository, ref, path):
+            stats = self.objects.stat_object(repository, ref, path)
+        return ObjectInfo(stats.path, stats.checksum, stats.size_bytes or 0)
+
+    def upload_object(self, repository: str, branch: str, path: str, data: bytes) -> ObjectInfo:
+        """Stage `data` at `path` on `branch` (uncommitted until a commit)."""
+        with _translate("upload object", repository, branch, path):
+            stats = self.objects.upload_object(repository, branch, path, content=data)
+        return ObjectInfo(stats.path, stats.checksum, stats.size_bytes or 0)
+
+    def delete_objects(self, repository: str, branch: str, paths: list[str]) -> None:
+        """Stage the deletion of `paths` on `branch` (in pages lakeFS accepts)."""
+        for start in range(0, len(paths), PAGE_SIZE):
+            chunk = paths[start : start + PAGE_SIZE]
+            with _translate("delete objects", repository, branch, chunk[0]):
+                errors = self.objects.delete_objects(
+                    repository, branch, lakefs_sdk.PathList(paths=chunk)
+                ).errors
+            if errors:
+                first = errors[0]
+                raise LakeFSError(f"delete objects: {first.message}", repository=repository,
+                                  ref=branch, path=first.path)
+
+    def list_objects(self, repository: str, ref: str, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object under `prefix` at `ref`, in path order, page by page."""
+        after = ""
+        while True:
+            with _translate("list objects", repository, ref, prefix or None):
+                page = self.objects.list_objects(
+                    repository, ref, prefix=prefix, after=after, amount=PAGE_SIZE
+                )
+            for stats in page.results:
+                yield ObjectInfo(stats.path, stats.checksum, stats.size_bytes or 0)
+            if not page.pagination.has_more:
+                return
+            after = page.pagination.next_offset
+
+    def diff(
+        self, repository: str, left: str, right: str, prefix: str = ""
+    ) -> Iterator[ObjectInfo]:
+        """Objects that differ between `left` and `right` (two-dot: the trees compared directly).
+
+        lakeFS's default three-dot diff compares against the merge base, which is
+        wrong after a branch was reset; the two-dot diff is what changed between
+        exactly these two commits.
+        """
+        after = ""
+        while True:
+            with _translate("diff", repository, f"{left}..{right}", prefix or None):
+                page = self.refs.diff_refs(
+                    repository, left, right, after=after, amount=PAGE_SIZE, prefix=prefix,
+                    type="two_dot", include_right_stats=True,
+                )
+            for d in page.results:
+                if d.path_type != "object":
+                    continue
+                right = d.right  # the object's stats on the right side; None when removed
+                yield ObjectInfo(d.path, right.checksum if right else "", d.size_bytes or 0, d.type)
+            if not page.pagination.has_more:
+                return
+            after = page.pagination.next_offset

@@ -1,0 +1,155 @@
+"""Commit-through-a-temporary-branch transactions.
+
+A lakeFS commit takes everything staged on a branch, so writing straight to a
+user's branch would sweep up their uncommitted work. A `Transaction` stages its
+writes on a temporary branch created from the branch's head, commits there and
+merges that commit back: the result is one atomic change, and concurrent commits
+to the branch are neither swept in nor lost (the merge is three-way).
+
+lakeFS refuses to merge into a branch with uncommitted changes. The merge is
+retried with exponential backoff for `merge_timeout_s`; after that `MergePending`
+is raised and the committed temporary branch is kept, so the merge can be finished
+later (`finish_pending`). Any other failure deletes the temporary branch: a failed
+transaction leaves nothing on the branch.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from types import TracebackType
+
+from clearlake.errors import DirtyBranchError
+from clearlake.store import LakeFS
+
+TEMP_BRANCH_PREFIX = "clearlake-tx-"
+
+
+class MergePending(DirtyBranchError):
+    """The transaction committed, but its branch stayed dirty for the whole retry window.
+
+    Attributes:
+        temp_branch: the kept temporary branch holding the committed change.
+    """
+
+    def __init__(self, message: str, *, temp_branch: str, repository: str, ref: str) -> None:
+        self.temp_branch = temp_branch
+        super().__init__(message, repository=repository, ref=ref)
+
+
+def temp_branch_created_at(name: str) -> float | None:
+    """When a temporary branch was created (from its name), None if not one of ours."""
+    if not name.startswith(TEMP_BRANCH_PREFIX):
+        return None
+    stamp = name.removeprefix(TEMP_BRANCH_PREFIX).split("-", 1)[0]
+    return int(stamp) if stamp.isdigit() else None
+
+
+def merge_with_retry(
+    lakefs: LakeFS,
+    repository: str,
+    source: str,
+    branch: str,
+    message: str,
+    metadata: dict[str, str],
+    timeout_s: float,
+) -> str:
+    """Merge `source` into `branch`, waiting out uncommitted changes for up to `timeout_s`.
+
+    Raises:
+        DirtyBranchError: `branch` still had uncommitted changes when time ran out.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = 0.2
+    while True:
+        try:
+            return lakefs.merge(repository, source, branch, message, metadata)
+        except DirtyBranchError:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+class Transaction:
+    """Writes to `branch` staged on a temporary branch and applied by one merge.
+
+    Use as a context manager; call `commit` before leaving it, or nothing is applied.
+
+    Args:
+        lakefs: the lakeFS client.
+        repository: the repository.
+        branch: the branch to change.
+        merge_timeout_s: how long to retry a merge refused because `branch` is dirty.
+    """
+
+    def __init__(
+        self, lakefs: LakeFS, repository: str, branch: str, *, merge_timeout_s: float = 60.0
+    ) -> None:
+        self.lakefs = lakefs
+        self.repository = repository
+        self.branch = branch
+        self.merge_timeout_s = merge_timeout_s
+        self.temp_branch = f"{TEMP_BRANCH_PREFIX}{int(time.time())}-{secrets.token_hex(4)}"
+        self.base_commit: str | None = None
+        self._keep_temp_branch = False
+
+    def __enter__(self) -> Transaction:
+        self.base_commit = self.lakefs.create_branch(self.repository, self.temp_branch, self.branch)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._keep_temp_branch:
+            self.lakefs.delete_branch(self.repository, self.temp_branch)
+
+    def upload(self, path: str, data: bytes) -> None:
+        """Stage `data` at `path`."""
+        self.lakefs.upload_object(self.repository, self.temp_branch, path, data)
+
+    def delete(self, paths: list[str]) -> None:
+        """Stage the deletion of `paths`."""
+        if paths:
+            self.lakefs.delete_objects(self.repository, self.temp_branch, paths)
+
+    def commit(self, message: str, metadata: dict[str, str] | None = None) -> str:
+        """Commit the staged changes and merge them into the branch; return the merge commit.
+
+        The commit and the merge carry the same metadata, so the change is recognisable
+        on the branch whichever of the two a reader looks at.
+
+        Raises:
+            MergePending: the branch stayed dirty for `merge_timeout_s`; the committed
+                temporary branch is kept for a later `finish_pending`.
+        """
+        metadata = metadata or {}
+        self.lakefs.commit(self.repository, self.temp_branch, message, metadata, allow_empty=True)
+        try:
+            return merge_with_retry(
+                self.lakefs, self.repository, self.temp_branch, self.branch,
+                message, metadata, self.merge_timeout_s,
+            )
+        except DirtyBranchError as error:
+            self._keep_temp_branch = True
+            raise MergePending(
+                f"{self.branch} kept uncommitted changes for {self.merge_timeout_s:.0f} s; "
+                f"the change is committed on {self.temp_branch} and will be merged later",
+                temp_branch=self.temp_branch, repository=self.repository, ref=self.branch,
+            ) from error
+
+
+def finish_pending(
+    lakefs: LakeFS, repository: str, temp_branch: str, branch: str, timeout_s: float = 60.0
+) -> str:
+    """Merge a kept temporary branch into `branch` and delete it; return the merge commit."""
+    commit = lakefs.get_commit(repository, temp_branch)
+    merged = merge_with_retry(
+        lakefs, repository, temp_branch, branch, commit.message, dict(commit.metadata or {}),
+        timeout_s,
+    )
+    lakefs.delete_branch(repository, temp_branch)
+    return merged
