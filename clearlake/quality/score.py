@@ -1,0 +1,648 @@
+"""Local prototype mode: score every image under a folder, on all cores, with a metrics cache.
+
+`score_directory` walks a folder, analyses each image in a process pool
+(workers get file paths and send back metrics, never pixel arrays), labels
+everything with a model at the end, and returns one record per file. The
+command `clearlake score` (`clearlake.cli.score`) is a thin shell around it.
+
+The cache (SQLite, WAL mode, written by the parent process only) has two
+tables, so that nothing is done twice:
+
+* ``files``: (path, size, mtime_ns) → sha256. When a file's size and
+  modification time are unchanged it is not even read. Files modified within
+  the last `RACY_SECONDS` are not recorded, because a second change within the
+  file system's timestamp granularity would keep size and mtime.
+* ``analyses``: (sha256, analysis version) → outcome, size and metrics. A
+  renamed or copied file (new path, same bytes) is read and hashed, then
+  reuses the analysis. The version covers the metric code and the decoding
+  rules (`analyse.ANALYSIS_VERSION`). Labels are never cached: a model labels
+  the metrics in one cheap call at the end.
+
+Refusals that depend on the pixel limit (`too_large`) are not cached; an image
+cached as ok is reported `too_large` without decoding when its size exceeds
+the current limit; other refusals are reused only under the same limit.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+
+from clearlake.quality import decode as decoding
+from clearlake.quality.analyse import ANALYSIS_VERSION, Analysis, analyse
+from clearlake.quality.metrics import METRIC_NAMES, METRIC_SET_VERSION
+from clearlake.quality.types import Outcome
+
+if TYPE_CHECKING:
+    from clearlake.quality.classifier import Model
+
+IMAGE_EXTENSIONS = frozenset(
+    {
+        ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".gif", ".webp", ".tif", ".tiff",
+        ".bmp", ".dib", ".jp2", ".j2k", ".jpf", ".jpx", ".pbm", ".pgm", ".ppm", ".pnm",
+        ".avif", ".heic", ".heif", ".svg", ".jxl", ".psd", ".ico", ".hdr", ".exr",
+    }
+)  # fmt: skip
+"""File extensions `score` picks up (case-insensitive). Files with these names that
+turn out not to be images, or not supported, are reported with their outcome."""
+
+CACHE_DIR_ENV = "CLEARLAKE_CACHE_DIR"
+"""Environment variable naming the metrics cache directory."""
+
+CACHE_FILE = "metrics.sqlite3"
+"""Name of the SQLite cache file inside the cache directory."""
+
+RACY_SECONDS = 2.0
+"""Files modified this recently are re-hashed next time (timestamp granularity)."""
+
+OUTPUT_FORMATS = (".parquet", ".csv", ".jsonl")
+"""Output file extensions `write_records` understands."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS analyses (
+    sha256 TEXT NOT NULL,
+    version TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    max_pixels INTEGER,  -- the limit a refusal was decided under; NULL for ok
+    metrics TEXT,        -- JSON {name: value}; NULL unless ok
+    PRIMARY KEY (sha256, version)
+) WITHOUT ROWID;
+"""
+
+
+def default_cache_dir() -> Path:
+    """Where the metrics cache lives: `CLEARLAKE_CACHE_DIR`, else the user's cache directory.
+
+    Returns:
+        ``$CLEARLAKE_CACHE_DIR``, or ``$XDG_CACHE_HOME/clearlake/metrics``
+        (``~/.cache/clearlake/metrics`` when `XDG_CACHE_HOME` is unset).
+    """
+    configured = os.environ.get(CACHE_DIR_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "clearlake" / "metrics"
+
+
+class MetricsCache:
+    """The SQLite metrics cache (see the module docstring for its two tables).
+
+    Open it in the process that writes; worker processes open their own
+    connection with ``readonly=True``.
+    """
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        """Open (creating if needed, unless `readonly`) the cache at `path`.
+
+        Args:
+            path: the SQLite file.
+            readonly: open for reading only (worker processes).
+        """
+        self.path = path
+        if readonly:
+            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, timeout=30)
+            # WAL: readers (workers, other runs) never block the writer, and
+            # concurrent `score` runs serialise their short write transactions.
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
+
+    def __enter__(self) -> MetricsCache:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def known_files(self, root: str) -> dict[str, tuple[int, int, str]]:
+        """Recorded files under a directory.
+
+        Args:
+            root: absolute directory path.
+
+        Returns:
+            ``{path: (size, mtime_ns, sha256)}`` for every recorded path under `root`.
+        """
+        prefix = root.rstrip(os.sep) + os.sep
+        # Range scan on the primary key: every string that starts with `prefix`.
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        rows = self._db.execute(
+            "SELECT path, size, mtime_ns, sha256 FROM files WHERE path >= ? AND path < ?",
+            (prefix, upper),
+        )
+        return {path: (size, mtime, sha) for path, size, mtime, sha in rows}
+
+    def analyses(
+        self, digests: Iterable[str], version: str, max_pixels: int
+    ) -> dict[str, Analysis]:
+        """Cached analyses still valid under `version` and the pixel limit.
+
+        Args:
+            digests: sha256 hex digests to look up.
+            version: the analysis version (`analyse.ANALYSIS_VERSION`).
+            max_pixels: the current pixel limit.
+
+        Returns:
+            ``{sha256: Analysis}`` for the digests found.
+        """
+        found: dict[str, Analysis] = {}
+        unique = list(dict.fromkeys(digests))
+        for start in range(0, len(unique), 500):  # SQLite's bound-parameter limit
+            batch = unique[start : start + 500]
+            marks = ",".join("?" * len(batch))
+            rows = self._db.execute(
+                "SELECT sha256, size, outcome, reason, width, height, max_pixels, metrics "
+                f"FROM analyses WHERE version = ? AND sha256 IN ({marks})",
+                (version, *batch),
+            )
+            for row in rows:
+                analysis = _from_row(row, max_pixels)
+                if analysis is not None:
+                    found[analysis.sha256] = analysis
+        return found
+
+    def store(
+        self,
+        files: Sequence[tuple[str, int, int, str]],
+        analyses: Sequence[Analysis],
+        version: str,
+        max_pixels: int,
+    ) -> None:
+        """Record file identities and analyses in one transaction.
+
+        Args:
+            files: ``(path, size, mtime_ns, sha256)`` rows.
+            analyses: analyses to cache (`too_large` ones are skipped).
+            version: the analysis version they were computed under.
+            max_pixels: the pixel limit refusals were decided under.
+        """
+        rows = [
+            (
+                a.sha256,
+                version,
+                a.size,
+                str(a.outcome),
+                a.reason,
+                a.width,
+                a.height,
+                None if a.ok else max_pixels,
+                json.dumps(a.metrics) if a.metrics is not None else None,
+            )
+            for a in analyses
+            if a.outcome is not Outcome.TOO_LARGE
+        ]
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)", files)
+            self._db.executemany(
+                "INSERT OR REPLACE INTO analyses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+            )
+
+
+def _from_row(row: tuple[Any, ...], max_pixels: int) -> Analysis | None:
+    """An Analysis from a cache row, or None when the current pixel limit invalidates it."""
+    sha, size, outcome, reason, width, height, limit, metrics_json = row
+    outcome = Outcome(outcome)
+    if outcome is Outcome.OK:
+        if width * height > max_pixels:
+            # Same refusal decode() would give, without decoding anything.
+            return Analysis(
+                sha,
+                size,
+                Outcome.TOO_LARGE,
+                f"{width}×{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,}",
+                width,
+                height,
+            )
+        return Analysis(sha, size, outcome, reason, width, height, json.loads(metrics_json))
+    if limit != max_pixels:
+        return None
+    return Analysis(sha, size, outcome, reason, width, height)
+
+
+# --- the walk -----------------------------------------------------------------------
+
+
+def find_images(root: Path) -> list[Path]:
+    """Image files under `root`, recursively, by extension, sorted; hidden directories skipped.
+
+    Args:
+        root: the directory to walk.
+
+    Returns:
+        Absolute paths, sorted.
+    """
+    found: list[Path] = []
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        found.extend(
+            Path(directory, name)
+            for name in files
+            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+        )
+    return sorted(found)
+
+
+# --- worker side --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Task:
+    index: int
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class _Done:
+    index: int
+    analysis: Analysis
+    computed: bool  # decoded and measured here (not a cache hit)
+    record_file: bool  # the bytes read match the stat: safe to remember (path, size, mtime)
+
+
+_worker_cache: MetricsCache | None = None
+_worker_max_pixels: int = decoding.DEFAULT_MAX_PIXELS
+
+
+def _init_worker(cache_path: str | None, max_pixels: int) -> None:
+    """Pool initializer: one read-only cache connection and one OpenCV thread per worker."""
+    global _worker_cache, _worker_max_pixels
+    # One process per core already uses every core; OpenCV's own threads would oversubscribe.
+    cv2.setNumThreads(1)
+    _worker_cache = MetricsCache(Path(cache_path), readonly=True) if cache_path else None
+    _worker_max_pixels = max_pixels
+
+
+def _run_chunk(tasks: Sequence[_Task]) -> list[_Done]:
+    """Worker entry point: read, hash, look up, else analyse each file of a chunk."""
+    return [_run_task(task, _worker_cache, _worker_max_pixels) for task in tasks]
+
+
+def _run_task(task: _Task, cache: MetricsCache | None, max_pixels: int) -> _Done:
+    try:
+        data = Path(task.path).read_bytes()
+    except OSError as exc:
+        reason = f"cannot read the file: {exc.strerror or exc}"
+        return _Done(task.index, Analysis("", 0, Outcome.CORRUPT, reason), False, False)
+    digest = hashlib.sha256(data).hexdigest()
+    record_file = len(data) == task.size
+    if cache is not None:
+        hit = cache.analyses([digest], ANALYSIS_VERSION, max_pixels).get(digest)
+        if hit is not None:
+            return _Done(task.index, hit, False, record_file)
+    analysis = analyse(data, max_pixels=max_pixels, sha256=digest)
+    return _Done(task.index, analysis, True, record_file)
+
+
+# --- the run ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """What a `score_directory` run produced.
+
+    Attributes:
+        root: the directory scored.
+        records: one dict per file, sorted by path (see `record_columns`).
+        classes: the model's classes (empty without a model).
+        model_id: the model's id, or None without a model.
+        computed: images decoded and measured in this run.
+        cached: analyses reused from the cache.
+        hashed: files read and hashed (their path, size or mtime was not known).
+        elapsed: wall-clock seconds.
+        outcomes: number of files per outcome.
+        labels: number of images per predicted label.
+    """
+
+    root: Path
+    records: list[dict[str, Any]]
+    classes: tuple[str, ...] = ()
+    model_id: str | None = None
+    computed: int = 0
+    cached: int = 0
+    hashed: int = 0
+    elapsed: float = 0.0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    labels: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def columns(self) -> list[str]:
+        """Column names of the records, in output order."""
+        return record_columns(self.classes)
+
+
+def record_columns(classes: Sequence[str]) -> list[str]:
+    """Columns of a score record, in output order.
+
+    Args:
+        classes: the model's classes (one ``p_<class>`` column each).
+
+    Returns:
+        The column names.
+    """
+    return [
+        "path",
+        "sha256",
+        "size",
+        "width",
+        "height",
+        *METRIC_NAMES,
+        "label",
+        *(f"p_{name}" for name in classes),
+        "outcome",
+        "reason",
+        "model_id",
+        "metric_set_version",
+    ]
+
+
+def default_jobs() -> int:
+    """Number of worker processes by default: the cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def score_directory(
+    root: Path,
+    *,
+    model: Model | None = None,
+    jobs: int | None = None,
+    max_pixels: int | None = None,
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
+    on_start: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> ScoreResult:
+    """Analyse and label every image under `root`.
+
+    Args:
+        root: directory to walk recursively.
+        model: labels the images; None leaves `label` and probabilities empty.
+        jobs: worker processes (default: all available cores); 1 runs in-process.
+        max_pixels: pixel limit (default: `CLEARLAKE_MAX_PIXELS` or 100 MP).
+        cache_dir: cache directory (default: `default_cache_dir()`).
+        use_cache: False neither reads nor writes the cache.
+        on_start: called once with the number of files found.
+        on_progress: called with the number of files finished since the last call.
+
+    Returns:
+        The records and the run's counters.
+    """
+    started = time.perf_counter()
+    root = Path(os.path.abspath(root))
+    limit = decoding.default_max_pixels() if max_pixels is None else max_pixels
+    workers = default_jobs() if jobs is None else max(1, jobs)
+    paths = find_images(root)
+    if on_start is not None:
+        on_start(len(paths))
+    progress = on_progress or (lambda n: None)
+
+    cache: MetricsCache | None = None
+    if use_cache:
+        cache = MetricsCache((cache_dir or default_cache_dir()) / CACHE_FILE)
+    try:
+        analyses: list[Analysis | None] = [None] * len(paths)
+        tasks: list[_Task] = []
+        known = cache.known_files(str(root)) if cache is not None else {}
+        reuse: dict[int, tuple[str, _Task]] = {}
+        for index, path in enumerate(paths):
+            try:
+                stat = path.stat()
+            except OSError as exc:  # vanished, or a dangling link
+                reason = f"cannot read the file: {exc.strerror or exc}"
+                analyses[index] = Analysis("", 0, Outcome.CORRUPT, reason)
+                continue
+            task = _Task(index, str(path), stat.st_size, stat.st_mtime_ns)
+            entry = known.get(task.path)
+            if entry is not None and entry[:2] == (task.size, task.mtime_ns):
+                reuse[index] = (entry[2], task)
+            else:
+                tasks.append(task)
+        cached = 0
+        if cache is not None and reuse:
+            hits = cache.analyses((d for d, _ in reuse.values()), ANALYSIS_VERSION, limit)
+            for index, (digest, task) in reuse.items():
+                if digest in hits:
+                    analyses[index] = hits[digest]
+                    cached += 1
+                else:  # known bytes, but not analysed under this version or limit
+                    tasks.append(task)
+        progress(len(paths) - len(tasks))  # unreadable files and cache hits are done
+
+        mtimes = {task.index: task.mtime_ns for task in tasks}
+        computed = 0
+        for batch in _execute(tasks, workers, cache, limit):
+            file_rows = []
+            fresh = []
+            now_ns = time.time_ns()
+            for item in batch:
+                analyses[item.index] = item.analysis
+                if item.computed:
+                    computed += 1
+                    fresh.append(item.analysis)
+                elif item.analysis.sha256:
+                    cached += 1
+                mtime = mtimes[item.index]
+                if item.record_file and item.analysis.sha256 and not _racy(mtime, now_ns):
+                    file_rows.append(
+                        (str(paths[item.index]), item.analysis.size, mtime, item.analysis.sha256)
+                    )
+            if cache is not None:
+                cache.store(file_rows, fresh, ANALYSIS_VERSION, limit)
+            progress(len(batch))
+    finally:
+        if cache is not None:
+            cache.close()
+
+    final = [a for a in analyses if a is not None]
+    if len(final) != len(paths):  # every file gets exactly one analysis
+        raise RuntimeError(f"{len(paths) - len(final)} files were not analysed")
+    records = _records(root, paths, final, model)
+    return ScoreResult(
+        root=root,
+        records=records,
+        classes=tuple(model.classes) if model is not None else (),
+        model_id=model.id if model is not None else None,
+        computed=computed,
+        cached=cached,
+        hashed=len(tasks),
+        elapsed=time.perf_counter() - started,
+        outcomes=Counter(r["outcome"] for r in records),
+        labels=Counter(r["label"] for r in records if r["label"] is not None),
+    )
+
+
+def _racy(mtime_ns: int, now_ns: int) -> bool:
+    return now_ns - mtime_ns < RACY_SECONDS * 1e9
+
+
+def _chunks(tasks: Sequence[_Task], workers: int) -> Iterator[list[_Task]]:
+    # ~8 chunks per worker: enough to balance slow images, few enough to amortise IPC.
+    size = max(1, min(32, math.ceil(len(tasks) / (workers * 8))))
+    for start in range(0, len(tasks), size):
+        yield list(tasks[start : start + size])
+
+
+def _execute(
+    tasks: Sequence[_Task], workers: int, cache: MetricsCache | None, limit: int
+) -> Iterator[list[_Done]]:
+    """Run tasks in-process (one worker or one chunk) or in a process pool; yield batches."""
+    if not tasks:
+        return
+    chunks = list(_chunks(tasks, workers))
+    if workers == 1 or len(chunks) == 1:
+        for chunk in chunks:
+            yield [_run_task(task, cache, limit) for task in chunk]
+        return
+    # forkserver: workers fork from a clean server process, not from this one
+    # (which may run threads, e.g. the progress display's refresh thread).
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["clearlake.quality.score"])
+    cache_path = str(cache.path) if cache is not None else None
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=min(workers, len(chunks)),
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(cache_path, limit),
+    ) as pool:
+        futures = [pool.submit(_run_chunk, chunk) for chunk in chunks]
+        for future in concurrent.futures.as_completed(futures):
+            yield future.result()
+
+
+def _records(
+    root: Path, paths: Sequence[Path], analyses: Sequence[Analysis], model: Model | None
+) -> list[dict[str, Any]]:
+    """One output record per file; the model labels every ok image in one call."""
+    classes = tuple(model.classes) if model is not None else ()
+    ok = [i for i, a in enumerate(analyses) if a.ok and a.metrics is not None]
+    by_index = {}
+    if model is not None and ok:
+        predictions = model.predict([analyses[i].metrics for i in ok])
+        by_index = dict(zip(ok, predictions, strict=True))
+    records = []
+    for index, (path, analysis) in enumerate(zip(paths, analyses, strict=True)):
+        record: dict[str, Any] = {
+            "path": path.relative_to(root).as_posix(),
+            "sha256": analysis.sha256 or None,
+            "size": analysis.size,
+            "width": analysis.width,
+            "height": analysis.height,
+        }
+        values = analysis.metrics or {}
+        for name in METRIC_NAMES:
+            record[name] = values.get(name)
+        prediction = by_index.get(index)
+        record["label"] = prediction.label if prediction is not None else None
+        for name in classes:
+            record[f"p_{name}"] = (
+                float(prediction.probabilities[name]) if prediction is not None else None
+            )
+        record["outcome"] = str(analysis.outcome)
+        record["reason"] = analysis.reason
+        record["model_id"] = model.id if model is not None else None
+        record["metric_set_version"] = METRIC_SET_VERSION
+        records.append(record)
+    return records
+
+
+# --- output -------------------------------------------------------------------------
+
+
+def write_records(records: Sequence[dict[str, Any]], columns: Sequence[str], out: Path) -> None:
+    """Write score records as Parquet, CSV or JSON Lines, chosen by `out`'s extension.
+
+    Args:
+        records: the records.
+        columns: column order (`ScoreResult.columns`).
+        out: destination; ``.parquet``, ``.csv`` or ``.jsonl``.
+
+    Raises:
+        ValueError: unknown extension.
+    """
+    suffix = out.suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise ValueError(f"{out}: output must end in one of {', '.join(OUTPUT_FORMATS)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".parquet":
+        _write_parquet(records, columns, out)
+    elif suffix == ".csv":
+        with out.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(columns))
+            writer.writeheader()
+            writer.writerows(records)  # None → empty cell; floats as repr (round-trip)
+    else:
+        with out.open("w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps({c: record[c] for c in columns}, allow_nan=False))
+                handle.write("\n")
+
+
+def _write_parquet(records: Sequence[dict[str, Any]], columns: Sequence[str], out: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def kind(column: str) -> pa.DataType:
+        if column in ("size",):
+            return pa.int64()
+        if column in ("width", "height"):
+            return pa.int32()
+        if column in METRIC_NAMES or column.startswith("p_"):
+            return pa.float64()
+        return pa.string()
+
+    table = pa.table(
+        {c: pa.array([r[c] for r in records], type=kind(c)) for c in columns},
+    )
+    pq.write_table(table, out)
+
+
+def worst(result: ScoreResult, count: int = 10) -> list[dict[str, Any]]:
+    """The images most likely to be bad: lowest P(good), else lowest top probability.
+
+    Args:
+        result: a score result with labels.
+        count: how many to return.
+
+    Returns:
+        Up to `count` records, worst first (ok images only).
+    """
+    labelled = [r for r in result.records if r["label"] is not None]
+    if "good" in result.classes:
+        return sorted(labelled, key=lambda r: (r["p_good"], r["path"]))[:count]
+    return sorted(labelled, key=lambda r: (max(r[f"p_{c}"] for c in result.classes), r["path"]))[
+        :count
+    ]
