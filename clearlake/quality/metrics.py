@@ -36,8 +36,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 import scipy
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy import fft as sfft
-from scipy import ndimage
 
 from clearlake.quality.types import DecodedImage
 
@@ -67,6 +67,18 @@ SLOPE_BAND = (0.05, 0.4)
 HIGH_FREQUENCY = 0.25
 #: Number of angular sectors of the anisotropy measure.
 SECTORS = 8
+#: Half-size (px) of the window in which an edge's contrast is measured.
+EDGE_WINDOW = 6
+#: Edges are the pixels whose gradient is in this top percentile...
+EDGE_PERCENTILE = 99.0
+#: ...and whose local contrast is at least this many grey levels.
+EDGE_MIN_CONTRAST = 16.0
+#: Whole-image spectra are max-pooled onto at most this many rows (cycles/px grid).
+GLOBAL_GRID = 256
+#: Long side (px) of the area-downscaled colour view whose chroma spectrum is measured.
+CHROMA_SIDE = 512
+#: Radial band (cycles/px) of whole-image peaks: from a few cycles per picture up.
+GLOBAL_BAND = (0.01, 0.5)
 #: Small constant that keeps ratios and logs finite on flat images.
 EPS = 1e-9
 
@@ -80,10 +92,15 @@ METRIC_NAMES: tuple[str, ...] = (
     "spectral_slope_score",
     "hf_ratio_score",
     "hf_anisotropy_score",
+    "edge_width_score",
+    "edge_width_max_dir_score",
     "luma_peak_score",
+    "luma_banding_score",
+    "luma_global_peak_score",
     "chroma_peak_score",
     "chroma_banding_score",
     "chroma_gradient_ratio_score",
+    "chroma_global_peak_score",
 )
 
 
@@ -125,7 +142,9 @@ def calc_sobel_variance(grey: np.ndarray, axis: str) -> float:
     return _variance(cv2.Sobel(grey, cv2.CV_16S, dx, dy, ksize=3))
 
 
-def calc_fft_high_frequency(grey: np.ndarray, half_window: int = FFT_HALF_WINDOW) -> float:
+def calc_fft_high_frequency(
+    grey: np.ndarray, half_window: int = FFT_HALF_WINDOW, spectrum: np.ndarray | None = None
+) -> float:
     """The seed's FFT high-frequency measure.
 
     ``F = fftshift(fft2(grey))``; zero ``F[cy-s:cy+s, cx-s:cx+s]`` with
@@ -143,6 +162,8 @@ def calc_fft_high_frequency(grey: np.ndarray, half_window: int = FFT_HALF_WINDOW
     Args:
         grey: H×W uint8 greyscale image.
         half_window: ``s``, half-size of the removed low-frequency square.
+        spectrum: ``rfft2(grey.astype(float32))`` when the caller already has it
+            (it is modified in place).
 
     Returns:
         The mean log magnitude of the high-pass image; lower means blurrier.
@@ -157,7 +178,7 @@ def calc_fft_high_frequency(grey: np.ndarray, half_window: int = FFT_HALF_WINDOW
         recon = sfft.ifft2(np.fft.ifftshift(full))
         power = (recon.real * recon.real + recon.imag * recon.imag).astype(np.float32)
     else:
-        power = _fft_high_pass_power(grey, s)
+        power = _fft_high_pass_power(grey, s, spectrum)
     np.maximum(power, np.float32(FFT_MAGNITUDE_FLOOR**2), out=power)
     # 20·ln|r| = 10·ln|r|²; mean accumulated in float64.
     return float(10.0 * np.log(power).mean(dtype=np.float64))
@@ -204,6 +225,47 @@ def calc_fine_coarse_ratio(grey_f: np.ndarray, laplacian_var: float) -> float:
     """
     coarse = cv2.pyrDown(grey_f)
     return (laplacian_var + EPS) / (_variance(cv2.Laplacian(coarse, cv2.CV_32F)) + EPS)
+
+
+def calc_edge_width(grey: np.ndarray, grey_f: np.ndarray) -> tuple[float, float]:
+    """Width in px of the image's strongest edges (high = blurry).
+
+    At each pixel, slope ``m = |∇I|`` (3×3 Sobel / 8, grey levels per px) and
+    local contrast ``c = max - min`` of ``I`` over a ``(2·EDGE_WINDOW+1)²`` window.
+    For a step of height ``c`` blurred to width ``w`` the steepest slope is
+    ``c / w``, so ``w = c / m`` at edge pixels — those in the top
+    ``EDGE_PERCENTILE`` of ``m`` with ``c ≥ EDGE_MIN_CONTRAST``. A sharp edge is
+    ~2 px wide (the derivative's own support); a blur of σ widens it by ~2.5σ.
+    Scene-independent: it does not care how many edges there are.
+
+    Returns ``(ln median w, ln max_d median w_d)``, the second over four
+    gradient directions ``d`` (0°, 45°, 90°, 135°): a motion blur widens the
+    edges across its direction only.
+
+    Args:
+        grey: H×W uint8 greyscale.
+        grey_f: the same as float32.
+
+    Returns:
+        (log edge width, log edge width in the widest direction); ln 2 for an
+        image without edges.
+    """
+    gx = cv2.Sobel(grey_f, cv2.CV_32F, 1, 0, scale=0.125)
+    gy = cv2.Sobel(grey_f, cv2.CV_32F, 0, 1, scale=0.125)
+    slope = cv2.magnitude(gx, gy)
+    kernel = np.ones((2 * EDGE_WINDOW + 1, 2 * EDGE_WINDOW + 1), np.uint8)
+    contrast = cv2.subtract(cv2.dilate(grey, kernel), cv2.erode(grey, kernel))
+    step = max(1, int(np.sqrt(slope.size / 250_000)))  # threshold from a subsample: cheap
+    threshold = np.percentile(slope[::step, ::step], EDGE_PERCENTILE)
+    sel = (slope >= max(threshold, 1e-3)) & (contrast >= EDGE_MIN_CONTRAST)
+    if np.count_nonzero(sel) < 16:
+        return float(np.log(2.0)), float(np.log(2.0))
+    width = contrast[sel].astype(np.float32) / slope[sel]
+    direction = (np.rint(np.arctan2(gy[sel], gx[sel]) / (np.pi / 4)).astype(np.int64)) % 4
+    per_dir = [
+        np.median(width[direction == d]) for d in range(4) if np.count_nonzero(direction == d) >= 8
+    ]
+    return float(np.log(np.median(width))), float(np.log(max(per_dir)))
 
 
 # --- spectral features -------------------------------------------------------------
@@ -298,21 +360,57 @@ def calc_peak_prominence(power: np.ndarray, band: tuple[float, float] = PEAK_BAN
         The prominence in natural-log units (0 when the spectrum is flat).
     """
     q = np.log(power + EPS * (power.max() + EPS))
-    n = BACKGROUND_SIZE
-    background = np.maximum.reduce(
-        [
-            ndimage.median_filter(q, size=(n, n), mode="nearest"),
-            ndimage.median_filter(q, size=(1, 2 * n + 1), mode="nearest"),
-            ndimage.median_filter(q, size=(2 * n + 1, 1), mode="nearest"),
-        ]
-    )
     radius, _ = _polar(power.shape[0])
-    sel = (radius >= band[0]) & (radius <= band[1])
-    excess = (q - background)[sel]
-    if excess.size == 0:
-        return 0.0
-    k = min(TOP_PEAKS, excess.size)
-    return float(np.partition(excess, excess.size - k)[-k:].mean())
+    return _prominence(q, (radius >= band[0]) & (radius <= band[1]))
+
+
+def pooled_power(spectrum: np.ndarray, grid: int = GLOBAL_GRID) -> np.ndarray:
+    """Whole-image power spectrum on a fixed cycles/px grid (max-pooled).
+
+    ``P = |X|²`` of an ``rfft2`` (rows ``fftshift``-ed), max-pooled by an integer
+    factor per axis so that it has at most ``grid × (grid//2+1)`` bins. A periodic
+    pattern that spans the picture is coherent, so it concentrates into one bin
+    whose height grows with the picture's area; max-pooling keeps it.
+
+    Args:
+        spectrum: H×(W//2+1) complex rfft2 of a plane.
+        grid: target number of rows.
+
+    Returns:
+        The pooled power spectrum (float64).
+    """
+    power = np.fft.fftshift(spectrum.real**2 + spectrum.imag**2, axes=0)
+    h, w = power.shape
+    ky, kx = max(1, h // grid), max(1, w // (grid // 2 + 1))
+    if ky > 1 or kx > 1:
+        power = power[: h - h % ky, : w - w % kx]
+        power = power.reshape(h // ky, ky, w // kx, kx).max(axis=(1, 3))
+    return power.astype(np.float64)
+
+
+def calc_global_peak(power: np.ndarray, band: tuple[float, float] = GLOBAL_BAND) -> float:
+    """Prominence of the strongest peaks of a whole-image spectrum, whitened first.
+
+    ``Q = ln P``, minus its ring average ``R(|k|)`` (removes the steep 1/f² trend of
+    natural scenes, so that low-frequency banding is judged against its own ring),
+    then scored as :func:`calc_peak_prominence` does (local 2-D and line medians
+    as background, mean of the top peaks) over ``band`` cycles/px.
+
+    Args:
+        power: pooled spectrum from :func:`pooled_power` (frequency 0 in row h//2).
+        band: radial band in cycles/px.
+
+    Returns:
+        The prominence in natural-log units.
+    """
+    h, w = power.shape
+    fy = (np.arange(h) - h // 2) / (2 * (h // 2) if h > 1 else 1)
+    fx = np.arange(w) / (2 * (w - 1) if w > 1 else 1)
+    radius = np.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
+    q = np.log(power + EPS * (power.max() + EPS))
+    ring = np.minimum(np.rint(radius * 2 * h).astype(np.int64), 2 * h)
+    mean = np.bincount(ring.ravel(), q.ravel()) / np.maximum(np.bincount(ring.ravel()), 1)
+    return _prominence(q - mean[ring], (radius >= band[0]) & (radius <= band[1]))
 
 
 def chroma_planes(colour: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -368,16 +466,24 @@ def measure(image: DecodedImage) -> dict[str, float]:
         "laplacian_var_score": lap_var,
         "sobel_y_var_score": calc_sobel_variance(grey, "y"),
         "sobel_x_var_score": calc_sobel_variance(grey, "x"),
-        "fft_hf_score": calc_fft_high_frequency(grey),
+        "fft_hf_score": 0.0,
         "reblur_ratio_score": calc_reblur_ratio(grey_f, lap_var),
         "fine_coarse_ratio_score": calc_fine_coarse_ratio(grey_f, lap_var),
     }
+    spectrum = sfft.rfft2(grey_f)
+    values["luma_global_peak_score"] = calc_global_peak(pooled_power(spectrum))
+    values["fft_hf_score"] = calc_fft_high_frequency(grey, spectrum=spectrum)  # consumes it
+    values["edge_width_score"], values["edge_width_max_dir_score"] = calc_edge_width(grey, grey_f)
     luma = welch_spectrum(grey_f)
     slope, hf_ratio, anisotropy = calc_spectral_shape(luma)
     values["spectral_slope_score"] = slope
     values["hf_ratio_score"] = hf_ratio
     values["hf_anisotropy_score"] = anisotropy
     values["luma_peak_score"] = calc_peak_prominence(luma)
+    thumb_grey = _thumbnail(grey).astype(np.float32)
+    values["luma_banding_score"] = calc_peak_prominence(
+        welch_spectrum(thumb_grey, tile=THUMB // 2), band=(2.0 / THUMB, 0.5)
+    )
     if image.colour is not None and _has_chroma(image.colour):
         cr, cb = chroma_planes(image.colour)
         values["chroma_peak_score"] = calc_peak_prominence(welch_spectrum(cr) + welch_spectrum(cb))
@@ -386,9 +492,11 @@ def measure(image: DecodedImage) -> dict[str, float]:
         thumb_power = welch_spectrum(scr, tile=THUMB // 2) + welch_spectrum(scb, tile=THUMB // 2)
         values["chroma_banding_score"] = calc_peak_prominence(thumb_power, band=(2.0 / THUMB, 0.5))
         values["chroma_gradient_ratio_score"] = calc_chroma_gradient_ratio(small)
+        values["chroma_global_peak_score"] = calc_global_peak(_chroma_power(image.colour))
     else:
         values["chroma_peak_score"] = 0.0
         values["chroma_banding_score"] = 0.0
+        values["chroma_global_peak_score"] = 0.0
         values["chroma_gradient_ratio_score"] = float(np.log(1.0 / (1.0 + _grad_energy(grey))))
     out = {name: float(values[name]) for name in METRIC_NAMES}
     for name, value in out.items():
@@ -398,6 +506,38 @@ def measure(image: DecodedImage) -> dict[str, float]:
 
 
 # --- helpers ------------------------------------------------------------------------
+
+
+def _prominence(q: np.ndarray, sel: np.ndarray) -> float:
+    """Mean of the TOP_PEAKS largest ``q - background`` over ``sel``.
+
+    Background: the largest of a local ``n×n`` median of ``q`` and of medians
+    along the row and along the column (``2n+1`` bins). The line medians keep
+    the ridges that straight edges and the picture's borders leave along lines
+    through the origin; a narrow peak is outvoted in all three windows. (The
+    square median runs on ``q`` quantised to 1/16 log unit, with OpenCV.)
+    """
+    n = BACKGROUND_SIZE
+    lo = float(q.min())
+    quant = np.clip((q - lo) * 16.0, 0, 255).astype(np.uint8)
+    square = cv2.medianBlur(quant, n).astype(np.float32) / 16.0 + lo
+    q32 = q.astype(np.float32)
+    background = np.maximum(
+        np.maximum(square, _line_median(q32, 2 * n + 1, 1)), _line_median(q32, 2 * n + 1, 0)
+    )
+    excess = (q32 - background)[sel]
+    if excess.size == 0:
+        return 0.0
+    k = min(TOP_PEAKS, excess.size)
+    return float(np.partition(excess, excess.size - k)[-k:].mean(dtype=np.float64))
+
+
+def _line_median(a: np.ndarray, width: int, axis: int) -> np.ndarray:
+    """Running median of ``width`` samples along ``axis`` (edges replicated)."""
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (width // 2, width // 2)
+    windows = sliding_window_view(np.pad(a, pad, mode="edge"), width, axis=axis)
+    return np.partition(windows, width // 2, axis=-1)[..., width // 2]
 
 
 def _variance(a: np.ndarray) -> float:
@@ -420,6 +560,20 @@ def _has_chroma(colour: np.ndarray) -> bool:
     )
 
 
+def _chroma_power(colour: np.ndarray) -> np.ndarray:
+    """Pooled whole-picture power spectrum of Cr + Cb at ≤ CHROMA_SIDE px (area-averaged)."""
+    h, w = colour.shape[:2]
+    scale = CHROMA_SIDE / max(h, w)
+    if scale < 1.0:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        colour = cv2.resize(colour, size, interpolation=cv2.INTER_AREA)
+    total = None
+    for plane in chroma_planes(colour):
+        p = pooled_power(sfft.rfft2(plane - plane.mean()))
+        total = p if total is None else total + p
+    return total
+
+
 def _thumbnail(a: np.ndarray) -> np.ndarray:
     """Fixed-size THUMB×THUMB view of the whole picture (area-averaged)."""
     h, w = a.shape[:2]
@@ -427,7 +581,7 @@ def _thumbnail(a: np.ndarray) -> np.ndarray:
     return cv2.resize(a, (THUMB, THUMB), interpolation=interp)
 
 
-def _fft_high_pass_power(grey: np.ndarray, s: int) -> np.ndarray:
+def _fft_high_pass_power(grey: np.ndarray, s: int, spectrum: np.ndarray | None) -> np.ndarray:
     """|r|² of the seed's high-pass (see calc_fft_high_frequency), for H, W > 2s+1.
 
     Removes the symmetric square ky, kx ∈ [-s, s] from a real FFT (real inverse),
@@ -435,7 +589,8 @@ def _fft_high_pass_power(grey: np.ndarray, s: int) -> np.ndarray:
     (ky ∈ [-s, s-1]), each a separable complex term a(y)·f(x) / g(y)·b(x).
     """
     h, w = grey.shape
-    spectrum = sfft.rfft2(grey.astype(np.float32))
+    if spectrum is None:
+        spectrum = sfft.rfft2(grey.astype(np.float32))
     scale = 1.0 / (h * w)
     # ky = +s, kx ∈ [-s, s]: X[s, k] for k ≥ 0, conj(X[-s, |k|]) for k < 0 (Hermitian).
     row_k = np.r_[0 : s + 1, -np.arange(1, s + 1)]

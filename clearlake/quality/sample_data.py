@@ -1,0 +1,361 @@
+"""Labelled sample images made reproducibly from real photographs in installed packages.
+
+The machine has no internet, so the demo/training set is built from the
+photographs that scikit-learn and scikit-image ship (photographs only: no
+drawings, text pages, synthetic patterns, microscopy of smooth cells, or the
+mostly-black fundus and moon images, which look blurry at full resolution).
+The two motorcycle photographs are a stereo pair of one scene, so they share
+one source id: a split by source never puts one in training and the other in
+test.
+
+Every image starts as a *view* of a photograph: a random crop (short side
+between 60 % and 100 % of the photo's, aspect ratio 0.75–1.33) downscaled with
+``INTER_AREA`` so that its short side lies between ``min_side`` (256 px) and
+the crop's own short side — never upscaled, since upscaling blurs. Then, per
+class (ranges are uniform unless stated):
+
+``good``
+    the view itself.
+``blurry`` (sub-labels)
+    ``blurry_gaussian``: Gaussian blur, σ 1–5 px;
+    ``blurry_motion``: linear motion blur, length 5–25 px, angle 0–180°;
+    ``blurry_defocus``: defocus (anti-aliased disk) blur, radius 1.5–6 px.
+``moire`` (sub-labels)
+    ``moire_grating``: one or two fine sinusoidal gratings (period 2.2–8 px,
+    angle 0–180°, second grating 1–12° off the first) multiplied into or added
+    to the view, amplitude 5–25 %;
+    ``moire_screen``: the view shown on a simulated RGB-stripe display (each
+    pixel 3–6 screen px with a dark line between pixels), blurred by the
+    camera's optics (σ 0.2–0.35 of the pitch, which leaves 9–45 % of the
+    grid's contrast) and re-sampled without antialiasing
+    by a camera at a slightly different pitch (1–12 % off) and angle (0–6°)
+    that frames the central 88 % of the screen;
+    ``moire_halftone``: the view at 3–4× through a rotated dot screen (period
+    2.5–6 fine px, angle 0–90°), softened (σ 0.5–1.5 fine px), then decimated
+    without antialiasing (aliasing);
+    ``moire_banding``: as ``moire_screen`` but the camera samples at twice the
+    output size and the result is downscaled with ``INTER_AREA``: the fine grid
+    is averaged away and the moiré survives only as low-frequency colour bands.
+
+With probability 0.3 an image gets sensor-like Gaussian noise (σ 1–3 grey
+levels) after its degradation, whatever its class. Images are saved as JPEG
+with quality 80–95. ``labels.csv`` has columns ``path,label,sublabel,source``
+(``path`` relative to the output folder). The same seed gives the same files:
+every source photograph has its own random stream derived from the seed.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+MIN_SIDE = 256
+JPEG_QUALITY = (80, 95)
+NOISE_PROBABILITY = 0.3
+NOISE_SIGMA = (1.0, 3.0)
+GAUSSIAN_SIGMA = (1.0, 5.0)
+MOTION_LENGTH = (5.0, 25.0)
+DEFOCUS_RADIUS = (1.5, 6.0)
+GRATING_PERIOD = (2.2, 8.0)
+GRATING_AMPLITUDE = (0.05, 0.25)
+SCREEN_PITCH = (3, 6)
+SCREEN_PITCH_OFFSET = (0.01, 0.12)
+SCREEN_ANGLE = (0.0, 6.0)
+SCREEN_OPTICS = (0.2, 0.35)  # lens blur σ as a fraction of the screen pitch
+HALFTONE_PERIOD = (2.5, 6.0)
+
+SUBLABELS: dict[str, tuple[str, ...]] = {
+    "good": ("good",),
+    "blurry": ("blurry_gaussian", "blurry_motion", "blurry_defocus"),
+    "moire": ("moire_grating", "moire_screen", "moire_halftone", "moire_banding"),
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    """One source photograph: an id and the files it comes from."""
+
+    id: str
+    paths: tuple[Path, ...]
+
+
+def find_sources() -> list[Source]:
+    """The photographs available offline in installed packages (sorted by id).
+
+    Returns:
+        Sources whose files exist on disk; scikit-image data that would need a
+        download (pooch) is skipped.
+    """
+    import sklearn.datasets
+    import skimage.data
+
+    sk = Path(skimage.data.__file__).parent
+    skl = Path(sklearn.datasets.__file__).parent / "images"
+    candidates = {
+        "astronaut": [sk / "astronaut.png"],
+        "brick": [sk / "brick.png"],
+        "camera": [sk / "camera.png"],
+        "chelsea": [sk / "chelsea.png"],
+        "coffee": [sk / "coffee.png"],
+        "coins": [sk / "coins.png"],
+        "grass": [sk / "grass.png"],
+        "gravel": [sk / "gravel.png"],
+        "hubble_deep_field": [sk / "hubble_deep_field.jpg"],
+        "ihc": [sk / "ihc.png"],
+        "motorcycle": [sk / "motorcycle_left.png", sk / "motorcycle_right.png"],
+        "rocket": [sk / "rocket.jpg"],
+        "china": [skl / "china.jpg"],
+        "flower": [skl / "flower.jpg"],
+    }
+    # matplotlib's sample photographs, when it is installed with its data.
+    try:
+        import matplotlib
+
+        mpl = Path(matplotlib.get_data_path()) / "sample_data"
+        candidates["grace_hopper"] = [mpl / "grace_hopper.jpg"]
+    except ImportError:
+        pass
+    sources = []
+    for sid, paths in sorted(candidates.items()):
+        present = tuple(p for p in paths if p.is_file())
+        if present:
+            sources.append(Source(sid, present))
+    return sources
+
+
+def generate(
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    per_class: int = 8,
+    sources: Sequence[str] | None = None,
+    min_side: int = MIN_SIDE,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Write labelled JPEGs and ``labels.csv`` under ``out_dir``.
+
+    Args:
+        out_dir: output folder (created).
+        seed: random seed; the same seed gives the same files.
+        per_class: images per class (good, blurry, moire) per source photograph.
+        sources: restrict to these source ids (default: all found).
+        min_side: smallest short side of a view in px.
+        progress: called with (done, total) after each image.
+
+    Returns:
+        The path of ``labels.csv``.
+
+    Raises:
+        ValueError: when an asked-for source is unknown or none is available.
+    """
+    out = Path(out_dir)
+    available = find_sources()
+    if sources is not None:
+        unknown = set(sources) - {s.id for s in available}
+        if unknown:
+            raise ValueError(f"unknown or unavailable sources: {sorted(unknown)}")
+        available = [s for s in available if s.id in set(sources)]
+    if not available:
+        raise ValueError("no source photographs found in the installed packages")
+    total = len(available) * per_class * len(SUBLABELS)
+    rows: list[tuple[str, str, str, str]] = []
+    done = 0
+    for index, source in enumerate(available):
+        rng = np.random.default_rng([seed, index, _stable_hash(source.id)])
+        photos = [_read(p) for p in source.paths]
+        n = 0
+        for label, subs in SUBLABELS.items():
+            (out / label).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                sub = subs[i % len(subs)]
+                photo = photos[int(rng.integers(len(photos)))]
+                img = _degrade(_view(photo, rng, min_side), sub, rng)
+                if rng.random() < NOISE_PROBABILITY:
+                    sigma = rng.uniform(*NOISE_SIGMA)
+                    noisy = img.astype(np.float32) + rng.normal(0, sigma, img.shape)
+                    img = _to_u8(noisy)
+                quality = int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1))
+                rel = f"{label}/{source.id}-{n:03d}.jpg"
+                n += 1
+                ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+                if not ok:
+                    raise RuntimeError(f"JPEG encoding failed for {rel}")
+                (out / rel).write_bytes(buf.tobytes())
+                rows.append((rel, label, sub, source.id))
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+    labels = out / "labels.csv"
+    with labels.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(("path", "label", "sublabel", "source"))
+        writer.writerows(rows)
+    return labels
+
+
+# --- views and degradations ---------------------------------------------------------
+
+
+def _read(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise RuntimeError(f"cannot read source photograph {path}")
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    return img
+
+
+def _view(photo: np.ndarray, rng: np.random.Generator, min_side: int) -> np.ndarray:
+    """A random crop, downscaled (never upscaled) to a short side ≥ min_side."""
+    h, w = photo.shape[:2]
+    short = min(h, w)
+    lo = max(min_side, int(0.6 * short))
+    crop_short = int(rng.integers(min(lo, short), short + 1))
+    aspect = rng.uniform(0.75, 1.33)
+    ch, cw = crop_short, int(round(crop_short * aspect))
+    if cw > w or ch > h:  # keep the crop inside the photo
+        ch, cw = min(ch, h), min(cw, w)
+    y = int(rng.integers(0, h - ch + 1))
+    x = int(rng.integers(0, w - cw + 1))
+    crop = photo[y : y + ch, x : x + cw]
+    target_short = int(rng.integers(min(min_side, min(ch, cw)), min(ch, cw) + 1))
+    scale = target_short / min(ch, cw)
+    if scale < 1.0:
+        size = (max(1, round(cw * scale)), max(1, round(ch * scale)))
+        crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(crop)
+
+
+def _degrade(img: np.ndarray, sub: str, rng: np.random.Generator) -> np.ndarray:
+    if sub == "good":
+        return img
+    if sub == "blurry_gaussian":
+        return cv2.GaussianBlur(img, (0, 0), rng.uniform(*GAUSSIAN_SIGMA))
+    if sub == "blurry_motion":
+        kernel = _motion_kernel(rng.uniform(*MOTION_LENGTH), rng.uniform(0, 180))
+        return cv2.filter2D(img, -1, kernel, borderType=cv2.BORDER_REFLECT)
+    if sub == "blurry_defocus":
+        kernel = _disk_kernel(rng.uniform(*DEFOCUS_RADIUS))
+        return cv2.filter2D(img, -1, kernel, borderType=cv2.BORDER_REFLECT)
+    if sub == "moire_grating":
+        return _grating(img, rng)
+    if sub == "moire_screen":
+        return _screen(img, rng, banding=False)
+    if sub == "moire_banding":
+        return _screen(img, rng, banding=True)
+    if sub == "moire_halftone":
+        return _halftone(img, rng)
+    raise ValueError(f"unknown sub-label {sub!r}")
+
+
+def _motion_kernel(length: float, angle_deg: float) -> np.ndarray:
+    """Anti-aliased line of `length` px at `angle_deg`, normalised to sum 1."""
+    size = int(np.ceil(length)) | 1
+    ss = 8  # supersampling
+    canvas = np.zeros((size * ss, size * ss), np.float32)
+    c = (size * ss - 1) / 2
+    dx = np.cos(np.radians(angle_deg)) * (length * ss - 1) / 2
+    dy = np.sin(np.radians(angle_deg)) * (length * ss - 1) / 2
+    p0 = (round(c - dx), round(c - dy))
+    p1 = (round(c + dx), round(c + dy))
+    cv2.line(canvas, p0, p1, 1.0, thickness=ss, lineType=cv2.LINE_AA)
+    kernel = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA)
+    return kernel / kernel.sum()
+
+
+def _disk_kernel(radius: float) -> np.ndarray:
+    """Anti-aliased disk of `radius` px (a defocused lens's point spread), sum 1."""
+    size = 2 * int(np.ceil(radius)) + 1
+    ss = 8
+    yy, xx = np.mgrid[0 : size * ss, 0 : size * ss]
+    c = (size * ss - 1) / 2
+    disk = ((yy - c) ** 2 + (xx - c) ** 2 <= (radius * ss) ** 2).astype(np.float32)
+    kernel = cv2.resize(disk, (size, size), interpolation=cv2.INTER_AREA)
+    return kernel / kernel.sum()
+
+
+def _grating(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    theta = rng.uniform(0, np.pi)
+    period = rng.uniform(*GRATING_PERIOD)
+    amp = rng.uniform(*GRATING_AMPLITUDE)
+    wave = np.cos(
+        2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / period + rng.uniform(0, 6.3)
+    )
+    if rng.random() < 0.5:  # a second grating slightly rotated: the classic beat pattern
+        theta2 = theta + np.radians(rng.uniform(1, 12)) * rng.choice([-1, 1])
+        period2 = period * rng.uniform(0.95, 1.05)
+        wave = 0.5 * (
+            wave + np.cos(2 * np.pi * (xx * np.cos(theta2) + yy * np.sin(theta2)) / period2)
+        )
+    f = img.astype(np.float32)
+    wave = wave[..., None] if f.ndim == 3 else wave
+    out = f * (1 + amp * wave) if rng.random() < 0.5 else f + 255 * amp * 0.5 * wave
+    return _to_u8(out)
+
+
+def _screen(img: np.ndarray, rng: np.random.Generator, banding: bool) -> np.ndarray:
+    """Photograph of the image shown on an RGB-stripe display."""
+    colour = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    h, w = colour.shape[:2]
+    pitch = int(rng.integers(SCREEN_PITCH[0], SCREEN_PITCH[1] + 1))
+    # Each image pixel becomes pitch×pitch screen px: B, G, R vertical stripes, dark last row.
+    screen = cv2.resize(colour, (w * pitch, h * pitch), interpolation=cv2.INTER_NEAREST)
+    mask = np.zeros((pitch, pitch, 3), np.float32)
+    edges = np.linspace(0, pitch, 4).round().astype(int)
+    for c in range(3):  # BGR order: R stripe on the left as on most panels
+        mask[:, edges[2 - c] : edges[3 - c], c] = 1.0
+    mask[-1, :, :] *= 0.25
+    tiled = np.tile(mask, (h, w, 1))
+    shown = screen.astype(np.float32) * tiled * (3.0 * rng.uniform(0.8, 1.0))
+    # Lens blur comparable to the pitch: the grid is attenuated, not erased.
+    shown = cv2.GaussianBlur(shown, (0, 0), pitch * rng.uniform(*SCREEN_OPTICS))
+    # The camera: slightly different pitch and a small rotation, point-sampled.
+    oversample = 2.0 if banding else 1.0
+    off = rng.uniform(*SCREEN_PITCH_OFFSET) * rng.choice([-1, 1])
+    scale = oversample * (1 + off) / pitch
+    angle = rng.uniform(*SCREEN_ANGLE) * rng.choice([-1, 1])
+    # The camera frames 88 % of the screen, so the rotated view never leaves it.
+    out_w, out_h = round(w * oversample * 0.88), round(h * oversample * 0.88)
+    m = cv2.getRotationMatrix2D((w * pitch / 2, h * pitch / 2), angle, scale)
+    m[0, 2] += out_w / 2 - w * pitch / 2
+    m[1, 2] += out_h / 2 - h * pitch / 2
+    shot = cv2.warpAffine(
+        shown, m, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+    )
+    if banding:
+        shot = cv2.resize(shot, (out_w // 2, out_h // 2), interpolation=cv2.INTER_AREA)
+    return _to_u8(shot)  # a photographed grey picture is a colour photograph
+
+
+def _halftone(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Dot-screen the image at k× then decimate without antialiasing."""
+    k = int(rng.integers(3, 5))
+    h, w = img.shape[:2]
+    big = cv2.resize(img, (w * k, h * k), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    yy, xx = np.mgrid[0 : h * k, 0 : w * k].astype(np.float32)
+    theta = np.radians(rng.uniform(0, 90))
+    period = rng.uniform(*HALFTONE_PERIOD)
+    u = (xx * np.cos(theta) + yy * np.sin(theta)) * 2 * np.pi / period
+    v = (-xx * np.sin(theta) + yy * np.cos(theta)) * 2 * np.pi / period
+    dots = 0.5 + 0.25 * (np.cos(u) + np.cos(v))  # in [0, 1]: the screen's threshold
+    if big.ndim == 3:
+        dots = dots[..., None]
+    ink = (big / 255.0 > dots).astype(np.float32) * 255.0  # threshold: ink dots grow with tone
+    ink = cv2.GaussianBlur(ink, (0, 0), rng.uniform(0.5, 1.5))  # dot gain / scanner optics
+    phase = (int(rng.integers(k)), int(rng.integers(k)))
+    return _to_u8(ink[phase[0] :: k, phase[1] :: k][:h, :w])
+
+
+def _to_u8(a: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
+def _stable_hash(text: str) -> int:
+    return int.from_bytes(text.encode()[:8].ljust(8, b"\0"), "little")
