@@ -33,7 +33,7 @@ class Analysis:
         outcome: how decoding went.
         reason: why decoding failed; empty when `outcome` is OK.
         width: width in pixels after orientation (from the header when the image
-            was refused as too large; 0 when unknown).
+            was refused; 0 when not even the header could be read).
         height: height in pixels, likewise.
         metrics: ``{name: value}`` in `metrics.METRIC_NAMES` order, or None
             unless `outcome` is OK.
@@ -69,13 +69,14 @@ def analyse(data: bytes, *, max_pixels: int | None = None, sha256: str | None = 
     digest = sha256 if sha256 is not None else hashlib.sha256(data).hexdigest()
     result = decoding.decode(data, max_pixels=max_pixels)
     if result.outcome is not Outcome.OK or result.image is None:
+        # The header's size, where it could be read, says whether a cached refusal
+        # still holds under another pixel limit; reading it again costs microseconds.
         width = height = 0
-        if result.outcome is Outcome.TOO_LARGE:
-            header, _ = decoding.read_header(data)  # header only: cheap, and tells the size
-            if header is not None:
-                width, height = header.width, header.height
-                if header.orientation in (5, 6, 7, 8):
-                    width, height = height, width
+        header, _ = decoding.read_header(data)
+        if header is not None:
+            width, height = header.width, header.height
+            if header.orientation in (5, 6, 7, 8):
+                width, height = height, width
         return Analysis(digest, len(data), result.outcome, result.reason, width, height)
     image = result.image
     return Analysis(

@@ -458,14 +458,27 @@ def _pil_header(data: bytes, pil_format: str) -> ImageHeader:
 # --- limits and decoding --------------------------------------------------------------
 
 
+def too_large_reason(width: int, height: int, limit: int) -> str:
+    """The reason given for a `too_large` refusal (one wording, wherever it is decided).
+
+    Args:
+        width: width in pixels, after orientation.
+        height: height in pixels, after orientation.
+        limit: the pixel limit exceeded.
+
+    Returns:
+        A one-line reason.
+    """
+    return f"{width}×{height} = {width * height:,} pixels exceeds the limit of {limit:,}"
+
+
 def _check_limit(header: ImageHeader, limit: int) -> None:
     """Refuse, before decoding, what is too large, animated, or unreadable by this OpenCV."""
     if header.pixels > limit:
-        raise _Reject(
-            Outcome.TOO_LARGE,
-            f"{header.format} of {header.width}×{header.height} = {header.pixels:,} pixels "
-            f"exceeds the limit of {limit:,}",
-        )
+        width, height = header.width, header.height
+        if header.orientation in (5, 6, 7, 8):
+            width, height = height, width
+        raise _Reject(Outcome.TOO_LARGE, too_large_reason(width, height, limit))
     if header.frames > 1:
         raise _Reject(
             Outcome.UNSUPPORTED,

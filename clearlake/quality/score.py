@@ -18,9 +18,10 @@ tables, so that nothing is done twice:
   rules (`analyse.ANALYSIS_VERSION`). Labels are never cached: a model labels
   the metrics in one cheap call at the end.
 
-Refusals that depend on the pixel limit (`too_large`) are not cached; an image
-cached as ok is reported `too_large` without decoding when its size exceeds
-the current limit; other refusals are reused only under the same limit.
+`too_large` refusals are not cached (they depend on the limit, and cost only a
+header read). Any other cached analysis whose header size exceeds the current
+limit is reported `too_large` without decoding, as `decode` would: decoding
+checks the header size before anything else about the pixels.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ RACY_SECONDS = 2.0
 OUTPUT_FORMATS = (".parquet", ".csv", ".jsonl")
 """Output file extensions `write_records` understands."""
 
+_SCHEMA_VERSION = 1  # bump on any schema change: the cache is then rebuilt
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY,
@@ -85,10 +87,9 @@ CREATE TABLE IF NOT EXISTS analyses (
     size INTEGER NOT NULL,
     outcome TEXT NOT NULL,
     reason TEXT NOT NULL,
-    width INTEGER NOT NULL,
+    width INTEGER NOT NULL,   -- 0 when not even the header could be read
     height INTEGER NOT NULL,
-    max_pixels INTEGER,  -- the limit a refusal was decided under; NULL for ok
-    metrics TEXT,        -- JSON {name: value}; NULL unless ok
+    metrics TEXT,             -- JSON {name: value}; NULL unless ok
     PRIMARY KEY (sha256, version)
 ) WITHOUT ROWID;
 """
@@ -132,6 +133,11 @@ class MetricsCache:
             # concurrent `score` runs serialise their short write transactions.
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            with self._db:
+                if self._db.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
+                    self._db.execute("DROP TABLE IF EXISTS files")
+                    self._db.execute("DROP TABLE IF EXISTS analyses")
+                    self._db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
             self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -181,14 +187,13 @@ class MetricsCache:
             batch = unique[start : start + 500]
             marks = ",".join("?" * len(batch))
             rows = self._db.execute(
-                "SELECT sha256, size, outcome, reason, width, height, max_pixels, metrics "
+                "SELECT sha256, size, outcome, reason, width, height, metrics "
                 f"FROM analyses WHERE version = ? AND sha256 IN ({marks})",
                 (version, *batch),
             )
             for row in rows:
                 analysis = _from_row(row, max_pixels)
-                if analysis is not None:
-                    found[analysis.sha256] = analysis
+                found[analysis.sha256] = analysis
         return found
 
     def store(
@@ -196,7 +201,6 @@ class MetricsCache:
         files: Sequence[tuple[str, int, int, str]],
         analyses: Sequence[Analysis],
         version: str,
-        max_pixels: int,
     ) -> None:
         """Record file identities and analyses in one transaction.
 
@@ -204,7 +208,6 @@ class MetricsCache:
             files: ``(path, size, mtime_ns, sha256)`` rows.
             analyses: analyses to cache (`too_large` ones are skipped).
             version: the analysis version they were computed under.
-            max_pixels: the pixel limit refusals were decided under.
         """
         rows = [
             (
@@ -215,7 +218,6 @@ class MetricsCache:
                 a.reason,
                 a.width,
                 a.height,
-                None if a.ok else max_pixels,
                 json.dumps(a.metrics) if a.metrics is not None else None,
             )
             for a in analyses
@@ -224,29 +226,20 @@ class MetricsCache:
         with self._db:
             self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)", files)
             self._db.executemany(
-                "INSERT OR REPLACE INTO analyses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                "INSERT OR REPLACE INTO analyses VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
             )
 
 
-def _from_row(row: tuple[Any, ...], max_pixels: int) -> Analysis | None:
-    """An Analysis from a cache row, or None when the current pixel limit invalidates it."""
-    sha, size, outcome, reason, width, height, limit, metrics_json = row
-    outcome = Outcome(outcome)
-    if outcome is Outcome.OK:
-        if width * height > max_pixels:
-            # Same refusal decode() would give, without decoding anything.
-            return Analysis(
-                sha,
-                size,
-                Outcome.TOO_LARGE,
-                f"{width}×{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,}",
-                width,
-                height,
-            )
-        return Analysis(sha, size, outcome, reason, width, height, json.loads(metrics_json))
-    if limit != max_pixels:
-        return None
-    return Analysis(sha, size, outcome, reason, width, height)
+def _from_row(row: tuple[Any, ...], max_pixels: int) -> Analysis:
+    """An Analysis from a cache row, as `analyse` would give it under `max_pixels`."""
+    sha, size, outcome, reason, width, height, metrics_json = row
+    pixels = width * height
+    if pixels > max_pixels:
+        # decode() checks the header size first: same refusal, nothing decoded.
+        reason = decoding.too_large_reason(width, height, max_pixels)
+        return Analysis(sha, size, Outcome.TOO_LARGE, reason, width, height)
+    metrics = json.loads(metrics_json) if metrics_json is not None else None
+    return Analysis(sha, size, Outcome(outcome), reason, width, height, metrics)
 
 
 # --- the walk -----------------------------------------------------------------------
@@ -295,9 +288,11 @@ _worker_cache: MetricsCache | None = None
 _worker_max_pixels: int = decoding.DEFAULT_MAX_PIXELS
 
 
-def _init_worker(cache_path: str | None, max_pixels: int) -> None:
+def _init_worker(cache_path: str | None, max_pixels: int, version: str) -> None:
     """Pool initializer: one read-only cache connection and one OpenCV thread per worker."""
     global _worker_cache, _worker_max_pixels
+    if version != ANALYSIS_VERSION:  # a worker must compute what the parent caches
+        raise RuntimeError(f"worker computes {ANALYSIS_VERSION}, the parent expects {version}")
     # One process per core already uses every core; OpenCV's own threads would oversubscribe.
     cv2.setNumThreads(1)
     _worker_cache = MetricsCache(Path(cache_path), readonly=True) if cache_path else None
@@ -310,6 +305,7 @@ def _run_chunk(tasks: Sequence[_Task]) -> list[_Done]:
 
 
 def _run_task(task: _Task, cache: MetricsCache | None, max_pixels: int) -> _Done:
+    """Read and hash one file; reuse its cached analysis, else analyse it."""
     try:
         data = Path(task.path).read_bytes()
     except OSError as exc:
@@ -481,7 +477,7 @@ def score_directory(
                         (str(paths[item.index]), item.analysis.size, mtime, item.analysis.sha256)
                     )
             if cache is not None:
-                cache.store(file_rows, fresh, ANALYSIS_VERSION, limit)
+                cache.store(file_rows, fresh, ANALYSIS_VERSION)
             progress(len(batch))
     finally:
         if cache is not None:
@@ -536,7 +532,7 @@ def _execute(
         max_workers=min(workers, len(chunks)),
         mp_context=context,
         initializer=_init_worker,
-        initargs=(cache_path, limit),
+        initargs=(cache_path, limit, ANALYSIS_VERSION),
     ) as pool:
         futures = [pool.submit(_run_chunk, chunk) for chunk in chunks]
         for future in concurrent.futures.as_completed(futures):

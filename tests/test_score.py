@@ -1,0 +1,307 @@
+"""Local scoring: the incremental cache, bad files, labelling and the output formats."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from sklearn.datasets import load_sample_image
+
+from clearlake.quality import score as scoring
+from clearlake.quality.metrics import METRIC_NAMES, METRIC_SET_VERSION
+from clearlake.quality.score import (
+    CACHE_FILE,
+    MetricsCache,
+    default_cache_dir,
+    find_images,
+    score_directory,
+    write_records,
+)
+
+GOOD_IMAGES = 6
+PAST = time.time() - 3600  # older than the racy window: (path, size, mtime) is trusted
+
+
+@dataclass(frozen=True)
+class _Prediction:
+    label: str
+    probabilities: dict[str, float]
+
+
+class ThresholdModel:
+    """A deterministic stand-in with the classifier's interface: sharp → good, else blurry."""
+
+    id = "threshold-test-model"
+    classes = ("blurry", "good")
+    metric_set_version = METRIC_SET_VERSION
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict(self, rows: Sequence[Mapping[str, float]]) -> list[_Prediction]:
+        self.calls += 1
+        out = []
+        for row in rows:
+            p_good = float(1.0 / (1.0 + np.exp(-(row["laplacian_var_score"] - 100.0) / 50.0)))
+            label = "good" if p_good >= 0.5 else "blurry"
+            out.append(_Prediction(label, {"blurry": 1.0 - p_good, "good": p_good}))
+        return out
+
+
+def age(path: Path, when: float = PAST) -> None:
+    os.utime(path, (when, when))
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """Six distinct photo crops (two of them blurred), in nested folders, plus bad files."""
+    photo = load_sample_image("flower.jpg")
+    root = tmp_path / "images"
+    (root / "nested" / "deeper").mkdir(parents=True)
+    (root / ".hidden").mkdir()
+    for index in range(GOOD_IMAGES):
+        crop = Image.fromarray(photo[index * 40 : index * 40 + 160, index * 50 : index * 50 + 200])
+        if index >= 4:
+            crop = crop.resize((50, 40)).resize((200, 160))  # blurry
+        sub = ("", "nested", "nested/deeper")[index % 3]
+        crop.save(root / sub / f"img{index}.jpg", quality=90)
+    (root / "notes.jpg").write_text("this is a text file with an image extension\n")
+    (root / "nested" / "empty.png").write_bytes(b"")
+    (root / "readme.txt").write_text("not picked up: no image extension")
+    Image.fromarray(photo[:64, :64]).save(root / ".hidden" / "skipped.png")
+    for path in root.rglob("*"):
+        age(path)
+    return root
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+def run(root: Path, cache_dir: Path, **options: object) -> scoring.ScoreResult:
+    options.setdefault("jobs", 1)
+    return score_directory(root, cache_dir=cache_dir, **options)
+
+
+def test_walk_finds_images_by_extension_and_skips_hidden(folder: Path) -> None:
+    names = [p.relative_to(folder).as_posix() for p in find_images(folder)]
+    assert names == sorted(names)
+    assert "notes.jpg" in names
+    assert "nested/empty.png" in names
+    assert "readme.txt" not in names
+    assert not any(name.startswith(".hidden") for name in names)
+    assert len(names) == GOOD_IMAGES + 2
+
+
+def test_bad_files_are_reported_not_fatal(folder: Path, cache_dir: Path) -> None:
+    (folder / "gone.jpg").symlink_to(folder / "does-not-exist.jpg")
+    result = run(folder, cache_dir, jobs=2)
+    by_path = {r["path"]: r for r in result.records}
+    assert by_path["notes.jpg"]["outcome"] == "corrupt"
+    assert by_path["nested/empty.png"]["outcome"] == "corrupt"
+    assert by_path["gone.jpg"]["outcome"] == "corrupt"
+    assert "cannot read" in by_path["gone.jpg"]["reason"]
+    assert result.outcomes["ok"] == GOOD_IMAGES
+    for record in result.records:
+        if record["outcome"] != "ok":
+            assert record["laplacian_var_score"] is None
+            assert record["reason"]
+
+
+def test_second_run_decodes_nothing_and_hashes_nothing(
+    folder: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = run(folder, cache_dir, jobs=2)
+    total = GOOD_IMAGES + 2
+    assert (first.computed, first.cached, first.hashed) == (total, 0, total)
+
+    # In-process, with decoding made impossible: the second run must not need it.
+    def no_decoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("decoded an image on an unchanged folder")
+
+    monkeypatch.setattr(scoring, "analyse", no_decoding)
+    second = run(folder, cache_dir)
+    assert (second.computed, second.cached, second.hashed) == (0, total, 0)
+    strip = ("model_id",)
+    assert [{k: v for k, v in r.items() if k not in strip} for r in second.records] == [
+        {k: v for k, v in r.items() if k not in strip} for r in first.records
+    ]
+
+
+def test_changing_one_file_recomputes_exactly_one(folder: Path, cache_dir: Path) -> None:
+    run(folder, cache_dir, jobs=2)
+    target = folder / "nested" / "img1.jpg"
+    Image.open(target).rotate(90).save(target, quality=90)
+    age(target, PAST + 10)
+    result = run(folder, cache_dir, jobs=2)
+    assert (result.computed, result.hashed) == (1, 1)
+    assert result.cached == GOOD_IMAGES + 1
+
+
+def test_touching_one_file_rehashes_it_but_decodes_nothing(folder: Path, cache_dir: Path) -> None:
+    run(folder, cache_dir)
+    age(folder / "img0.jpg", PAST + 10)
+    result = run(folder, cache_dir)
+    assert (result.computed, result.hashed) == (0, 1)
+
+
+def test_renamed_and_copied_files_reuse_metrics(folder: Path, cache_dir: Path) -> None:
+    first = run(folder, cache_dir)
+    (folder / "img0.jpg").rename(folder / "renamed.jpg")
+    shutil.copy2(folder / "nested" / "img1.jpg", folder / "copy.jpg")
+    result = run(folder, cache_dir)
+    assert result.computed == 0
+    assert result.hashed == 2
+    by_path = {r["path"]: r for r in result.records}
+    old = {r["path"]: r for r in first.records}
+    assert by_path["renamed.jpg"]["sha256"] == old["img0.jpg"]["sha256"]
+    for name in METRIC_NAMES:
+        assert by_path["copy.jpg"][name] == old["nested/img1.jpg"][name]
+
+
+def test_files_written_just_now_are_rehashed_next_time(tmp_path: Path, cache_dir: Path) -> None:
+    # Same size and mtime within the timestamp granularity could hide an edit.
+    root = tmp_path / "fresh"
+    root.mkdir()
+    Image.fromarray(load_sample_image("china.jpg")[:120, :160]).save(root / "new.png")
+    run(root, cache_dir)
+    again = run(root, cache_dir)
+    assert (again.computed, again.hashed) == (0, 1)
+
+
+def test_new_analysis_version_recomputes(
+    folder: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run(folder, cache_dir)
+    monkeypatch.setattr(scoring, "ANALYSIS_VERSION", "a-different-metric-set")
+    result = run(folder, cache_dir)
+    assert result.computed == GOOD_IMAGES + 2
+    assert result.hashed == GOOD_IMAGES + 2  # known bytes, but nothing valid cached for them
+
+
+def test_lower_pixel_limit_refuses_cached_images_without_decoding(
+    folder: Path, cache_dir: Path
+) -> None:
+    run(folder, cache_dir)
+    result = run(folder, cache_dir, max_pixels=100 * 100)
+    assert result.computed == 0
+    assert result.outcomes["too_large"] == GOOD_IMAGES
+    record = next(r for r in result.records if r["path"] == "img0.jpg")
+    assert (record["width"], record["height"]) == (200, 160)
+    assert "exceeds" in record["reason"]
+
+
+def test_no_cache_reads_and_writes_nothing(folder: Path, cache_dir: Path) -> None:
+    result = run(folder, cache_dir, use_cache=False)
+    assert result.computed == GOOD_IMAGES + 2
+    assert not (cache_dir / CACHE_FILE).exists()
+
+
+def test_cache_is_sqlite_in_wal_mode(folder: Path, cache_dir: Path) -> None:
+    run(folder, cache_dir)
+    with sqlite3.connect(cache_dir / CACHE_FILE) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("SELECT count(*) FROM analyses").fetchone()[0] == GOOD_IMAGES + 2
+    # A second writer while the first is open (two `score` runs at once).
+    with MetricsCache(cache_dir / CACHE_FILE) as one, MetricsCache(cache_dir / CACHE_FILE) as two:
+        one.store([("/x/a.jpg", 1, 1, "a" * 64)], [], "v")
+        two.store([("/x/b.jpg", 1, 1, "b" * 64)], [], "v")
+        assert len(one.known_files("/x")) == 2
+
+
+def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CLEARLAKE_CACHE_DIR", str(tmp_path / "here"))
+    assert default_cache_dir() == tmp_path / "here"
+    monkeypatch.delenv("CLEARLAKE_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "clearlake" / "metrics"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert default_cache_dir() == Path.home() / ".cache" / "clearlake" / "metrics"
+
+
+def test_labels_come_from_the_model_and_are_never_cached(folder: Path, cache_dir: Path) -> None:
+    model = ThresholdModel()
+    first = run(folder, cache_dir, model=model, jobs=2)
+    assert model.calls == 1  # one call for the whole folder
+    assert first.classes == ("blurry", "good")
+    assert first.model_id == "threshold-test-model"
+    ok = [r for r in first.records if r["outcome"] == "ok"]
+    assert all(r["label"] in ("blurry", "good") for r in ok)
+    assert all(abs(r["p_good"] + r["p_blurry"] - 1) < 1e-12 for r in ok)
+    assert sum(first.labels.values()) == GOOD_IMAGES
+    bad = [r for r in first.records if r["outcome"] != "ok"]
+    assert all(r["label"] is None and r["p_good"] is None for r in bad)
+    worst = scoring.worst(first, 3)
+    assert [r["p_good"] for r in worst] == sorted(r["p_good"] for r in worst)
+    assert worst[0]["p_good"] == min(r["p_good"] for r in ok)
+
+    second = run(folder, cache_dir, model=model)
+    assert second.computed == 0
+    assert model.calls == 2  # labelled again from cached metrics
+    assert [r["label"] for r in second.records] == [r["label"] for r in first.records]
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
+def test_output_formats_round_trip(
+    folder: Path, cache_dir: Path, tmp_path: Path, suffix: str
+) -> None:
+    result = run(folder, cache_dir, model=ThresholdModel())
+    out = tmp_path / "out" / f"results{suffix}"
+    write_records(result.records, result.columns, out)
+    expected_columns = [
+        "path",
+        "sha256",
+        "size",
+        "width",
+        "height",
+        *METRIC_NAMES,
+        "label",
+        "p_blurry",
+        "p_good",
+        "outcome",
+        "reason",
+        "model_id",
+        "metric_set_version",
+    ]
+    assert result.columns == expected_columns
+    if suffix == ".parquet":
+        table = pq.read_table(out)
+        assert table.column_names == expected_columns
+        assert str(table.schema.field("size").type) == "int64"
+        assert str(table.schema.field("laplacian_var_score").type) == "double"
+        rows = table.to_pylist()
+    elif suffix == ".csv":
+        with out.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            assert reader.fieldnames == expected_columns
+            rows = list(reader)
+    else:
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert list(rows[0]) == expected_columns
+    assert len(rows) == len(result.records)
+    for got, want in zip(rows, result.records, strict=True):
+        assert got["path"] == want["path"]
+        assert got["outcome"] == want["outcome"]
+        assert got["metric_set_version"] == METRIC_SET_VERSION
+        for name in (*METRIC_NAMES, "p_good"):
+            if want[name] is None:
+                assert got[name] in (None, "")
+            else:
+                assert float(got[name]) == want[name]  # exact: repr round-trips floats
+
+
+def test_unknown_output_extension_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="parquet"):
+        write_records([], ["path"], tmp_path / "results.xlsx")
