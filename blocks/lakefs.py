@@ -233,7 +233,9 @@ class LakeFSRepository(WritableFileSystem, WritableDeploymentStorage):
             relative = file.relative_to(source).as_posix()
             if any(fnmatch.fnmatch(relative, pattern) for pattern in ignored):
                 continue
-            self._open_transaction().upload(self._key(f"{to_path or ''}/{relative}"), file.read_bytes())
+            self._open_transaction().upload(
+                self._key(f"{to_path or ''}/{relative}"), file.read_bytes()
+            )
             count += 1
         if count:
             self.commit(f"clearlake: put {count} files from {source.name or source}")
@@ -246,7 +248,9 @@ class LakeFSRepository(WritableFileSystem, WritableDeploymentStorage):
         ignore_file: str | None = None,
     ) -> int:
         """Upload a local folder under `to_path` as one commit; return the file count."""
-        return await run_sync_in_worker_thread(self._put_directory, local_path, to_path, ignore_file)
+        return await run_sync_in_worker_thread(
+            self._put_directory, local_path, to_path, ignore_file
+        )
 
     @async_dispatch(aput_directory)
     def put_directory(

@@ -115,7 +115,10 @@ def lakefs_settings(home: Path | None = None) -> LakeFSSettings:
                 f"or start the local stack with `clearlake stack up` (state directory {home})"
             )
         stack = StackSecrets.load_or_create(home)
-        key_id, secret = stack.lakefs_access_key_id, stack.lakefs_secret_access_key.get_secret_value()
+        key_id, secret = (
+            stack.lakefs_access_key_id,
+            stack.lakefs_secret_access_key.get_secret_value(),
+        )
     if not endpoint:
         endpoint = f"http://{LOOPBACK}:{recorded_ports(home)['lakefs']}"
     return LakeFSSettings(endpoint.rstrip("/"), key_id, SecretStr(secret))

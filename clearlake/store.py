@@ -65,7 +65,7 @@ def _translate(
         if status >= 500 or status == 429 or status == 0:
             raise UnavailableError(message, status=status, **where) from error
         raise LakeFSError(message, status=status, **where) from error
-    except (urllib3.exceptions.HTTPError, OSError) as error:
+    except (urllib3.exceptions.HTTPError, ConnectionError) as error:
         raise UnavailableError(f"{action}: lakeFS is unreachable ({error})", **where) from error
 
 
@@ -111,10 +111,15 @@ class LakeFS:
         self.actions = lakefs_sdk.ActionsApi(self.client)
 
     @classmethod
-    def connect(cls, endpoint: str, access_key_id: str, secret_access_key: str | SecretStr) -> LakeFS:
+    def connect(
+        cls, endpoint: str, access_key_id: str, secret_access_key: str | SecretStr
+    ) -> LakeFS:
         """A client for an explicit endpoint and credentials."""
-        secret = secret_access_key if isinstance(secret_access_key, SecretStr) else SecretStr(
-            secret_access_key)
+        secret = (
+            secret_access_key
+            if isinstance(secret_access_key, SecretStr)
+            else SecretStr(secret_access_key)
+        )
         return cls(LakeFSSettings(endpoint.rstrip("/"), access_key_id, secret))
 
     def __repr__(self) -> str:
@@ -227,7 +232,9 @@ class LakeFS:
         """
         merge = lakefs_sdk.Merge(message=message or None, metadata=metadata or {})
         with _translate("merge", repository, f"{source} into {destination}"):
-            return self.refs.merge_into_branch(repository, source, destination, merge=merge).reference
+            return self.refs.merge_into_branch(
+                repository, source, destination, merge=merge
+            ).reference
 
     # -- objects ---------------------------------------------------------------------------
     def get_object(self, repository: str, ref: str, path: str) -> bytes:
@@ -243,8 +250,23 @@ class LakeFS:
 
     def upload_object(self, repository: str, branch: str, path: str, data: bytes) -> ObjectInfo:
         """Stage `data` at `path` on `branch` (uncommitted until a commit)."""
+        # The generated client's upload takes a file *name* and skips empty content,
+        # so send the bytes as an octet-stream body, which the same endpoint accepts.
         with _translate("upload object", repository, branch, path):
-            stats = self.objects.upload_object(repository, branch, path, content=data)
+            stats = self.client.call_api(
+                "/repositories/{repository}/branches/{branch}/objects",
+                "POST",
+                path_params={"repository": repository, "branch": branch},
+                query_params=[("path", path)],
+                header_params={
+                    "Content-Type": "application/octet-stream",
+                    "Accept": "application/json",
+                },
+                body=bytes(data),
+                response_types_map={"201": "ObjectStats"},
+                auth_settings=["basic_auth"],
+                _return_http_data_only=True,
+            )
         return ObjectInfo(stats.path, stats.checksum, stats.size_bytes or 0)
 
     def delete_objects(self, repository: str, branch: str, paths: list[str]) -> None:
@@ -257,8 +279,12 @@ class LakeFS:
                 ).errors
             if errors:
                 first = errors[0]
-                raise LakeFSError(f"delete objects: {first.message}", repository=repository,
-                                  ref=branch, path=first.path)
+                raise LakeFSError(
+                    f"delete objects: {first.message}",
+                    repository=repository,
+                    ref=branch,
+                    path=first.path,
+                )
 
     def list_objects(self, repository: str, ref: str, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every object under `prefix` at `ref`, in path order, page by page."""
@@ -287,8 +313,14 @@ class LakeFS:
         while True:
             with _translate("diff", repository, f"{left}..{right}", prefix or None):
                 page = self.refs.diff_refs(
-                    repository, left, right, after=after, amount=PAGE_SIZE, prefix=prefix,
-                    type="two_dot", include_right_stats=True,
+                    repository,
+                    left,
+                    right,
+                    after=after,
+                    amount=PAGE_SIZE,
+                    prefix=prefix,
+                    type="two_dot",
+                    include_right_stats=True,
                 )
             for d in page.results:
                 if d.path_type != "object":

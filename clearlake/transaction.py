@@ -130,15 +130,22 @@ class Transaction:
         self.lakefs.commit(self.repository, self.temp_branch, message, metadata, allow_empty=True)
         try:
             return merge_with_retry(
-                self.lakefs, self.repository, self.temp_branch, self.branch,
-                message, metadata, self.merge_timeout_s,
+                self.lakefs,
+                self.repository,
+                self.temp_branch,
+                self.branch,
+                message,
+                metadata,
+                self.merge_timeout_s,
             )
         except DirtyBranchError as error:
             self._keep_temp_branch = True
             raise MergePending(
                 f"{self.branch} kept uncommitted changes for {self.merge_timeout_s:.0f} s; "
                 f"the change is committed on {self.temp_branch} and will be merged later",
-                temp_branch=self.temp_branch, repository=self.repository, ref=self.branch,
+                temp_branch=self.temp_branch,
+                repository=self.repository,
+                ref=self.branch,
             ) from error
 
 
@@ -148,7 +155,12 @@ def finish_pending(
     """Merge a kept temporary branch into `branch` and delete it; return the merge commit."""
     commit = lakefs.get_commit(repository, temp_branch)
     merged = merge_with_retry(
-        lakefs, repository, temp_branch, branch, commit.message, dict(commit.metadata or {}),
+        lakefs,
+        repository,
+        temp_branch,
+        branch,
+        commit.message,
+        dict(commit.metadata or {}),
         timeout_s,
     )
     lakefs.delete_branch(repository, temp_branch)

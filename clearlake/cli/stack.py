@@ -11,7 +11,9 @@ from rich.table import Table
 from clearlake.cli.app import app
 from clearlake.errors import StackError
 
-stack_app = typer.Typer(help="Install, start, stop and inspect the local stack.", no_args_is_help=True)
+stack_app = typer.Typer(
+    help="Install, start, stop and inspect the local stack.", no_args_is_help=True
+)
 app.add_typer(stack_app, name="stack")
 console = Console()
 
@@ -73,8 +75,11 @@ def status() -> None:
     table = Table("service", "url", "pid", "state")
     all_healthy = True
     for s in Stack().status():
-        state = "[green]healthy[/green]" if s.healthy else (
-            "[yellow]unhealthy[/yellow]" if s.running else "[red]stopped[/red]")
+        state = (
+            "[green]healthy[/green]"
+            if s.healthy
+            else ("[yellow]unhealthy[/yellow]" if s.running else "[red]stopped[/red]")
+        )
         all_healthy &= s.healthy
         table.add_row(s.name, s.url, str(s.pid or "-"), state)
     console.print(table)
@@ -99,7 +104,7 @@ def logs(
 
 @app.command()
 def env() -> None:
-    """Print shell exports for lakectl and Prefect to use the local stack: eval "$(clearlake env)"."""
+    """Print exports that point lakectl and Prefect at the stack: eval "$(clearlake env)"."""
     from clearlake.config import lakefs_settings, prefect_api_url
     from clearlake.stack.install import install_dir
 
@@ -107,6 +112,8 @@ def env() -> None:
     print(f"export PATH={install_dir() / 'bin'}:$PATH")
     print(f"export LAKECTL_SERVER_ENDPOINT_URL={settings.endpoint}")
     print(f"export LAKECTL_CREDENTIALS_ACCESS_KEY_ID={settings.access_key_id}")
-    print(f"export LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY="
-          f"{settings.secret_access_key.get_secret_value()}")
+    print(
+        f"export LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY="
+        f"{settings.secret_access_key.get_secret_value()}"
+    )
     print(f"export PREFECT_API_URL={prefect_api_url()}")

@@ -99,7 +99,10 @@ def install_lakefs(version: str = LAKEFS_VERSION, report: Report = print) -> Pat
         report(f"[1/4] downloading Go module {LAKEFS_MODULE}@{version}")
         out = subprocess.run(
             [go, "mod", "download", "-json", f"{LAKEFS_MODULE}@{version}"],
-            cwd=work, env=env, capture_output=True, text=True,
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
         )
         if out.returncode != 0:
             raise StackError(f"go mod download failed: {out.stdout.strip()} {out.stderr.strip()}")
@@ -130,3 +133,16 @@ def install_lakefs(version: str = LAKEFS_VERSION, report: Report = print) -> Pat
         staged.rename(target)
     report(f"lakeFS {version} built in {build_info['seconds']:.0f} s → {target}")
     return target
+
+
+def lakectl_environment(
+    endpoint: str, access_key_id: str, secret_access_key: str
+) -> dict[str, str]:
+    """A copy of the environment in which the built `lakectl` talks to `endpoint`."""
+    return {
+        **os.environ,
+        "PATH": f"{install_dir() / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        "LAKECTL_SERVER_ENDPOINT_URL": endpoint,
+        "LAKECTL_CREDENTIALS_ACCESS_KEY_ID": access_key_id,
+        "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": secret_access_key,
+    }

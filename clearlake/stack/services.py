@@ -82,8 +82,10 @@ def _process_start_time(pid: int) -> int | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    # Field 22; the command name (field 2) may contain spaces, so split after its ')'.
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    # Fields after the command name (which may contain spaces): state is field 3,
+    # start time field 22. A zombie has exited; it only waits for its parent to reap it.
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] == "Z" else int(fields[19])
 
 
 def _is_healthy(url: str) -> bool:
@@ -186,8 +188,17 @@ class Stack:
         return Service(
             name="prefect",
             port=self.ports["prefect"],
-            command=[sys.executable, "-m", "prefect", "server", "start",
-                     "--host", LOOPBACK, "--port", port],
+            command=[
+                sys.executable,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--host",
+                LOOPBACK,
+                "--port",
+                port,
+            ],
             health_url=f"{self.prefect_api_url}/health",
             url=self.prefect_api_url.removesuffix("/api"),
             env=env,
@@ -247,8 +258,11 @@ class Stack:
                 cwd=self.home,
                 start_new_session=True,  # its own process group: `down` stops its children too
             )
-        record = {"pid": process.pid, "start_time": _process_start_time(process.pid),
-                  "port": service.port}
+        record = {
+            "pid": process.pid,
+            "start_time": _process_start_time(process.pid),
+            "port": service.port,
+        }
         write_private(self._pid_path(service.name), json.dumps(record))
 
     def _wait_healthy(self, service: Service) -> None:
@@ -290,7 +304,10 @@ class Stack:
         """Whether each service runs and answers its health check."""
         endpoints = {
             "lakefs": (self.lakefs_url, f"{self.lakefs_url}/api/v1/healthcheck"),
-            "prefect": (self.prefect_api_url.removesuffix("/api"), f"{self.prefect_api_url}/health"),
+            "prefect": (
+                self.prefect_api_url.removesuffix("/api"),
+                f"{self.prefect_api_url}/health",
+            ),
         }
         result = []
         for name, (url, health_url) in endpoints.items():
@@ -298,4 +315,3 @@ class Stack:
             healthy = pid is not None and _is_healthy(health_url)
             result.append(ServiceStatus(name, url, pid, pid is not None, healthy))
         return result
-

@@ -1,0 +1,49 @@
+# clearlake: two commands for a newcomer — `make demo` and `make test`.
+# Each sets up what it needs: a virtual environment with the packages, and the
+# lakeFS build (cached under ~/.cache/clearlake, so only the first time is slow).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+CL     := $(VENV)/bin/clearlake
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast lint bench down status clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet uv
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -e ".[dev]"
+	touch $@
+
+## setup: virtual environment + packages + lakeFS build (cached)
+setup: $(VENV)/.installed
+	$(CL) stack install
+
+## demo: the main job end to end on the embedded default stack (leaves it running)
+demo: setup
+	$(CL) demo
+
+## test: the whole suite, end-to-end tests included (starts its own servers)
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## test-fast: everything but the slow end-to-end tests
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check clearlake blocks flows tests bench
+
+## bench: the benchmarks, each as a ratio against a baseline from the same run
+bench: setup
+	$(PY) -m bench.score
+
+down: $(VENV)/.installed
+	$(CL) stack down
+
+status: $(VENV)/.installed
+	$(CL) stack status
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,109 @@
+"""The local stack and the CLI, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from clearlake.errors import StackError
+from clearlake.stack import install
+from clearlake.stack.services import Stack, port_is_free
+from tests.conftest import free_port
+
+CLI = [sys.executable, "-m", "clearlake.cli"]
+
+
+def run_cli(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CLEARLAKE_HOME": str(home), "COLUMNS": "200"}
+    return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, check=check)
+
+
+def test_up_twice_status_and_down_leave_nothing_running(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ports = [free_port(), free_port()]
+    port_args = ["--lakefs-port", str(ports[0]), "--prefect-port", str(ports[1])]
+    first = run_cli("stack", "up", *port_args, home=home)
+    assert f"http://127.0.0.1:{ports[0]}" in first.stdout
+    pids = {
+        name: json.loads((home / "run" / f"{name}.json").read_text())["pid"]
+        for name in ("lakefs", "prefect")
+    }
+
+    second = run_cli("stack", "up", home=home)  # remembers the ports it was given
+    assert second.stdout.count("already running") == 2
+    assert pids == {
+        name: json.loads((home / "run" / f"{name}.json").read_text())["pid"]
+        for name in ("lakefs", "prefect")
+    }
+    assert run_cli("stack", "status", home=home).stdout.count("healthy") == 2
+
+    # Secrets are the owner's only.
+    assert stat.S_IMODE((home / "secrets.json").stat().st_mode) == 0o600
+
+    run_cli("stack", "down", home=home)
+    for pid in pids.values():
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+    assert all(port_is_free(p) for p in ports)
+    status = run_cli("stack", "status", home=home, check=False)
+    assert status.returncode == 1 and status.stdout.count("stopped") == 2
+    assert (home / "lakefs" / "metadata").exists()  # data kept
+
+
+def test_lakefs_serves_its_real_web_ui(stack: Stack) -> None:
+    with urllib.request.urlopen(f"{stack.lakefs_url}/") as response:
+        page = response.read().decode()
+    assert '<div id="root">' in page and "/assets/index-" in page  # the built UI
+    assert "UI has not been built" not in page
+
+
+def test_prefect_serves_its_ui(stack: Stack) -> None:
+    with urllib.request.urlopen(stack.prefect_api_url.removesuffix("/api") + "/") as response:
+        assert "<title>Prefect" in response.read().decode() or response.status == 200
+
+
+def test_lakectl_from_the_same_build_works(
+    stack: Stack, repo: str, lakectl_env: dict[str, str], tmp_path: Path
+) -> None:
+    image = tmp_path / "a.jpg"
+    image.write_bytes(b"\xff\xd8 not really a jpeg")
+
+    def lakectl(*args: str) -> str:
+        return subprocess.run(
+            ["lakectl", *args], env=lakectl_env, capture_output=True, text=True, check=True
+        ).stdout
+
+    lakectl("fs", "upload", "-s", str(image), f"lakefs://{repo}/main/images/a.jpg")
+    lakectl("commit", f"lakefs://{repo}/main", "-m", "add a.jpg")
+    assert "add a.jpg" in lakectl("log", f"lakefs://{repo}/main")
+
+
+def test_init_repo_twice_is_harmless(stack: Stack, lakefs: object) -> None:
+    name = "init-repo-test"
+    assert "created" in run_cli("init-repo", name, home=stack.home).stdout
+    assert "already exists" in run_cli("init-repo", name, home=stack.home).stdout
+
+
+def test_install_names_the_missing_tool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("PATH", str(tmp_path))  # neither go nor npm on it
+    with pytest.raises(StackError, match="`go` is not installed"):
+        install.install_lakefs(report=lambda line: None)
+
+
+def test_up_refuses_a_port_taken_by_another_program(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        stack = Stack(home=tmp_path, ports={"lakefs": taken, "prefect": free_port()})
+        with pytest.raises(StackError, match=f"port {taken} for lakefs is in use"):
+            stack.up(report=lambda line: None)

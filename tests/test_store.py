@@ -1,0 +1,70 @@
+"""The lakeFS module against a real lakeFS: typed errors, transactions, diffs."""
+
+from __future__ import annotations
+
+import pytest
+
+from clearlake.errors import NotFoundError, PermissionDeniedError
+from clearlake.store import LakeFS
+from clearlake.transaction import MergePending, Transaction, finish_pending
+
+
+def test_missing_repository_is_not_found_and_named(lakefs: LakeFS) -> None:
+    with pytest.raises(NotFoundError) as caught:
+        lakefs.get_object("no-such-repo", "main", "a/b.jpg")
+    assert "no-such-repo" in str(caught.value)
+    assert "a/b.jpg" in str(caught.value)
+    assert caught.value.repository == "no-such-repo"
+
+
+def test_bad_credentials_are_permission_denied(lakefs: LakeFS, repo: str) -> None:
+    intruder = LakeFS.connect(lakefs.settings.endpoint, "AKIAIOSFODNN7EXAMPLE", "wrong")
+    with pytest.raises(PermissionDeniedError) as caught:
+        intruder.head(repo, "main")
+    assert repo in str(caught.value)
+
+
+def test_create_repository_twice_is_harmless(lakefs: LakeFS, repo: str) -> None:
+    assert lakefs.create_repository(repo, f"local://{repo}") is False
+
+
+def test_two_dot_diff_lists_only_the_change(lakefs: LakeFS, repo: str) -> None:
+    lakefs.upload_object(repo, "main", "img/a.jpg", b"a")
+    lakefs.upload_object(repo, "main", "img/b.jpg", b"b")
+    first = lakefs.commit(repo, "main", "two images")
+    lakefs.upload_object(repo, "main", "img/b.jpg", b"b2")
+    lakefs.delete_objects(repo, "main", ["img/a.jpg"])
+    lakefs.upload_object(repo, "main", "img/c.jpg", b"c")
+    second = lakefs.commit(repo, "main", "change, delete, add")
+    changes = {(d.path, d.change) for d in lakefs.diff(repo, first, second)}
+    assert changes == {("img/a.jpg", "removed"), ("img/b.jpg", "changed"), ("img/c.jpg", "added")}
+
+
+def test_transaction_never_sweeps_up_uncommitted_work(lakefs: LakeFS, repo: str) -> None:
+    lakefs.upload_object(repo, "main", "user/wip.txt", b"not yet committed")
+    with (
+        pytest.raises(MergePending) as caught,
+        Transaction(lakefs, repo, "main", merge_timeout_s=1.0) as tx,
+    ):
+        tx.upload("_clearlake/result.json", b"{}")
+        tx.commit("results", {"clearlake": "1"})
+    pending = caught.value.temp_branch
+    # Nothing reached main; the user's work is still staged, untouched.
+    with pytest.raises(NotFoundError):
+        lakefs.get_object(repo, "main", "_clearlake/result.json")
+    assert lakefs.has_uncommitted_changes(repo, "main")
+
+    lakefs.commit(repo, "main", "user commits their work")
+    merged = finish_pending(lakefs, repo, pending, "main")
+    assert lakefs.get_object(repo, merged, "_clearlake/result.json") == b"{}"
+    assert lakefs.get_object(repo, merged, "user/wip.txt") == b"not yet committed"
+    assert pending not in {name for name, _ in lakefs.list_branches(repo)}
+
+
+def test_failed_transaction_leaves_nothing(lakefs: LakeFS, repo: str) -> None:
+    before = lakefs.head(repo, "main")
+    with pytest.raises(RuntimeError), Transaction(lakefs, repo, "main") as tx:
+        tx.upload("_clearlake/partial.json", b"{}")
+        raise RuntimeError("the run died")
+    assert lakefs.head(repo, "main") == before
+    assert [name for name, _ in lakefs.list_branches(repo)] == ["main"]
