@@ -1,0 +1,333 @@
+"""Benchmark: `clearlake score` against the seed's naive loop, on the same images and cores.
+
+Run ``python -m bench.score`` (or ``python bench/score.py``). It writes a few
+hundred JPEGs at about 1024 px and 2048 px (upscaled crops of the photographs
+installed packages carry — fine for speed, not for accuracy) into a temporary
+folder, then times, each in a fresh Python process:
+
+* **seed**: one process per core (`multiprocessing.Pool`), each image
+  `cv2.imread` + the seed's three measures exactly as written (variance of
+  the Laplacian, variance of the Sobel derivatives, the complex128 FFT
+  high-frequency mean);
+* **clearlake cold**: `score_directory` — the function behind `clearlake
+  score` — with an empty cache: every file read, hashed, header-checked,
+  decoded once, all metrics computed, labelled by the packaged model;
+* **clearlake warm**: the same call again over the unchanged folder.
+
+It prints the ratios measured in this run (clearlake time / seed time; the
+target is ≤ 0.5 cold), images per second per core, and peak memory: the
+measuring process's own peak RSS, and the largest peak RSS of any worker
+process (sampled from ``/proc/<pid>/status`` VmHWM, a per-process high-water
+mark, because `clearlake` workers are forked by a forkserver that
+`RUSAGE_CHILDREN` never sees). Nothing here is asserted: times are reported,
+never tested.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+SIZES = (1024, 2048)
+
+
+# --- the seed's loop, as written ---------------------------------------------------
+
+
+def seed_variance_of_laplacian(grey: np.ndarray) -> float:
+    """The seed's blur measure."""
+    return cv2.Laplacian(grey, cv2.CV_64F).var()
+
+
+def seed_sobel_variance(grey: np.ndarray) -> tuple[float, float]:
+    """The seed's gradient measures (y, then x)."""
+    return cv2.Sobel(grey, cv2.CV_64F, 0, 1).var(), cv2.Sobel(grey, cv2.CV_64F, 1, 0).var()
+
+
+def seed_detect_blur_fft(grey: np.ndarray, size: int = 60) -> float:
+    """The seed's FFT high-frequency mean."""
+    (h, w) = grey.shape
+    (c_x, c_y) = (int(w / 2.0), int(h / 2.0))
+    fft = np.fft.fft2(grey)
+    fft_shift = np.fft.fftshift(fft)
+    fft_shift[c_y - size : c_y + size, c_x - size : c_x + size] = 0
+    fft_shift = np.fft.ifftshift(fft_shift)
+    recon = np.fft.ifft2(fft_shift)
+    magnitude = 20 * np.log(np.abs(recon))
+    return float(np.mean(magnitude))
+
+
+def seed_measure(path: str) -> tuple[str, float, float, float, float] | None:
+    """One image through the seed's pipeline."""
+    image = cv2.imread(path)
+    if image is None:
+        return None
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    sobel_y, sobel_x = seed_sobel_variance(grey)
+    return path, seed_variance_of_laplacian(grey), sobel_y, sobel_x, seed_detect_blur_fft(grey)
+
+
+# --- images --------------------------------------------------------------------------
+
+
+def _photographs() -> list[np.ndarray]:
+    """BGR photographs shipped by installed packages (scikit-learn, scikit-image)."""
+    from sklearn.datasets import load_sample_image
+
+    photos = [load_sample_image(name)[..., ::-1] for name in ("china.jpg", "flower.jpg")]
+    try:
+        import skimage.data
+    except ImportError:
+        return photos
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        try:
+            photo = getattr(skimage.data, name)()
+        except (OSError, ValueError):  # a data file this install does not carry
+            continue
+        photos.append(np.ascontiguousarray(photo[..., :3][..., ::-1]))
+    return photos
+
+
+def make_images(folder: Path, per_size: dict[int, int], seed: int = 0) -> list[Path]:
+    """Write distinct JPEGs: random crops, flipped at random, upscaled to each long side.
+
+    Args:
+        folder: destination.
+        per_size: ``{long side in px: number of images}``.
+        seed: RNG seed (the set is reproducible).
+
+    Returns:
+        The paths written.
+    """
+    rng = np.random.default_rng(seed)
+    photos = _photographs()
+    paths = []
+    for side, count in per_size.items():
+        for index in range(count):
+            photo = photos[index % len(photos)]
+            h, w = photo.shape[:2]
+            ch, cw = int(h * rng.uniform(0.6, 1.0)), int(w * rng.uniform(0.6, 1.0))
+            y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+            crop = photo[y : y + ch, x : x + cw]
+            if rng.random() < 0.5:
+                crop = crop[:, ::-1]
+            scale = side / max(ch, cw)
+            size = (round(cw * scale), round(ch * scale))
+            big = cv2.resize(crop, size, interpolation=cv2.INTER_CUBIC)
+            path = folder / f"{side}" / f"img{index:04d}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), big, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            paths.append(path)
+    return paths
+
+
+# --- memory --------------------------------------------------------------------------
+
+
+class DescendantPeaks:
+    """Samples the VmHWM (peak RSS) of every descendant process, in the background."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.peaks: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> DescendantPeaks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def max_kib(self) -> int:
+        """The largest peak RSS of any descendant seen, in KiB."""
+        return max(self.peaks.values(), default=0)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for pid in _descendants(os.getpid()):
+                peak = _vm_hwm_kib(pid)
+                if peak is not None:
+                    self.peaks[pid] = max(peak, self.peaks.get(pid, 0))
+            self._stop.wait(self.interval)
+
+
+def _descendants(root: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+    found, frontier = [], [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent]
+        found.extend(children)
+        frontier.extend(children)
+    return found
+
+
+def _vm_hwm_kib(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+# --- one measurement per fresh process -------------------------------------------------
+
+
+def _measure(kind: str, folder: Path, cache: Path, jobs: int) -> dict[str, float]:
+    """Time one kind of run in this process; report time and memory."""
+    if kind == "seed":
+        paths = sorted(str(p) for p in folder.rglob("*.jpg"))
+        with DescendantPeaks() as peaks:
+            started = time.perf_counter()
+            with multiprocessing.Pool(processes=jobs) as pool:
+                results = pool.map(seed_measure, paths, chunksize=4)
+                pool.close()
+                pool.join()
+            seconds = time.perf_counter() - started
+        images = sum(1 for r in results if r is not None)
+        computed = images
+    else:
+        from clearlake.quality.score import score_directory
+
+        model = _default_model()
+        with DescendantPeaks() as peaks:
+            started = time.perf_counter()
+            result = score_directory(folder, model=model, jobs=jobs, cache_dir=cache)
+            seconds = time.perf_counter() - started
+        images = len(result.records)
+        computed = result.computed
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {
+        "seconds": seconds,
+        "images": images,
+        "computed": computed,
+        "parent_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "worker_peak_mib": max(peaks.max_kib, children) / 1024,
+    }
+
+
+def _default_model() -> object | None:
+    """The packaged model, or None (with a note) when this checkout has none yet."""
+    try:
+        from clearlake.quality.classifier import Model, ModelError
+    except ImportError as exc:
+        print(f"(no classifier module, labels skipped: {exc})", file=sys.stderr)
+        return None
+    try:
+        return Model.load(None)
+    except ModelError as exc:
+        print(f"(no packaged model, labels skipped: {exc})", file=sys.stderr)
+        return None
+
+
+def _run_fresh(kind: str, folder: Path, cache: Path, jobs: int) -> dict[str, float]:
+    """Run `_measure` in a fresh interpreter, so memory and imports do not mix between runs."""
+    command = [
+        sys.executable,
+        "-m",
+        "bench.score",
+        "--measure",
+        kind,
+        "--folder",
+        str(folder),
+        "--cache",
+        str(cache),
+        "--jobs",
+        str(jobs),
+    ]
+    root = Path(__file__).resolve().parent.parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+    }
+    done = subprocess.run(command, capture_output=True, text=True, cwd=root, env=env)
+    if done.stderr.strip():
+        print(done.stderr.strip(), file=sys.stderr)
+    if done.returncode != 0:
+        raise SystemExit(f"the {kind} run failed (exit status {done.returncode})")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Generate the images, run seed / clearlake cold / clearlake warm, print the comparison."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n1024", type=int, default=200, help="images at ~1024 px")
+    parser.add_argument("--n2048", type=int, default=100, help="images at ~2048 px")
+    parser.add_argument("--jobs", type=int, default=None, help="cores to use (default: all)")
+    parser.add_argument("--measure", choices=("seed", "cold", "warm"), help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    jobs = args.jobs or len(os.sched_getaffinity(0))
+
+    if args.measure:
+        print(json.dumps(_measure(args.measure, args.folder, args.cache, jobs)))
+        return
+
+    with tempfile.TemporaryDirectory(prefix="clearlake-bench-") as tmp:
+        folder, cache = Path(tmp) / "images", Path(tmp) / "cache"
+        started = time.perf_counter()
+        paths = make_images(folder, {1024: args.n1024, 2048: args.n2048})
+        total_mb = sum(p.stat().st_size for p in paths) / 1e6
+        print(
+            f"{len(paths)} JPEGs ({args.n1024} at ~1024 px, {args.n2048} at ~2048 px, "
+            f"{total_mb:.0f} MB) written in {time.perf_counter() - started:.1f} s; "
+            f"{jobs} cores; OpenCV {cv2.__version__}, NumPy {np.__version__}; "
+            f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}"
+        )
+        runs = {
+            "seed loop": _run_fresh("seed", folder, cache, jobs),
+            "clearlake cold": _run_fresh("cold", folder, cache, jobs),
+            "clearlake warm": _run_fresh("warm", folder, cache, jobs),
+        }
+    seed_seconds = runs["seed loop"]["seconds"]
+    print()
+    print(
+        f"{'run':<16}{'seconds':>9}{'images':>8}{'measured':>10}{'img/s/core':>12}"
+        f"{'ratio':>8}{'parent MiB':>12}{'worker MiB':>12}"
+    )
+    for name, run in runs.items():
+        rate = run["images"] / run["seconds"] / jobs
+        print(
+            f"{name:<16}{run['seconds']:>9.2f}{run['images']:>8.0f}{run['computed']:>10.0f}"
+            f"{rate:>12.2f}{run['seconds'] / seed_seconds:>8.3f}"
+            f"{run['parent_peak_mib']:>12.0f}{run['worker_peak_mib']:>12.0f}"
+        )
+    print()
+    print(
+        f"cold ratio (clearlake / seed): {runs['clearlake cold']['seconds'] / seed_seconds:.3f}"
+        f"   warm ratio: {runs['clearlake warm']['seconds'] / seed_seconds:.4f}"
+        "   (target cold ≤ 0.5)"
+    )
+
+
+if __name__ == "__main__":
+    main()
