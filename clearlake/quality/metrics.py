@@ -12,14 +12,24 @@ Two families:
   computed by exact reformulations that are cheaper (16-bit integer filters
   with ``cv2.meanStdDev``; a single-precision real FFT with the seed's
   asymmetric window restored by a rank-2 correction);
-* features that measure the image against itself, so that they do not
-  depend on how much detail the scene happens to have: how much a re-blur
-  changes it, fine- over coarse-scale energy, spectral slope and anisotropy,
-  and the prominence of narrow periodic peaks in the luma and chroma spectra
-  (moiré). Spectral features are computed on Hann-windowed tiles at native
-  resolution (frequencies in cycles per pixel, so they do not depend on the
-  image size) averaged Welch-style, plus a fixed-size thumbnail for colour
-  banding that spans the whole picture.
+* features that measure the image against itself, so that they do not depend
+  on how much detail or contrast the scene happens to have:
+
+  - ``edge_width_score``: how wide the strongest edges are (blur widens them);
+  - ``spectral_slope_score``: how fast power falls with frequency, on
+    Hann-windowed tiles at native resolution averaged Welch-style
+    (frequencies in cycles/px, so independent of the image size);
+  - ``luma_peak_score``: prominence of narrow peaks of the whole-image luma
+    spectrum over its local background (a periodic pattern spanning the
+    picture is coherent: it concentrates into a few bins);
+  - ``chroma_peak_score``: the same on the tiled chroma (Cr + Cb) spectrum at
+    native resolution — the colour grid of a photographed screen;
+  - ``chroma_banding_score``: the same on the whole-picture chroma spectrum
+    of an area-downscaled view, from a few cycles per picture up — moiré that
+    survives only as broad colour bands, which greyscale features cannot see.
+
+Which features the classifier uses, and the measured gain of each, is
+documented in :mod:`clearlake.quality.classifier`.
 
 :data:`METRIC_SET_VERSION` hashes this module's source, its parameters and the
 OpenCV / NumPy versions: any change to how a number is computed changes it.
@@ -47,14 +57,10 @@ from clearlake.quality.types import DecodedImage
 FFT_HALF_WINDOW = 60
 #: Floor on |recon| in the FFT measure, so a flat image gives a finite number.
 FFT_MAGNITUDE_FLOOR = 1e-3
-#: Standard deviation (px) of the re-blur applied by :func:`calc_reblur_ratio`.
-REBLUR_SIGMA = 1.0
 #: Side (px) of the Hann-windowed tiles of the Welch spectrum.
 TILE = 128
 #: At most this many tiles per side (evenly spread, at least 50 % overlap when small).
 MAX_TILES_PER_SIDE = 5
-#: Side (px) of the whole-picture thumbnail used for colour banding.
-THUMB = 256
 #: Radial band (cycles/px) in which spectral peaks count as moiré candidates.
 PEAK_BAND = (0.03, 0.5)
 #: Median-filter widths (bins) of the local spectral background (2-D, and along lines).
@@ -63,10 +69,6 @@ BACKGROUND_SIZE = 7
 TOP_PEAKS = 3
 #: Radial band (cycles/px) of the spectral-slope fit.
 SLOPE_BAND = (0.05, 0.4)
-#: Boundary (cycles/px) between "mid" and "high" frequencies.
-HIGH_FREQUENCY = 0.25
-#: Number of angular sectors of the anisotropy measure.
-SECTORS = 8
 #: Half-size (px) of the window in which an edge's contrast is measured.
 EDGE_WINDOW = 6
 #: Edges are the pixels whose gradient is in this top percentile...
@@ -83,24 +85,18 @@ GLOBAL_BAND = (0.01, 0.5)
 EPS = 1e-9
 
 METRIC_NAMES: tuple[str, ...] = (
+    # the seed's measures
     "laplacian_var_score",
     "sobel_y_var_score",
     "sobel_x_var_score",
     "fft_hf_score",
-    "reblur_ratio_score",
-    "fine_coarse_ratio_score",
-    "spectral_slope_score",
-    "hf_ratio_score",
-    "hf_anisotropy_score",
+    # blur, measured against the image itself
     "edge_width_score",
-    "edge_width_max_dir_score",
+    "spectral_slope_score",
+    # moiré: periodic peaks in the luma and chroma spectra
     "luma_peak_score",
-    "luma_banding_score",
-    "luma_global_peak_score",
     "chroma_peak_score",
     "chroma_banding_score",
-    "chroma_gradient_ratio_score",
-    "chroma_global_peak_score",
 )
 
 
@@ -187,68 +183,24 @@ def calc_fft_high_frequency(
 # --- self-referential blur features ------------------------------------------------
 
 
-def calc_reblur_ratio(
-    grey_f: np.ndarray, laplacian_var: float, sigma: float = REBLUR_SIGMA
-) -> float:
-    """How little a re-blur changes the image (high = already blurry).
-
-    ``ratio = Var(Lap(G_σ * I)) / Var(Lap(I))`` with ``G_σ`` a Gaussian of
-    ``σ = REBLUR_SIGMA`` px. A sharp image loses most of its finest detail to the
-    re-blur (small ratio); an image that was already blurred barely changes
-    (ratio → 1). Independent of contrast and of how much detail the scene has.
-
-    Args:
-        grey_f: H×W float32 greyscale.
-        laplacian_var: ``Var(Lap(I))`` (shared with :func:`calc_laplacian_variance`).
-        sigma: re-blur standard deviation in px.
-
-    Returns:
-        A ratio in [0, 1]; 1 for a flat image.
-    """
-    blurred = cv2.GaussianBlur(grey_f, (0, 0), sigma)
-    return (_variance(cv2.Laplacian(blurred, cv2.CV_32F)) + EPS) / (laplacian_var + EPS)
-
-
-def calc_fine_coarse_ratio(grey_f: np.ndarray, laplacian_var: float) -> float:
-    """Fine-scale over coarse-scale Laplacian energy (low = blurry).
-
-    ``ratio = Var(Lap(I)) / Var(Lap(pyrDown(I)))``. For a sharp natural image
-    (power spectrum ≈ 1/f²) both scales carry similar energy (ratio ≈ 1); a blur
-    removes the fine scale first, so the ratio falls.
-
-    Args:
-        grey_f: H×W float32 greyscale.
-        laplacian_var: ``Var(Lap(I))``.
-
-    Returns:
-        The ratio; 1 for a flat image.
-    """
-    coarse = cv2.pyrDown(grey_f)
-    return (laplacian_var + EPS) / (_variance(cv2.Laplacian(coarse, cv2.CV_32F)) + EPS)
-
-
-def calc_edge_width(grey: np.ndarray, grey_f: np.ndarray) -> tuple[float, float]:
-    """Width in px of the image's strongest edges (high = blurry).
+def calc_edge_width(grey: np.ndarray, grey_f: np.ndarray) -> float:
+    """Width in px of the image's strongest edges (high = blurry), as a log.
 
     At each pixel, slope ``m = |∇I|`` (3×3 Sobel / 8, grey levels per px) and
     local contrast ``c = max - min`` of ``I`` over a ``(2·EDGE_WINDOW+1)²`` window.
     For a step of height ``c`` blurred to width ``w`` the steepest slope is
     ``c / w``, so ``w = c / m`` at edge pixels — those in the top
-    ``EDGE_PERCENTILE`` of ``m`` with ``c ≥ EDGE_MIN_CONTRAST``. A sharp edge is
-    ~2 px wide (the derivative's own support); a blur of σ widens it by ~2.5σ.
-    Scene-independent: it does not care how many edges there are.
-
-    Returns ``(ln median w, ln max_d median w_d)``, the second over four
-    gradient directions ``d`` (0°, 45°, 90°, 135°): a motion blur widens the
-    edges across its direction only.
+    ``EDGE_PERCENTILE`` of ``m`` with ``c ≥ EDGE_MIN_CONTRAST``. Score
+    ``= ln median(w)``. A sharp edge is ~2–3 px wide (the derivative's own
+    support); a blur of σ widens it by ~2.5σ. It measures the image against
+    itself: neither the number of edges nor their contrast matters.
 
     Args:
         grey: H×W uint8 greyscale.
         grey_f: the same as float32.
 
     Returns:
-        (log edge width, log edge width in the widest direction); ln 2 for an
-        image without edges.
+        ln of the median edge width in px; ln 2 for an image without edges.
     """
     gx = cv2.Sobel(grey_f, cv2.CV_32F, 1, 0, scale=0.125)
     gy = cv2.Sobel(grey_f, cv2.CV_32F, 0, 1, scale=0.125)
@@ -259,13 +211,8 @@ def calc_edge_width(grey: np.ndarray, grey_f: np.ndarray) -> tuple[float, float]
     threshold = np.percentile(slope[::step, ::step], EDGE_PERCENTILE)
     sel = (slope >= max(threshold, 1e-3)) & (contrast >= EDGE_MIN_CONTRAST)
     if np.count_nonzero(sel) < 16:
-        return float(np.log(2.0)), float(np.log(2.0))
-    width = contrast[sel].astype(np.float32) / slope[sel]
-    direction = (np.rint(np.arctan2(gy[sel], gx[sel]) / (np.pi / 4)).astype(np.int64)) % 4
-    per_dir = [
-        np.median(width[direction == d]) for d in range(4) if np.count_nonzero(direction == d) >= 8
-    ]
-    return float(np.log(np.median(width))), float(np.log(max(per_dir)))
+        return float(np.log(2.0))
+    return float(np.log(np.median(contrast[sel].astype(np.float32) / slope[sel])))
 
 
 # --- spectral features -------------------------------------------------------------
@@ -305,41 +252,31 @@ def welch_spectrum(
     return np.fft.fftshift(power.mean(axis=0, dtype=np.float64), axes=0)
 
 
-def calc_spectral_shape(power: np.ndarray) -> tuple[float, float, float]:
-    """Slope, high-frequency ratio and anisotropy of a (Welch) power spectrum.
+def calc_spectral_slope(power: np.ndarray) -> float:
+    """Log-log slope of a (Welch) power spectrum: how fast detail falls off.
 
-    With ``f = |k|`` in cycles/px and ``θ`` the frequency's angle:
-
-    * slope: least-squares slope of ``ln P̄(f)`` against ``ln f`` over
-      ``SLOPE_BAND`` (``P̄`` the ring average) — ≈ −2 for a sharp natural image,
-      steeper once a blur removes high frequencies;
-    * hf ratio: ``ln(ΣP[f ≥ HIGH_FREQUENCY] / ΣP[0.05 ≤ f < HIGH_FREQUENCY])``;
-    * anisotropy: ``ln(max_s E_s / min_s E_s)``, ``E_s`` the high-frequency energy
-      (f ≥ 0.15) in each of ``SECTORS`` angular sectors — high when a motion blur
-      has removed detail in one direction only.
+    Least-squares slope of ``ln P̄(f)`` against ``ln f`` over ``SLOPE_BAND``
+    cycles/px, ``P̄`` the average over the ring ``|k| = f``. A sharp natural
+    image has ``P ∝ f^-2`` or so (scale invariance); a blur multiplies it by
+    the blur's falling transfer function, so the slope gets steeper (more
+    negative). It does not depend on the scene's contrast.
 
     Args:
         power: tile × (tile//2+1) spectrum from :func:`welch_spectrum`.
 
     Returns:
-        (slope, hf_ratio, anisotropy).
+        The slope (≈ −2 to −3 sharp, below −4 blurred); 0 when undefined.
     """
-    radius, angle = _polar(power.shape[0])
+    radius, _ = _polar(power.shape[0])
     ring = np.rint(radius * power.shape[0]).astype(np.int64)
     sums = np.bincount(ring.ravel(), power.ravel())
     counts = np.bincount(ring.ravel())
     freqs = np.arange(len(sums)) / power.shape[0]
     sel = (freqs >= SLOPE_BAND[0]) & (freqs <= SLOPE_BAND[1]) & (counts > 0)
+    if sel.sum() < 2:
+        return 0.0
     profile = np.log(sums[sel] / counts[sel] + EPS)
-    slope = float(np.polyfit(np.log(freqs[sel]), profile, 1)[0]) if sel.sum() >= 2 else 0.0
-    high = power[radius >= HIGH_FREQUENCY].sum()
-    mid = power[(radius >= 0.05) & (radius < HIGH_FREQUENCY)].sum()
-    hf_ratio = float(np.log((high + EPS) / (mid + EPS)))
-    sector = np.minimum((angle / np.pi * SECTORS).astype(np.int64), SECTORS - 1)
-    hf = radius >= 0.15
-    energy = np.bincount(sector[hf], power[hf], minlength=SECTORS)
-    anisotropy = float(np.log((energy.max() + EPS) / (energy.min() + EPS)))
-    return slope, hf_ratio, anisotropy
+    return float(np.polyfit(np.log(freqs[sel]), profile, 1)[0])
 
 
 def calc_peak_prominence(power: np.ndarray, band: tuple[float, float] = PEAK_BAND) -> float:
@@ -419,31 +356,6 @@ def chroma_planes(colour: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ycc[..., 1].astype(np.float32), ycc[..., 2].astype(np.float32)
 
 
-def calc_chroma_gradient_ratio(colour_small: np.ndarray) -> float:
-    """Chroma edge energy over luma edge energy on a thumbnail (colour banding).
-
-    ``ln((Σ|∇Cr|² + Σ|∇Cb|² + ε) / (Σ|∇Y|² + ε))`` with 3×3 Sobel gradients on the
-    ``THUMB``-px thumbnail. In a natural photo colour changes where brightness
-    changes, and chroma contrast is lower than luma contrast; moiré from a
-    photographed screen leaves colour bands that have no luma edge.
-
-    Args:
-        colour_small: thumbnail, h×w×3 uint8 BGR.
-
-    Returns:
-        The log ratio.
-    """
-    ycc = cv2.cvtColor(colour_small, cv2.COLOR_BGR2YCrCb).astype(np.float32)
-    energy = []
-    for c in range(3):
-        gx = cv2.Sobel(ycc[..., c], cv2.CV_32F, 1, 0)
-        gy = cv2.Sobel(ycc[..., c], cv2.CV_32F, 0, 1)
-        energy.append(
-            float(np.square(gx).sum(dtype=np.float64) + np.square(gy).sum(dtype=np.float64))
-        )
-    return float(np.log((energy[1] + energy[2] + 1.0) / (energy[0] + 1.0)))
-
-
 # --- the whole set -----------------------------------------------------------------
 
 
@@ -461,43 +373,24 @@ def measure(image: DecodedImage) -> dict[str, float]:
     """
     grey = np.ascontiguousarray(image.grey)
     grey_f = grey.astype(np.float32)
-    lap_var = calc_laplacian_variance(grey)
     values: dict[str, float] = {
-        "laplacian_var_score": lap_var,
+        "laplacian_var_score": calc_laplacian_variance(grey),
         "sobel_y_var_score": calc_sobel_variance(grey, "y"),
         "sobel_x_var_score": calc_sobel_variance(grey, "x"),
-        "fft_hf_score": 0.0,
-        "reblur_ratio_score": calc_reblur_ratio(grey_f, lap_var),
-        "fine_coarse_ratio_score": calc_fine_coarse_ratio(grey_f, lap_var),
+        "edge_width_score": calc_edge_width(grey, grey_f),
+        "spectral_slope_score": calc_spectral_slope(welch_spectrum(grey_f)),
     }
+    # One full-resolution FFT serves both the luma peaks and the seed's measure.
     spectrum = sfft.rfft2(grey_f)
-    values["luma_global_peak_score"] = calc_global_peak(pooled_power(spectrum))
+    values["luma_peak_score"] = calc_global_peak(pooled_power(spectrum))
     values["fft_hf_score"] = calc_fft_high_frequency(grey, spectrum=spectrum)  # consumes it
-    values["edge_width_score"], values["edge_width_max_dir_score"] = calc_edge_width(grey, grey_f)
-    luma = welch_spectrum(grey_f)
-    slope, hf_ratio, anisotropy = calc_spectral_shape(luma)
-    values["spectral_slope_score"] = slope
-    values["hf_ratio_score"] = hf_ratio
-    values["hf_anisotropy_score"] = anisotropy
-    values["luma_peak_score"] = calc_peak_prominence(luma)
-    thumb_grey = _thumbnail(grey).astype(np.float32)
-    values["luma_banding_score"] = calc_peak_prominence(
-        welch_spectrum(thumb_grey, tile=THUMB // 2), band=(2.0 / THUMB, 0.5)
-    )
     if image.colour is not None and _has_chroma(image.colour):
         cr, cb = chroma_planes(image.colour)
         values["chroma_peak_score"] = calc_peak_prominence(welch_spectrum(cr) + welch_spectrum(cb))
-        small = _thumbnail(image.colour)
-        scr, scb = chroma_planes(small)
-        thumb_power = welch_spectrum(scr, tile=THUMB // 2) + welch_spectrum(scb, tile=THUMB // 2)
-        values["chroma_banding_score"] = calc_peak_prominence(thumb_power, band=(2.0 / THUMB, 0.5))
-        values["chroma_gradient_ratio_score"] = calc_chroma_gradient_ratio(small)
-        values["chroma_global_peak_score"] = calc_global_peak(_chroma_power(image.colour))
+        values["chroma_banding_score"] = calc_global_peak(_chroma_power(image.colour))
     else:
         values["chroma_peak_score"] = 0.0
         values["chroma_banding_score"] = 0.0
-        values["chroma_global_peak_score"] = 0.0
-        values["chroma_gradient_ratio_score"] = float(np.log(1.0 / (1.0 + _grad_energy(grey))))
     out = {name: float(values[name]) for name in METRIC_NAMES}
     for name, value in out.items():
         if not np.isfinite(value):
@@ -545,13 +438,6 @@ def _variance(a: np.ndarray) -> float:
     return float(std[0, 0]) ** 2
 
 
-def _grad_energy(grey: np.ndarray) -> float:
-    small = _thumbnail(grey).astype(np.float32)
-    gx = cv2.Sobel(small, cv2.CV_32F, 1, 0)
-    gy = cv2.Sobel(small, cv2.CV_32F, 0, 1)
-    return float(np.square(gx).sum(dtype=np.float64) + np.square(gy).sum(dtype=np.float64))
-
-
 def _has_chroma(colour: np.ndarray) -> bool:
     # A colour file holding a grey picture (B = G = R) has no chroma to measure.
     return not (
@@ -572,13 +458,6 @@ def _chroma_power(colour: np.ndarray) -> np.ndarray:
         p = pooled_power(sfft.rfft2(plane - plane.mean()))
         total = p if total is None else total + p
     return total
-
-
-def _thumbnail(a: np.ndarray) -> np.ndarray:
-    """Fixed-size THUMB×THUMB view of the whole picture (area-averaged)."""
-    h, w = a.shape[:2]
-    interp = cv2.INTER_AREA if h >= THUMB and w >= THUMB else cv2.INTER_LINEAR
-    return cv2.resize(a, (THUMB, THUMB), interpolation=interp)
 
 
 def _fft_high_pass_power(grey: np.ndarray, s: int, spectrum: np.ndarray | None) -> np.ndarray:

@@ -28,14 +28,15 @@ class (ranges are uniform unless stated):
     pixel 3–6 screen px with a dark line between pixels), blurred by the
     camera's optics (σ 0.2–0.35 of the pitch, which leaves 9–45 % of the
     grid's contrast) and re-sampled without antialiasing
-    by a camera at a slightly different pitch (1–12 % off) and angle (0–6°)
+    by a camera at a slightly different pitch (2–12 % off) and angle (0–6°)
     that frames the central 88 % of the screen;
     ``moire_halftone``: the view at 3–4× through a rotated dot screen (period
     2.5–6 fine px, angle 0–90°), softened (σ 0.5–1.5 fine px), then decimated
     without antialiasing (aliasing);
-    ``moire_banding``: as ``moire_screen`` but the camera samples at twice the
-    output size and the result is downscaled with ``INTER_AREA``: the fine grid
-    is averaged away and the moiré survives only as low-frequency colour bands.
+    ``moire_banding``: as ``moire_screen``, then the luma is replaced by that of
+    the same shot without the pixel grid and the chroma is low-passed (Gaussian
+    σ 1.5–3 px), as a phone's chroma smoothing does: the fine grid is gone and
+    the moiré survives only as low-frequency colour bands.
 
 With probability 0.3 an image gets sensor-like Gaussian noise (σ 1–3 grey
 levels) after its degradation, whatever its class. Images are saved as JPEG
@@ -64,9 +65,10 @@ DEFOCUS_RADIUS = (1.5, 6.0)
 GRATING_PERIOD = (2.2, 8.0)
 GRATING_AMPLITUDE = (0.05, 0.25)
 SCREEN_PITCH = (3, 6)
-SCREEN_PITCH_OFFSET = (0.01, 0.12)
+SCREEN_PITCH_OFFSET = (0.02, 0.12)
 SCREEN_ANGLE = (0.0, 6.0)
 SCREEN_OPTICS = (0.2, 0.35)  # lens blur σ as a fraction of the screen pitch
+BANDING_CHROMA_SIGMA = (1.5, 3.0)
 HALFTONE_PERIOD = (2.5, 6.0)
 
 SUBLABELS: dict[str, tuple[str, ...]] = {
@@ -91,8 +93,8 @@ def find_sources() -> list[Source]:
         Sources whose files exist on disk; scikit-image data that would need a
         download (pooch) is skipped.
     """
-    import sklearn.datasets
     import skimage.data
+    import sklearn.datasets
 
     sk = Path(skimage.data.__file__).parent
     skl = Path(sklearn.datasets.__file__).parent / "images"
@@ -217,7 +219,7 @@ def _view(photo: np.ndarray, rng: np.random.Generator, min_side: int) -> np.ndar
     lo = max(min_side, int(0.6 * short))
     crop_short = int(rng.integers(min(lo, short), short + 1))
     aspect = rng.uniform(0.75, 1.33)
-    ch, cw = crop_short, int(round(crop_short * aspect))
+    ch, cw = crop_short, round(crop_short * aspect)
     if cw > w or ch > h:  # keep the crop inside the photo
         ch, cw = min(ch, h), min(cw, w)
     y = int(rng.integers(0, h - ch + 1))
@@ -307,30 +309,39 @@ def _screen(img: np.ndarray, rng: np.random.Generator, banding: bool) -> np.ndar
     pitch = int(rng.integers(SCREEN_PITCH[0], SCREEN_PITCH[1] + 1))
     # Each image pixel becomes pitch×pitch screen px: B, G, R vertical stripes, dark last row.
     screen = cv2.resize(colour, (w * pitch, h * pitch), interpolation=cv2.INTER_NEAREST)
+    screen = screen.astype(np.float32)
     mask = np.zeros((pitch, pitch, 3), np.float32)
     edges = np.linspace(0, pitch, 4).round().astype(int)
     for c in range(3):  # BGR order: R stripe on the left as on most panels
         mask[:, edges[2 - c] : edges[3 - c], c] = 1.0
     mask[-1, :, :] *= 0.25
-    tiled = np.tile(mask, (h, w, 1))
-    shown = screen.astype(np.float32) * tiled * (3.0 * rng.uniform(0.8, 1.0))
-    # Lens blur comparable to the pitch: the grid is attenuated, not erased.
-    shown = cv2.GaussianBlur(shown, (0, 0), pitch * rng.uniform(*SCREEN_OPTICS))
-    # The camera: slightly different pitch and a small rotation, point-sampled.
-    oversample = 2.0 if banding else 1.0
+    gain = 3.0 * rng.uniform(0.8, 1.0)
+    optics = pitch * rng.uniform(*SCREEN_OPTICS)
+    # The camera: slightly different pitch and a small rotation, point-sampled; it
+    # frames the central 88 % of the screen, so the rotated view never leaves it.
     off = rng.uniform(*SCREEN_PITCH_OFFSET) * rng.choice([-1, 1])
-    scale = oversample * (1 + off) / pitch
     angle = rng.uniform(*SCREEN_ANGLE) * rng.choice([-1, 1])
-    # The camera frames 88 % of the screen, so the rotated view never leaves it.
-    out_w, out_h = round(w * oversample * 0.88), round(h * oversample * 0.88)
-    m = cv2.getRotationMatrix2D((w * pitch / 2, h * pitch / 2), angle, scale)
+    out_w, out_h = round(w * 0.88), round(h * 0.88)
+    m = cv2.getRotationMatrix2D((w * pitch / 2, h * pitch / 2), angle, (1 + off) / pitch)
     m[0, 2] += out_w / 2 - w * pitch / 2
     m[1, 2] += out_h / 2 - h * pitch / 2
-    shot = cv2.warpAffine(
-        shown, m, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
-    )
+
+    def shoot(plane: np.ndarray) -> np.ndarray:
+        plane = cv2.GaussianBlur(plane, (0, 0), optics)
+        return cv2.warpAffine(
+            plane, m, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+        )
+
+    shot = shoot(screen * np.tile(mask, (h, w, 1)) * gain)
     if banding:
-        shot = cv2.resize(shot, (out_w // 2, out_h // 2), interpolation=cv2.INTER_AREA)
+        # The camera's pipeline smooths chroma far more than luma: the fine grid
+        # and its luma beat are gone, the colour beat survives as broad bands.
+        clean = cv2.cvtColor(_to_u8(shoot(screen * rng.uniform(0.8, 1.0))), cv2.COLOR_BGR2YCrCb)
+        ycc = cv2.cvtColor(_to_u8(shot), cv2.COLOR_BGR2YCrCb).astype(np.float32)
+        sigma = rng.uniform(*BANDING_CHROMA_SIGMA)
+        chroma = cv2.GaussianBlur(ycc[..., 1:], (0, 0), sigma)
+        mixed = np.dstack([clean[..., 0].astype(np.float32), chroma])
+        return cv2.cvtColor(_to_u8(mixed), cv2.COLOR_YCrCb2BGR)
     return _to_u8(shot)  # a photographed grey picture is a colour photograph
 
 
