@@ -305,3 +305,53 @@ def test_output_formats_round_trip(
 def test_unknown_output_extension_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="parquet"):
         write_records([], ["path"], tmp_path / "results.xlsx")
+
+
+# --- the command ----------------------------------------------------------------------
+
+
+def _packaged_model_or_skip() -> object:
+    classifier = pytest.importorskip("clearlake.quality.classifier")
+    try:
+        return classifier.Model.load(None)
+    except classifier.ModelError as exc:
+        pytest.skip(f"no packaged model in this checkout: {exc}")
+
+
+def test_cli_score_writes_records_and_prints_a_summary(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from clearlake.cli import app
+
+    model = _packaged_model_or_skip()
+    monkeypatch.setenv("CLEARLAKE_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "results.parquet"
+    runner = CliRunner()
+    first = runner.invoke(app, ["score", str(folder), "--out", str(out), "--jobs", "2"])
+    assert first.exit_code == 0, first.output
+    assert f"{GOOD_IMAGES + 2} measured" in first.output
+    assert "Worst images" in first.output
+    assert "notes.jpg" in first.output  # bad files are listed with their reason
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == GOOD_IMAGES + 2
+    ok = [r for r in rows if r["outcome"] == "ok"]
+    assert {r["label"] for r in ok} <= set(model.classes)
+    assert {r["model_id"] for r in rows} == {model.id}
+    for row in ok:
+        assert abs(sum(row[f"p_{c}"] for c in model.classes) - 1) < 1e-6
+
+    second = runner.invoke(app, ["score", str(folder), "--jobs", "2"])
+    assert second.exit_code == 0, second.output
+    assert "0 measured" in second.output
+    assert f"{GOOD_IMAGES + 2} from cache" in second.output
+
+
+def test_cli_refuses_an_unknown_output_format(folder: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from clearlake.cli import app
+
+    result = CliRunner().invoke(app, ["score", str(folder), "--out", str(tmp_path / "r.xlsx")])
+    assert result.exit_code == 2

@@ -68,16 +68,16 @@ def score(
     Bad files (corrupt, unsupported, too large) are reported, never fatal. The
     cache lives in $CLEARLAKE_CACHE_DIR (default ~/.cache/clearlake/metrics).
     """
+    if out is not None and out.suffix.lower() not in _OUTPUT_SUFFIXES:
+        raise typer.BadParameter(
+            f"{out.name}: use a .parquet, .csv or .jsonl file name", param_hint="--out"
+        )
     # Heavy imports here, so that `clearlake --help` stays fast.
     from rich.console import Console
 
     from clearlake.quality.classifier import Model, ModelError
     from clearlake.quality.score import score_directory, write_records
 
-    if out is not None and out.suffix.lower() not in _OUTPUT_SUFFIXES:
-        raise typer.BadParameter(
-            f"{out.name}: use a .parquet, .csv or .jsonl file name", param_hint="--out"
-        )
     console = Console()
     try:
         loaded = Model.load(model)
