@@ -293,8 +293,12 @@ def _init_worker(cache_path: str | None, max_pixels: int, version: str) -> None:
     global _worker_cache, _worker_max_pixels
     if version != ANALYSIS_VERSION:  # a worker must compute what the parent caches
         raise RuntimeError(f"worker computes {ANALYSIS_VERSION}, the parent expects {version}")
-    # One process per core already uses every core; OpenCV's own threads would oversubscribe.
+    # One process per core already uses every core; OpenCV's and OpenBLAS's own
+    # thread pools would oversubscribe them (and OpenBLAS threads spin while waiting).
     cv2.setNumThreads(1)
+    from threadpoolctl import threadpool_limits  # scikit-learn's dependency
+
+    threadpool_limits(1)
     _worker_cache = MetricsCache(Path(cache_path), readonly=True) if cache_path else None
     _worker_max_pixels = max_pixels
 
