@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -222,19 +223,65 @@ class LakeFS:
         destination: str,
         message: str = "",
         metadata: dict[str, str] | None = None,
+        *,
+        strategy: str | None = None,
     ) -> str:
         """Merge ref `source` into branch `destination`; return the resulting commit id.
+
+        Args:
+            strategy: None to fail on conflicts; 'source-wins' or 'dest-wins' to resolve them.
 
         Raises:
             DirtyBranchError: `destination` has uncommitted changes.
             ConflictError: both sides changed the same path.
             HookRejectedError: a pre-merge hook refused the merge.
         """
-        merge = lakefs_sdk.Merge(message=message or None, metadata=metadata or {})
+        merge = lakefs_sdk.Merge(
+            message=message or None, metadata=metadata or {}, strategy=strategy
+        )
         with _translate("merge", repository, f"{source} into {destination}"):
-            return self.refs.merge_into_branch(
-                repository, source, destination, merge=merge
-            ).reference
+            result = self.refs.merge_into_branch(repository, source, destination, merge=merge)
+        return result.reference
+
+    def merge_base(self, repository: str, left: str, right: str) -> str | None:
+        """The best common ancestor of two refs, None when they share no history."""
+        try:
+            with _translate("find merge base", repository, f"{left}...{right}"):
+                return self.refs.find_merge_base(repository, left, right).base_commit_id
+        except NotFoundError:
+            return None
+
+    def is_ancestor(self, repository: str, ancestor: str, descendant: str) -> bool:
+        """True when commit `ancestor` is `descendant` or one of its ancestors."""
+        return self.merge_base(repository, ancestor, descendant) == self.get_commit(
+            repository, ancestor
+        ).id
+
+    def log(
+        self,
+        repository: str,
+        ref: str,
+        *,
+        first_parent: bool = False,
+        objects: list[str] | None = None,
+    ) -> Iterator[lakefs_sdk.Commit]:
+        """Commits reachable from `ref`, newest first, fetched page by page as consumed.
+
+        Args:
+            first_parent: follow only first parents at merges.
+            objects: only commits that changed one of these paths.
+        """
+        after = ""
+        while True:
+            with _translate("log", repository, ref):
+                page = self.refs.log_commits(
+                    repository, ref, after=after, amount=100, first_parent=first_parent,
+                    objects=objects,
+                )
+            yield from page.results
+            if not page.pagination.has_more:
+                return
+            after = page.pagination.next_offset
 
     # -- objects ---------------------------------------------------------------------------
     def get_object(self, repository: str, ref: str, path: str) -> bytes:
@@ -268,6 +315,14 @@ class LakeFS:
                 _return_http_data_only=True,
             )
         return ObjectInfo(stats.path, stats.checksum, stats.size_bytes or 0)
+
+    def upload_many(
+        self, repository: str, branch: str, items: Iterable[tuple[str, bytes]], workers: int = 8
+    ) -> int:
+        """Stage many objects concurrently (each upload is a round trip); return the count."""
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            done = pool.map(lambda item: self.upload_object(repository, branch, *item), items)
+            return sum(1 for _ in done)
 
     def delete_objects(self, repository: str, branch: str, paths: list[str]) -> None:
         """Stage the deletion of `paths` on `branch` (in pages lakeFS accepts)."""

@@ -53,6 +53,8 @@ def merge_with_retry(
     message: str,
     metadata: dict[str, str],
     timeout_s: float,
+    *,
+    strategy: str | None = None,
 ) -> str:
     """Merge `source` into `branch`, waiting out uncommitted changes for up to `timeout_s`.
 
@@ -63,7 +65,7 @@ def merge_with_retry(
     delay = 0.2
     while True:
         try:
-            return lakefs.merge(repository, source, branch, message, metadata)
+            return lakefs.merge(repository, source, branch, message, metadata, strategy=strategy)
         except DirtyBranchError:
             if time.monotonic() + delay > deadline:
                 raise

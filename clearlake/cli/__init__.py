@@ -1,6 +1,6 @@
 """Command-line interface: `clearlake …`."""
 
-from clearlake.cli import demo, model, repo, score, stack  # noqa: F401  (registers the commands)
+from clearlake.cli import demo, model, pipeline, repo, score, stack  # noqa: F401  (registers the commands)
 from clearlake.cli.app import app
 
 

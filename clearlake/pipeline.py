@@ -1,0 +1,488 @@
+"""The incremental pipeline over lakeFS commits, free of Prefect so it can be read and tested.
+
+A run of a branch, in four steps that `flows/classify.py` orchestrates:
+
+1. `plan` finds the source commit the branch's latest (signed) results cover, and
+   asks lakeFS for the two-dot diff between it and the commit to process, restricted
+   to the input paths. Only added and changed images are measured; results of
+   removed ones are deleted. The first run of a branch takes everything.
+2. `measure_batch` (on a Dask worker) reuses stored metrics by content hash, reads
+   from lakeFS only what the metrics store has never seen, and measures it.
+3. `label` classifies from metrics alone (no decoding), in the flow's process.
+4. `write_back` stores new metrics in the shared store, then writes one record per
+   image and the branch's table through a temporary branch, committed and merged
+   back with a signed marker: one atomic change that never sweeps up anyone's work.
+
+Results live under `_clearlake/` on the branch itself:
+
+    _clearlake/records/<image path>.json   one record per image
+    _clearlake/tables/<branch>.parquet     every record of the branch, one table
+
+A record per image makes an update cost O(changed images) and lets two processed
+branches merge without conflicts unless the same image changed on both. The table
+(one object, for DuckDB in the lakeFS web UI) is named after its branch for the
+same reason: merging branch A into B brings `tables/A.parquet` along, and B's next
+run rewrites `tables/B.parquet`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import io
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from clearlake import __version__
+from clearlake.errors import NotFoundError
+from clearlake.metrics_store import MetricsStore, StoredAnalysis
+from clearlake.provenance import ResultsMarker, is_results_commit, latest_results
+from clearlake.quality.analyse import ANALYSIS_VERSION, analyse
+from clearlake.quality.classifier import Model
+from clearlake.quality.score import IMAGE_EXTENSIONS
+from clearlake.store import LakeFS, ObjectInfo
+from clearlake.transaction import Transaction
+
+RESULTS_ROOT = "_clearlake/"
+RECORDS_PREFIX = "_clearlake/records/"
+TABLES_PREFIX = "_clearlake/tables/"
+MODEL_PATH = "_clearlake/model/model.json"
+NEVER_INPUTS = (RESULTS_ROOT, "_lakefs_actions/")
+DEFAULT_BATCH_SIZE = 64
+PACKAGED_MODEL = "packaged"
+
+
+# -- inputs ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Which paths of a repository are images to process (like a Pachyderm input glob).
+
+    Attributes:
+        prefix: only paths under this folder.
+        glob: fnmatch pattern matched against the path below `prefix`; None means any
+            file with an image extension. `_clearlake/` and `_lakefs_actions/` never match.
+    """
+
+    prefix: str = ""
+    glob: str | None = None
+
+    def matches(self, path: str) -> bool:
+        """True when `path` is an input image."""
+        if path.startswith(NEVER_INPUTS) or not path.startswith(self.prefix):
+            return False
+        if self.glob is None:
+            return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+        return fnmatch.fnmatchcase(path[len(self.prefix) :], self.glob)
+
+
+@dataclass(frozen=True)
+class Datum:
+    """One image to measure: where it is, and lakeFS's checksum and size for it."""
+
+    path: str
+    checksum: str
+    size: int
+
+
+# -- 1. plan ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """What a run of one branch has to do.
+
+    Attributes:
+        repository: the repository.
+        branch: the branch.
+        source_commit: the commit whose images this run covers.
+        previous: the marker of the branch's latest results, None on a first run.
+        to_measure: added and changed images.
+        removed: paths of removed images (their records are deleted).
+        relabel_all: the model differs from the one that labelled the latest results,
+            so every existing record is relabelled from its stored metrics.
+        up_to_date: the source commit is already covered; the run does nothing.
+    """
+
+    repository: str
+    branch: str
+    source_commit: str
+    previous: ResultsMarker | None
+    to_measure: list[Datum] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    relabel_all: bool = False
+    up_to_date: bool = False
+
+
+def source_of(lakefs: LakeFS, repository: str, ref: str) -> str:
+    """The commit a run of `ref` covers: `ref`, stepping back over clearlake's own merges.
+
+    A results merge changes only `_clearlake/`; its first parent is what the branch
+    held before it, so processing the merge means processing that parent.
+    """
+    commit = lakefs.get_commit(repository, ref)
+    while is_results_commit(commit.metadata) and commit.parents:
+        commit = lakefs.get_commit(repository, commit.parents[0])
+    return commit.id
+
+
+def plan(
+    lakefs: LakeFS,
+    repository: str,
+    branch: str,
+    *,
+    commit: str | None,
+    inputs: Inputs,
+    model_id: str,
+    key: bytes,
+) -> Plan:
+    """Work out what a run must measure, relabel and remove; cost grows with the change.
+
+    Args:
+        lakefs: the lakeFS client.
+        repository: the repository.
+        branch: the branch whose results are updated.
+        commit: the commit to process; None means the branch head as of now.
+        inputs: which paths are images.
+        model_id: the id of the model this run labels with.
+        key: the signing key that validates earlier results markers.
+    """
+    source = source_of(lakefs, repository, commit or branch)
+    latest = latest_results(lakefs, repository, branch, key)
+    previous = latest[1] if latest else None
+    result = Plan(repository, branch, source, previous)
+    if previous is None:
+        changes: Iterator[ObjectInfo] = (
+            ObjectInfo(o.path, o.checksum, o.size, "added")
+            for o in lakefs.list_objects(repository, source, inputs.prefix)
+        )
+    else:
+        result.relabel_all = previous.model_id != model_id
+        if lakefs.is_ancestor(repository, source, previous.source_commit):
+            result.up_to_date = not result.relabel_all
+            return result
+        if previous.analysis_version != ANALYSIS_VERSION:
+            # Metrics of another version are not comparable: measure everything again
+            # (the store still holds any bytes measured under this version elsewhere).
+            changes = (
+                ObjectInfo(o.path, o.checksum, o.size, "added")
+                for o in lakefs.list_objects(repository, source, inputs.prefix)
+            )
+        else:
+            changes = lakefs.diff(repository, previous.source_commit, source, inputs.prefix)
+    for change in changes:
+        if not inputs.matches(change.path):
+            continue
+        if change.change == "removed":
+            result.removed.append(change.path)
+        else:
+            result.to_measure.append(Datum(change.path, change.checksum, change.size))
+    return result
+
+
+def batches(items: Sequence[Datum], size: int) -> list[list[Datum]]:
+    """Split datums into batches of at most `size` (a Prefect task each)."""
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+# -- 2. measure ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One image's metrics, and whether this run computed them or reused stored ones.
+
+    Attributes:
+        path: the image's path.
+        checksum: lakeFS's checksum of the image.
+        analysis: the analysis (metrics, outcome, where first computed).
+        origin: 'computed' (decoded by this run) or 'reused' (from the store).
+        learned_sha256: True when this run read the bytes and learned the SHA-256 for
+            `checksum` (the store should remember the mapping).
+    """
+
+    path: str
+    checksum: str
+    analysis: StoredAnalysis
+    origin: str
+    learned_sha256: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (what a Dask task returns)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Measured:
+        """Inverse of `to_dict`."""
+        return cls(**{**data, "analysis": StoredAnalysis(**data["analysis"])})
+
+
+def measure_batch(
+    lakefs: LakeFS,
+    store: MetricsStore,
+    repository: str,
+    commit: str,
+    datums: Sequence[Datum],
+    run_id: str,
+    io_threads: int = 4,
+) -> list[Measured]:
+    """Measure a batch of images, reusing stored metrics wherever the bytes are known.
+
+    Store lookups and reads of image bytes are network round trips, so they run on
+    `io_threads` threads while this thread decodes and measures.
+    """
+
+    def fetch(datum: Datum) -> tuple[Datum, StoredAnalysis | None, bytes | None, str | None]:
+        sha256 = store.sha256_for(datum.checksum, datum.size)
+        if sha256 is not None and (stored := store.get(ANALYSIS_VERSION, sha256)):
+            return datum, stored, None, sha256
+        data = lakefs.get_object(repository, commit, datum.path)
+        sha256 = hashlib.sha256(data).hexdigest()
+        return datum, store.get(ANALYSIS_VERSION, sha256), data, sha256
+
+    results = []
+    with ThreadPoolExecutor(max_workers=io_threads) as pool:
+        for datum, stored, data, sha256 in pool.map(fetch, datums):
+            learned = data is not None
+            if stored is not None:
+                results.append(Measured(datum.path, datum.checksum, stored, "reused", learned))
+                continue
+            assert data is not None and sha256 is not None
+            analysis = analyse(data, sha256=sha256)
+            stored = StoredAnalysis(
+                sha256=analysis.sha256,
+                size=analysis.size,
+                outcome=str(analysis.outcome),
+                reason=analysis.reason,
+                width=analysis.width,
+                height=analysis.height,
+                metrics=analysis.metrics,
+                computed_at={"repository": repository, "commit": commit, "path": datum.path,
+                             "run_id": run_id},
+            )
+            results.append(Measured(datum.path, datum.checksum, stored, "computed", True))
+    return results
+
+
+def failed_batch(datums: Sequence[Datum], reason: str, run_id: str, commit: str) -> list[Measured]:
+    """Records for a batch that failed even after its retries: typed, with the reason."""
+    return [
+        Measured(
+            d.path, d.checksum,
+            StoredAnalysis("", d.size, "failed", reason, 0, 0, None,
+                           {"commit": commit, "path": d.path, "run_id": run_id}),
+            "failed", False,
+        )
+        for d in datums
+    ]
+
+
+# -- 3. label --------------------------------------------------------------------------------
+
+
+def load_model(lakefs: LakeFS, repository: str, ref: str) -> tuple[Model, str]:
+    """The model trained into the branch (`_clearlake/model/model.json`), else the packaged one.
+
+    Returns:
+        (model, the commit it was read from, or 'packaged').
+    """
+    try:
+        data = lakefs.get_object(repository, ref, MODEL_PATH)
+    except NotFoundError:
+        return Model.load(None), PACKAGED_MODEL
+    return Model.from_json(data.decode()), lakefs.get_commit(repository, ref).id
+
+
+def record(
+    measured: Measured, model: Model, prediction: Any, source_commit: str, run_id: str
+) -> dict[str, Any]:
+    """The per-image record written under `_clearlake/records/`."""
+    analysis = measured.analysis
+    return {
+        "path": measured.path,
+        "checksum": measured.checksum,
+        "sha256": analysis.sha256,
+        "size": analysis.size,
+        "width": analysis.width,
+        "height": analysis.height,
+        "outcome": analysis.outcome,
+        "reason": analysis.reason,
+        "metrics": analysis.metrics,
+        "label": prediction.label if prediction else None,
+        "probabilities": dict(prediction.probabilities) if prediction else None,
+        "model_id": model.id,
+        "analysis_version": ANALYSIS_VERSION,
+        "source_commit": source_commit,
+        "run_id": run_id,
+        "origin": measured.origin,
+        "computed_at": analysis.computed_at,
+    }
+
+
+def label(
+    measured: Sequence[Measured], model: Model, source_commit: str, run_id: str
+) -> list[dict[str, Any]]:
+    """Classify measured images from their metrics (one model call) into records."""
+    ok = [m for m in measured if m.analysis.outcome == "ok" and m.analysis.metrics]
+    predictions = dict(zip((m.path for m in ok), model.predict([m.analysis.metrics for m in ok]),
+                           strict=True))
+    return [record(m, model, predictions.get(m.path), source_commit, run_id) for m in measured]
+
+
+def relabel(records: Sequence[dict[str, Any]], model: Model, run_id: str) -> list[dict[str, Any]]:
+    """New labels for existing records from their stored metrics: nothing is decoded."""
+    ok = [r for r in records if r["outcome"] == "ok" and r["metrics"]]
+    predictions = model.predict([r["metrics"] for r in ok])
+    by_path = {r["path"]: p for r, p in zip(ok, predictions, strict=True)}
+    updated = []
+    for r in records:
+        prediction = by_path.get(r["path"])
+        updated.append({
+            **r,
+            "label": prediction.label if prediction else None,
+            "probabilities": dict(prediction.probabilities) if prediction else None,
+            "model_id": model.id,
+            "run_id": run_id,
+        })
+    return updated
+
+
+# -- 4. write back ---------------------------------------------------------------------------
+
+
+def record_path(image_path: str) -> str:
+    """Where the record of `image_path` lives."""
+    return f"{RECORDS_PREFIX}{image_path}.json"
+
+
+def table_path(branch: str) -> str:
+    """Where the table of `branch` lives."""
+    return f"{TABLES_PREFIX}{branch}.parquet"
+
+
+def read_table(lakefs: LakeFS, repository: str, ref: str, branch: str) -> list[dict[str, Any]]:
+    """The records in the table of `branch` at `ref` ([] if it has none yet)."""
+    import pyarrow.parquet as pq
+
+    try:
+        data = lakefs.get_object(repository, ref, table_path(branch))
+    except NotFoundError:
+        return []
+    rows = pq.read_table(io.BytesIO(data)).to_pylist()
+    return [json.loads(row["record"]) for row in rows]
+
+
+def table_bytes(records: Sequence[dict[str, Any]]) -> bytes:
+    """A Parquet table of records: flat columns to query, plus each whole record as JSON.
+
+    Columns: path, label, outcome, reason, p_<class>, every metric, sha256, size,
+    width, height, model_id, source_commit, run_id, origin, and `record` (the JSON
+    the table is read back from, so no column layout is ever guessed).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    classes = sorted({c for r in records for c in (r["probabilities"] or {})})
+    metric_names = list(dict.fromkeys(n for r in records for n in (r["metrics"] or {})))
+    columns: dict[str, pa.Array] = {
+        "path": pa.array([r["path"] for r in records], pa.string()),
+        "label": pa.array([r["label"] for r in records], pa.string()),
+        "outcome": pa.array([r["outcome"] for r in records], pa.string()),
+        "reason": pa.array([r["reason"] for r in records], pa.string()),
+    }
+    for c in classes:
+        columns[f"p_{c}"] = pa.array(
+            [(r["probabilities"] or {}).get(c) for r in records], pa.float64())
+    for n in metric_names:
+        columns[n] = pa.array([(r["metrics"] or {}).get(n) for r in records], pa.float64())
+    for name, kind in (("sha256", pa.string()), ("size", pa.int64()), ("width", pa.int32()),
+                       ("height", pa.int32()), ("model_id", pa.string()),
+                       ("source_commit", pa.string()), ("run_id", pa.string()),
+                       ("origin", pa.string())):
+        columns[name] = pa.array([r[name] for r in records], kind)
+    columns["record"] = pa.array([json.dumps(r, sort_keys=True) for r in records], pa.string())
+    sink = io.BytesIO()
+    pq.write_table(pa.table(columns), sink, compression="zstd")
+    return sink.getvalue()
+
+
+@dataclass(frozen=True)
+class WriteBack:
+    """What `write_back` did: the merge commit, or the branch left pending."""
+
+    merge_commit: str | None
+    pending_branch: str | None = None
+
+
+def write_back(
+    lakefs: LakeFS,
+    repository: str,
+    branch: str,
+    base_records: Sequence[dict[str, Any]],
+    new_records: Sequence[dict[str, Any]],
+    removed: Sequence[str],
+    metadata: dict[str, str],
+    message: str,
+    merge_timeout_s: float,
+) -> WriteBack:
+    """Apply records, deletions and the updated table to `branch` as one signed merge.
+
+    Args:
+        base_records: the branch's table before this run.
+        new_records: records this run wrote (replacing those with the same path).
+        removed: image paths whose records are deleted.
+
+    Raises:
+        clearlake.transaction.MergePending: the branch stayed dirty; the committed
+            temporary branch is kept for reconcile to merge.
+    """
+    replaced = {r["path"] for r in new_records} | set(removed)
+    table = sorted([r for r in base_records if r["path"] not in replaced] + list(new_records),
+                   key=lambda r: r["path"])
+    with Transaction(lakefs, repository, branch, merge_timeout_s=merge_timeout_s) as tx:
+        lakefs.upload_many(repository, tx.temp_branch, (
+            (record_path(r["path"]), json.dumps(r, sort_keys=True, indent=1).encode())
+            for r in new_records
+        ))
+        tx.delete([record_path(p) for p in removed])
+        tx.upload(table_path(branch), table_bytes(table))
+        return WriteBack(tx.commit(message, metadata))
+
+
+def tally(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Counts of records per label and per outcome."""
+    return {
+        "labels": dict(Counter(r["label"] for r in records if r["label"])),
+        "outcomes": dict(Counter(r["outcome"] for r in records)),
+    }
+
+
+def worst_images(records: Sequence[dict[str, Any]], count: int = 10) -> list[dict[str, Any]]:
+    """The images least likely to be good (lowest P(good)), worst first."""
+    scored = [r for r in records if r["probabilities"]]
+    scored.sort(key=lambda r: (r["probabilities"].get("good", 0.0), r["path"]))
+    return scored[:count]
+
+
+def marker_for(
+    plan_: Plan, run_id: str, model: Model, model_commit: str, counts: dict[str, int]
+) -> ResultsMarker:
+    """The signed provenance of this run's results commit."""
+    return ResultsMarker(
+        repository=plan_.repository,
+        branch=plan_.branch,
+        source_commit=plan_.source_commit,
+        previous_source_commit=plan_.previous.source_commit if plan_.previous else "",
+        run_id=run_id,
+        model_id=model.id,
+        model_commit=model_commit,
+        analysis_version=ANALYSIS_VERSION,
+        clearlake_version=__version__,
+        counts=counts,
+    )

@@ -1,0 +1,216 @@
+"""The `classify-commit` flow: measure and label what a lakeFS commit changed.
+
+Thin orchestration of `clearlake.pipeline`: plan in this process, measure batches
+of images on a Dask cluster (a subflow, so the cluster can be chosen per run),
+label, and write the results back as one signed merge.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect_dask import DaskTaskRunner
+
+from clearlake import pipeline
+from clearlake.metrics_store import MetricsStore
+from clearlake.provenance import signing_key
+from clearlake.quality.analyse import ANALYSIS_VERSION
+from clearlake.store import LakeFS
+from clearlake.transaction import MergePending
+
+DASK_ADDRESS_ENV = "CLEARLAKE_DASK_ADDRESS"
+BATCH_RETRIES = 2
+
+
+def dask_task_runner(address: str | None) -> DaskTaskRunner:
+    """An existing Dask cluster by address (parameter, then `CLEARLAKE_DASK_ADDRESS`), else a
+    LocalCluster with one single-threaded worker process per core (measuring is CPU-bound)."""
+    address = address or os.environ.get(DASK_ADDRESS_ENV)
+    if address:
+        return DaskTaskRunner(address=address)
+    cores = len(os.sched_getaffinity(0))
+    return DaskTaskRunner(
+        cluster_kwargs={"n_workers": cores, "threads_per_worker": 1, "processes": True,
+                        "dashboard_address": None}
+    )
+
+
+@task(retries=BATCH_RETRIES, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def measure_batch(
+    repository: str, commit: str, datums: list[dict[str, Any]], run_id: str
+) -> list[dict[str, Any]]:
+    """Measure one batch on a Dask worker, reading bytes from lakeFS itself."""
+    lakefs = LakeFS()  # the worker's own credentials: none travel in task parameters
+    measured = pipeline.measure_batch(
+        lakefs, MetricsStore(lakefs), repository, commit,
+        [pipeline.Datum(**d) for d in datums], run_id,
+    )
+    return [m.to_dict() for m in measured]
+
+
+@flow(name="measure-images")
+def measure_images(
+    repository: str, commit: str, batches: list[list[dict[str, Any]]], run_id: str
+) -> list[dict[str, Any]]:
+    """Map the batches over the task runner; a batch that still fails after its retries
+    gives typed 'failed' records for its images instead of failing the run."""
+    futures = measure_batch.map(repository, commit, batches, run_id)
+    results: list[dict[str, Any]] = []
+    for batch, future in zip(batches, futures, strict=True):
+        future.wait()
+        if future.state.is_completed():
+            results.extend(future.result())
+        else:
+            reason = f"batch failed after {BATCH_RETRIES} retries: {future.state.message}"
+            datums = [pipeline.Datum(**d) for d in batch]
+            results.extend(m.to_dict() for m in pipeline.failed_batch(datums, reason, run_id,
+                                                                        commit))
+    return results
+
+
+@flow(name="classify-commit", log_prints=True)
+def classify_commit(
+    repository: str,
+    branch: str,
+    commit: str | None = None,
+    prefix: str = "",
+    glob: str | None = None,
+    batch_size: int = pipeline.DEFAULT_BATCH_SIZE,
+    dask_address: str | None = None,
+    merge_timeout_s: float = 60.0,
+) -> dict[str, Any]:
+    """Classify the images a commit added or changed on a branch, and commit the results.
+
+    Args:
+        repository: the lakeFS repository.
+        branch: the branch whose results are updated.
+        commit: the commit to process; default the branch head as of the start.
+        prefix: only images under this folder.
+        glob: fnmatch pattern below `prefix`; default any image extension.
+        batch_size: images per Dask task.
+        dask_address: an existing Dask scheduler; default `CLEARLAKE_DASK_ADDRESS`, else a
+            LocalCluster sized to the machine.
+        merge_timeout_s: how long to retry the merge while the branch has uncommitted
+            changes before leaving the results pending for `reconcile`.
+
+    Returns:
+        A summary: status ('up_to_date', 'merged' or 'pending'), counts, commits.
+    """
+    logger = get_run_logger()
+    clock = _Stopwatch()
+    run_id = str(flow_run.id or "local")
+    lakefs = LakeFS()
+    key = signing_key()
+    model, model_commit = pipeline.load_model(lakefs, repository, commit or branch)
+    inputs = pipeline.Inputs(prefix=prefix, glob=glob)
+    the_plan = pipeline.plan(lakefs, repository, branch, commit=commit, inputs=inputs,
+                             model_id=model.id, key=key)
+    clock.lap("plan")
+    if the_plan.up_to_date:
+        logger.info("%s@%s is already covered by the results of %s: nothing to do",
+                    branch, the_plan.source_commit[:12], the_plan.previous.source_commit[:12])
+        return {"status": "up_to_date", "source_commit": the_plan.source_commit}
+    logger.info("%s@%s: %d images to measure, %d removed%s", branch,
+                the_plan.source_commit[:12], len(the_plan.to_measure), len(the_plan.removed),
+                ", relabelling all (model changed)" if the_plan.relabel_all else "")
+
+    measured: list[pipeline.Measured] = []
+    if the_plan.to_measure:
+        batches = [[vars(d) for d in b]
+                   for b in pipeline.batches(the_plan.to_measure, batch_size)]
+        raw = measure_images.with_options(task_runner=dask_task_runner(dask_address))(
+            repository, the_plan.source_commit, batches, run_id)
+        measured = [pipeline.Measured.from_dict(m) for m in raw]
+    clock.lap("measure")
+
+    store = MetricsStore(lakefs)
+    computed = [m.analysis for m in measured if m.origin == "computed"]
+    learned = {(m.checksum, m.analysis.size): m.analysis.sha256
+               for m in measured if m.learned_sha256 and m.analysis.sha256}
+    origin = f"{repository}@{the_plan.source_commit[:12]}"
+    store.put(ANALYSIS_VERSION, computed, learned,
+              f"clearlake: {len(computed)} analyses from {origin}")
+    clock.lap("store")
+
+    head = lakefs.head(repository, branch)
+    base = pipeline.read_table(lakefs, repository, head, branch)
+    if not base and the_plan.previous and the_plan.previous.branch != branch:
+        # A new branch inherits the results of the branch it was created from.
+        base = pipeline.read_table(lakefs, repository, head, the_plan.previous.branch)
+    new_records = pipeline.label(measured, model, the_plan.source_commit, run_id)
+    if the_plan.relabel_all:
+        replaced = {r["path"] for r in new_records} | set(the_plan.removed)
+        kept = [r for r in base if r["path"] not in replaced]
+        new_records += pipeline.relabel(kept, model, run_id)
+    clock.lap("label")
+
+    origins = Counter(m.origin for m in measured)
+    counts = {"computed": origins.get("computed", 0), "reused": origins.get("reused", 0),
+              "failed": sum(1 for m in measured if m.analysis.outcome != "ok"),
+              "removed": len(the_plan.removed),
+              "relabelled": len(new_records) - len(measured)}
+    marker = pipeline.marker_for(the_plan, run_id, model, model_commit, counts)
+    message = (f"clearlake: {counts['computed']} computed, {counts['reused']} reused, "
+               f"{counts['removed']} removed at {the_plan.source_commit[:12]}")
+    try:
+        written = pipeline.write_back(lakefs, repository, branch, base, new_records,
+                                      the_plan.removed, marker.to_metadata(key), message,
+                                      merge_timeout_s)
+        status, results_commit, pending = "merged", written.merge_commit, None
+    except MergePending as error:
+        logger.warning("%s", error)
+        status, results_commit, pending = "pending", None, error.temp_branch
+    clock.lap("write_back")
+
+    summary = {"status": status, "source_commit": the_plan.source_commit,
+               "results_commit": results_commit, "pending_branch": pending,
+               "counts": counts, **pipeline.tally(new_records), "seconds": clock.laps}
+    _publish_artifacts(repository, branch, summary, new_records)
+    logger.info("%s", {k: v for k, v in summary.items() if k != "labels"})
+    return summary
+
+
+def _publish_artifacts(
+    repository: str, branch: str, summary: dict[str, Any], records: list[dict[str, Any]]
+) -> None:
+    """A table of counts and one of the worst images, shown on the run in the Prefect UI."""
+    counts = [{"what": k, "images": v} for k, v in summary["counts"].items()]
+    counts += [{"what": f"label: {k}", "images": v} for k, v in sorted(summary["labels"].items())]
+    create_table_artifact(counts, key=f"counts-{_artifact_key(repository, branch)}",
+                          description=f"clearlake counts for {repository}/{branch}")
+    worst = [{"path": r["path"], "label": r["label"],
+              "p_good": round(r["probabilities"].get("good", 0.0), 4), "outcome": r["outcome"]}
+             for r in pipeline.worst_images(records)]
+    if worst:
+        create_table_artifact(worst, key=f"worst-{_artifact_key(repository, branch)}",
+                              description="images least likely to be good")
+    create_markdown_artifact(
+        f"**{summary['status']}** — source `{summary['source_commit'][:12]}`, results "
+        f"`{(summary['results_commit'] or summary['pending_branch'] or '')[:12]}`",
+        description="clearlake run outcome",
+    )
+
+
+class _Stopwatch:
+    """Seconds spent in each phase of a run, reported in its summary."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 3)
+        self._last = now
+
+
+def _artifact_key(repository: str, branch: str) -> str:
+    """Artifact keys allow lower-case letters, digits and dashes only."""
+    return "".join(c if c.isalnum() else "-" for c in f"{repository}-{branch}".lower())

@@ -1,0 +1,191 @@
+"""The classify-commit flow against a real lakeFS, a real Prefect server and a real Dask cluster."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from distributed import LocalCluster
+
+from clearlake import pipeline
+from clearlake.errors import NotFoundError
+from clearlake.lineage import lineage
+from clearlake.provenance import ResultsMarker, signing_key
+from clearlake.stack.services import Stack
+from clearlake.store import LakeFS
+from tests.pipeline_support import commit_images, photo, unique_seed
+
+
+@pytest.fixture(scope="module")
+def dask_address(stack: Stack) -> Iterator[str]:
+    """A real Dask cluster: two single-threaded worker processes on loopback."""
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      host="127.0.0.1", dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture
+def classify(dask_address: str) -> Any:
+    from flows.classify import classify_commit
+
+    def run(repo: str, branch: str = "main", **options: Any) -> dict[str, Any]:
+        return classify_commit(repo, branch, dask_address=dask_address, batch_size=8, **options)
+
+    return run
+
+
+def records_on(lakefs: LakeFS, repo: str, ref: str = "main") -> dict[str, dict[str, Any]]:
+    """Every record at `ref`, by image path."""
+    return {
+        o.path.removeprefix(pipeline.RECORDS_PREFIX).removesuffix(".json"):
+            json.loads(lakefs.get_object(repo, ref, o.path))
+        for o in lakefs.list_objects(repo, ref, pipeline.RECORDS_PREFIX)
+    }
+
+
+def test_first_run_then_only_the_change_then_nothing(
+    lakefs: LakeFS, repo: str, classify: Any
+) -> None:
+    seed = unique_seed()
+    images = {f"images/{i:02d}.jpg": photo(seed + i) for i in range(50)}
+    images["docs/readme.txt"] = b"not an input"
+    first_source = commit_images(lakefs, repo, images)
+
+    first = classify(repo)
+    assert first["status"] == "merged"
+    assert first["counts"]["computed"] == 50 and first["counts"]["reused"] == 0
+    records = records_on(lakefs, repo)
+    assert set(records) == {p for p in images if p.startswith("images/")}
+    assert {r["source_commit"] for r in records.values()} == {first_source}
+    table = pipeline.read_table(lakefs, repo, "main", "main")
+    assert len(table) == 50
+
+    marker = ResultsMarker.from_metadata(
+        lakefs.get_commit(repo, first["results_commit"]).metadata, signing_key())
+    assert marker is not None and marker.source_commit == first_source
+    assert marker.run_id == records["images/00.jpg"]["run_id"]
+
+    changed = {f"images/{i:02d}.jpg": photo(seed + 1000 + i) for i in range(3)}
+    commit_images(lakefs, repo, changed, message="change three")
+    second = classify(repo)
+    assert second["counts"] == {"computed": 3, "reused": 0, "failed": 0, "removed": 0,
+                                "relabelled": 0}
+    assert len(pipeline.read_table(lakefs, repo, "main", "main")) == 50
+
+    head = lakefs.head(repo, "main")
+    assert classify(repo)["status"] == "up_to_date"
+    assert lakefs.head(repo, "main") == head  # no second results commit
+
+
+def test_deletions_renames_copies_and_a_corrupt_image(
+    lakefs: LakeFS, repo: str, classify: Any
+) -> None:
+    seed = unique_seed()
+    commit_images(lakefs, repo, {f"a/{i}.jpg": photo(seed + i) for i in range(4)})
+    classify(repo)
+
+    lakefs.delete_objects(repo, "main", ["a/0.jpg", "a/1.jpg"])
+    lakefs.upload_object(repo, "main", "b/renamed.jpg", photo(seed + 1))  # a/1 moved
+    lakefs.upload_object(repo, "main", "b/copy.jpg", photo(seed + 2))  # a/2 copied
+    lakefs.upload_object(repo, "main", "b/broken.jpg", photo(seed + 9)[:700])  # truncated
+    lakefs.commit(repo, "main", "delete, rename, copy, add a broken file")
+    summary = classify(repo)
+
+    assert summary["counts"]["removed"] == 2
+    assert summary["counts"]["reused"] == 2  # the rename and the copy: not decoded again
+    assert summary["counts"]["computed"] == 1  # the broken file
+    records = records_on(lakefs, repo)
+    assert set(records) == {"a/2.jpg", "a/3.jpg", "b/renamed.jpg", "b/copy.jpg", "b/broken.jpg"}
+    assert records["b/broken.jpg"]["outcome"] == "corrupt"
+    assert records["b/broken.jpg"]["reason"]
+    assert records["b/copy.jpg"]["origin"] == "reused"
+    assert records["b/copy.jpg"]["computed_at"]["path"] == "a/2.jpg"
+    assert {r["path"] for r in pipeline.read_table(lakefs, repo, "main", "main")} == set(records)
+
+
+def test_a_commit_landing_during_the_run_is_neither_swept_in_nor_lost(
+    lakefs: LakeFS, repo: str, classify: Any
+) -> None:
+    seed = unique_seed()
+    commit_images(lakefs, repo, {f"img/{i}.jpg": photo(seed + i) for i in range(3)})
+    # A user is mid-upload: the branch is dirty, so the results merge must wait.
+    lakefs.upload_object(repo, "main", "img/late.jpg", photo(seed + 50))
+
+    def user_commits_soon() -> None:
+        time.sleep(2.0)
+        lakefs.commit(repo, "main", "the user's own commit")
+
+    user = threading.Thread(target=user_commits_soon)
+    user.start()
+    summary = classify(repo, merge_timeout_s=60.0)
+    user.join()
+
+    assert summary["status"] == "merged" and summary["counts"]["computed"] == 3
+    results = lakefs.get_commit(repo, summary["results_commit"])
+    user_commit = lakefs.get_commit(repo, results.parents[0])
+    assert user_commit.message == "the user's own commit"  # kept, and before the merge
+    changed = {d.path for d in lakefs.diff(repo, user_commit.id, results.id)}
+    assert all(p.startswith("_clearlake/") for p in changed)  # nothing of the user's swept in
+    assert "img/late.jpg" not in records_on(lakefs, repo)  # not covered yet...
+    follow_up = classify(repo)
+    assert follow_up["counts"]["computed"] == 1  # ...until the next run
+    assert "img/late.jpg" in records_on(lakefs, repo)
+
+
+def test_a_dirty_branch_leaves_the_results_pending_without_losing_them(
+    lakefs: LakeFS, repo: str, classify: Any
+) -> None:
+    commit_images(lakefs, repo, {"x.jpg": photo(unique_seed())})
+    lakefs.upload_object(repo, "main", "wip.jpg", b"still uploading")
+    summary = classify(repo, merge_timeout_s=1.0)
+    assert summary["status"] == "pending"
+    with pytest.raises(NotFoundError):
+        lakefs.get_object(repo, "main", pipeline.record_path("x.jpg"))
+    pending = summary["pending_branch"]
+    assert lakefs.get_object(repo, pending, pipeline.record_path("x.jpg"))
+    assert lakefs.has_uncommitted_changes(repo, "main")  # the user's upload untouched
+
+
+def test_a_new_model_relabels_from_stored_metrics_without_decoding(
+    lakefs: LakeFS, repo: str, classify: Any
+) -> None:
+    from clearlake.quality.classifier import train
+
+    seed = unique_seed()
+    commit_images(lakefs, repo, {f"p/{i}.jpg": photo(seed + i, blur=3.0 * (i % 2))
+                                 for i in range(12)})
+    first = classify(repo)
+    table = pipeline.read_table(lakefs, repo, "main", "main")
+    # A model with other labels, trained on the stored metrics: "sharp" vs "soft".
+    labels = ["soft" if int(r["path"].split("/")[1].split(".")[0]) % 2 else "sharp"
+              for r in table]
+    model = train([r["metrics"] for r in table], labels, [r["path"] for r in table])
+    lakefs.upload_object(repo, "main", pipeline.MODEL_PATH, model.to_json().encode())
+    lakefs.commit(repo, "main", "a new model")
+
+    second = classify(repo)
+    assert second["counts"]["computed"] == 0 and second["counts"]["reused"] == 0
+    assert second["counts"]["relabelled"] == 12
+    records = records_on(lakefs, repo)
+    assert {r["model_id"] for r in records.values()} == {model.id} != {first and ""}
+    assert {r["label"] for r in records.values()} <= {"sharp", "soft"}
+
+
+def test_lineage_of_an_image_that_changed_twice(lakefs: LakeFS, repo: str, classify: Any) -> None:
+    seed = unique_seed()
+    commit_images(lakefs, repo, {"cat.jpg": photo(seed)})
+    classify(repo)
+    commit_images(lakefs, repo, {"cat.jpg": photo(seed, blur=4.0)}, message="blur it")
+    classify(repo)
+    commit_images(lakefs, repo, {"cat.jpg": photo(seed + 1)}, message="replace it")
+    last = classify(repo)
+
+    found = lineage(lakefs, repo, "cat.jpg", "main")
+    assert found.record["source_commit"] == last["source_commit"]
+    assert len(found.history) == 3
+    assert len({h.checksum for h in found.history}) == 3
+    assert found.history[0].source_commit == last["source_commit"]
