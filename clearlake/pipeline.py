@@ -45,6 +45,7 @@ from clearlake.provenance import ResultsMarker, is_results_commit, latest_result
 from clearlake.quality.analyse import ANALYSIS_VERSION, analyse
 from clearlake.quality.classifier import Model
 from clearlake.quality.score import IMAGE_EXTENSIONS
+from clearlake.quality.types import Outcome
 from clearlake.store import LakeFS, ObjectInfo
 from clearlake.transaction import Transaction
 
@@ -183,7 +184,26 @@ def plan(
             result.removed.append(change.path)
         else:
             result.to_measure.append(Datum(change.path, change.checksum, change.size))
+    if previous is not None:
+        result.to_measure += _retries(lakefs, repository, source, previous.retry, result)
     return result
+
+
+def _retries(
+    lakefs: LakeFS, repository: str, source: str, paths: Sequence[str], planned: Plan
+) -> list[Datum]:
+    """Images the previous run failed to measure, unless changed or removed since."""
+    seen = {d.path for d in planned.to_measure} | set(planned.removed)
+    datums = []
+    for path in paths:
+        if path in seen:
+            continue
+        try:
+            info = lakefs.stat_object(repository, source, path)
+        except NotFoundError:
+            continue
+        datums.append(Datum(path, info.checksum, info.size))
+    return datums
 
 
 def batches(items: Sequence[Datum], size: int) -> list[list[Datum]]:
@@ -275,12 +295,21 @@ def failed_batch(datums: Sequence[Datum], reason: str, run_id: str, commit: str)
     return [
         Measured(
             d.path, d.checksum,
-            StoredAnalysis("", d.size, "failed", reason, 0, 0, None,
+            StoredAnalysis("", d.size, str(Outcome.FAILED), reason, 0, 0, None,
                            {"commit": commit, "path": d.path, "run_id": run_id}),
             "failed", False,
         )
         for d in datums
     ]
+
+
+def remember(store: MetricsStore, measured: Sequence[Measured], origin: str) -> str | None:
+    """Add what this run computed, and the SHA-256s it learned, to the shared store."""
+    computed = [m.analysis for m in measured if m.origin == "computed"]
+    learned = {(m.checksum, m.analysis.size): m.analysis.sha256
+               for m in measured if m.learned_sha256 and m.analysis.sha256}
+    return store.put(ANALYSIS_VERSION, computed, learned,
+                     f"clearlake: {len(computed)} analyses from {origin}")
 
 
 # -- 3. label --------------------------------------------------------------------------------
@@ -471,7 +500,12 @@ def worst_images(records: Sequence[dict[str, Any]], count: int = 10) -> list[dic
 
 
 def marker_for(
-    plan_: Plan, run_id: str, model: Model, model_commit: str, counts: dict[str, int]
+    plan_: Plan,
+    run_id: str,
+    model: Model,
+    model_commit: str,
+    counts: dict[str, int],
+    retry: list[str],
 ) -> ResultsMarker:
     """The signed provenance of this run's results commit."""
     return ResultsMarker(
@@ -485,4 +519,5 @@ def marker_for(
         analysis_version=ANALYSIS_VERSION,
         clearlake_version=__version__,
         counts=counts,
+        retry=retry,
     )

@@ -53,6 +53,8 @@ class ResultsMarker:
         analysis_version: the metric-set (and decoder) version of the metrics.
         clearlake_version: the code version.
         counts: computed / reused / failed / removed / relabelled counts.
+        retry: images whose measurement failed for want of their bytes (lakeFS
+            unreachable, a worker lost for good); the next run measures them again.
     """
 
     repository: str
@@ -65,6 +67,7 @@ class ResultsMarker:
     analysis_version: str
     clearlake_version: str
     counts: dict[str, int] = field(default_factory=dict)
+    retry: list[str] = field(default_factory=list)
 
     def to_metadata(self, key: bytes) -> dict[str, str]:
         """lakeFS commit metadata (string values), with the signature."""
@@ -80,6 +83,7 @@ class ResultsMarker:
             "analysis_version": self.analysis_version,
             "clearlake_version": self.clearlake_version,
             "counts": json.dumps(self.counts, sort_keys=True),
+            "retry": json.dumps(self.retry),
             "signature": sign(key, self.repository, self.source_commit, self.run_id),
         }
         return {PREFIX + k: v for k, v in values.items()}
@@ -106,6 +110,7 @@ class ResultsMarker:
                 analysis_version=meta["analysis_version"],
                 clearlake_version=meta["clearlake_version"],
                 counts=json.loads(meta["counts"]),
+                retry=json.loads(meta.get("retry", "[]")),
             )
         except (KeyError, ValueError):
             return None

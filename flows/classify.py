@@ -21,7 +21,6 @@ from prefect_dask import DaskTaskRunner
 from clearlake import pipeline
 from clearlake.metrics_store import MetricsStore
 from clearlake.provenance import signing_key
-from clearlake.quality.analyse import ANALYSIS_VERSION
 from clearlake.store import LakeFS
 from clearlake.transaction import MergePending
 
@@ -130,13 +129,8 @@ def classify_commit(
         measured = [pipeline.Measured.from_dict(m) for m in raw]
     clock.lap("measure")
 
-    store = MetricsStore(lakefs)
-    computed = [m.analysis for m in measured if m.origin == "computed"]
-    learned = {(m.checksum, m.analysis.size): m.analysis.sha256
-               for m in measured if m.learned_sha256 and m.analysis.sha256}
-    origin = f"{repository}@{the_plan.source_commit[:12]}"
-    store.put(ANALYSIS_VERSION, computed, learned,
-              f"clearlake: {len(computed)} analyses from {origin}")
+    pipeline.remember(MetricsStore(lakefs), measured,
+                      f"{repository}@{the_plan.source_commit[:12]}")
     clock.lap("store")
 
     head = lakefs.head(repository, branch)
@@ -156,7 +150,8 @@ def classify_commit(
               "failed": sum(1 for m in measured if m.analysis.outcome != "ok"),
               "removed": len(the_plan.removed),
               "relabelled": len(new_records) - len(measured)}
-    marker = pipeline.marker_for(the_plan, run_id, model, model_commit, counts)
+    retry = [m.path for m in measured if m.origin == "failed"]
+    marker = pipeline.marker_for(the_plan, run_id, model, model_commit, counts, retry)
     message = (f"clearlake: {counts['computed']} computed, {counts['reused']} reused, "
                f"{counts['removed']} removed at {the_plan.source_commit[:12]}")
     try:

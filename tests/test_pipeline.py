@@ -189,3 +189,36 @@ def test_lineage_of_an_image_that_changed_twice(lakefs: LakeFS, repo: str, class
     assert len(found.history) == 3
     assert len({h.checksum for h in found.history}) == 3
     assert found.history[0].source_commit == last["source_commit"]
+
+
+def test_train_classifier_commits_a_model_that_relabels_everything(
+    lakefs: LakeFS, repo: str, classify: Any, dask_address: str
+) -> None:
+    from flows.train import train_classifier
+
+    seed = unique_seed()
+    images = {f"train/{i}.jpg": photo(seed + i, blur=3.0 * (i % 2)) for i in range(10)}
+    labels = "path,label,source\n" + "".join(
+        f"{p},{'soft' if i % 2 else 'sharp'},src{i // 2}\n" for i, p in enumerate(images))
+    commit_images(lakefs, repo, {**images, "labels.csv": labels.encode()})
+    first = classify(repo)
+    assert first["counts"]["computed"] == 10
+
+    trained = train_classifier(repo, "main", "labels.csv", dask_address=dask_address)
+    assert trained["computed"] == 0  # every metric came from the store
+    assert json.loads(lakefs.get_object(repo, "main", pipeline.MODEL_PATH))
+    second = classify(repo)
+    assert second["counts"]["relabelled"] == 10 and second["counts"]["computed"] == 0
+    assert {r["model_id"] for r in records_on(lakefs, repo).values()} == {trained["model_id"]}
+
+
+def test_a_forged_marker_does_not_hide_a_commit(lakefs: LakeFS, repo: str, classify: Any) -> None:
+    seed = unique_seed()
+    commit_images(lakefs, repo, {"a.jpg": photo(seed)})
+    first = classify(repo)
+    metadata = dict(lakefs.get_commit(repo, first["results_commit"]).metadata)
+    lakefs.upload_object(repo, "main", "b.jpg", photo(seed + 1))
+    forged = {**metadata, "clearlake.source_commit": "f" * 64}  # signature no longer matches
+    lakefs.commit(repo, "main", "sneaky", forged)
+    second = classify(repo)
+    assert second["status"] == "merged" and second["counts"]["computed"] == 1

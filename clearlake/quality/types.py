@@ -15,6 +15,7 @@ class Outcome(StrEnum):
     CORRUPT = "corrupt"  # empty, not an image, or truncated
     UNSUPPORTED = "unsupported"  # a format OpenCV cannot read
     TOO_LARGE = "too_large"  # header announces more pixels than the configured limit
+    FAILED = "failed"  # the pipeline could not read the bytes (retried by the next run)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,58 @@
+"""The `train-classifier` flow: fit the model on labelled images kept in lakeFS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from clearlake import pipeline, training
+from clearlake.metrics_store import MetricsStore
+from clearlake.store import LakeFS
+from flows.classify import dask_task_runner, measure_images
+
+
+@flow(name="train-classifier", log_prints=True)
+def train_classifier(
+    repository: str,
+    ref: str,
+    labels_path: str,
+    image_prefix: str = "",
+    batch_size: int = pipeline.DEFAULT_BATCH_SIZE,
+    dask_address: str | None = None,
+) -> dict[str, Any]:
+    """Train the Naive Bayes model on a labels file and commit it under `_clearlake/model/`.
+
+    Metrics of images measured before (anywhere) are reused; the rest are measured on
+    the Dask cluster. Committing the model triggers a run that relabels every image
+    of the branch from its stored metrics, without decoding any.
+
+    Args:
+        repository: the lakeFS repository.
+        ref: the branch holding the labels and images; the model is committed to it.
+        labels_path: CSV with columns path,label[,sublabel][,source].
+        image_prefix: folder the CSV's paths are relative to.
+        batch_size: images per Dask task.
+        dask_address: an existing Dask scheduler (default as for classify-commit).
+    """
+    logger = get_run_logger()
+    run_id = str(flow_run.id or "local")
+    lakefs = LakeFS()
+    commit = lakefs.head(repository, ref)
+    labelled = training.parse_labels(
+        lakefs.get_object(repository, commit, labels_path), f"{repository}@{ref}:{labels_path}")
+    datums = training.datums_for(lakefs, repository, commit, labelled, image_prefix)
+    batches = [[vars(d) for d in b] for b in pipeline.batches(datums, batch_size)]
+    raw = measure_images.with_options(task_runner=dask_task_runner(dask_address))(
+        repository, commit, batches, run_id)
+    measured = [pipeline.Measured.from_dict(m) for m in raw]
+    pipeline.remember(MetricsStore(lakefs), measured, f"training on {repository}@{commit[:12]}")
+    model = training.fit(labelled, measured, image_prefix)
+    model_commit = training.commit_model(lakefs, repository, ref, model, labels_path, commit,
+                                         run_id)
+    scores = model.info["cross_validation"]
+    logger.info("model %s committed at %s; cross-validated scores: %s", model.id,
+                model_commit[:12], scores)
+    return {"model_id": model.id, "model_commit": model_commit, "images": len(measured),
+            "computed": sum(m.origin == "computed" for m in measured), "scores": scores}
