@@ -355,3 +355,15 @@ def test_cli_refuses_an_unknown_output_format(folder: Path, tmp_path: Path) -> N
 
     result = CliRunner().invoke(app, ["score", str(folder), "--out", str(tmp_path / "r.xlsx")])
     assert result.exit_code == 2
+
+
+def test_an_unusable_cache_is_a_clear_error(folder: Path, tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("x")
+    with pytest.raises(scoring.CacheError, match="metrics cache"):
+        run(folder, not_a_directory / "cache")
+    corrupt = tmp_path / "bad-cache"
+    corrupt.mkdir()
+    (corrupt / CACHE_FILE).write_bytes(b"this is not an SQLite database" * 100)
+    with pytest.raises(scoring.CacheError):
+        run(folder, corrupt)

@@ -76,7 +76,7 @@ def score(
     from rich.console import Console
 
     from clearlake.quality.classifier import Model, ModelError
-    from clearlake.quality.score import score_directory, write_records
+    from clearlake.quality.score import CacheError, score_directory, write_records
 
     console = Console()
     try:
@@ -85,17 +85,21 @@ def score(
         console.print(f"[red]error:[/red] cannot use the model: {exc}")
         raise typer.Exit(2) from None
 
-    with _progress() as progress:
-        task = progress.add_task("scoring", total=None)
-        result = score_directory(
-            directory,
-            model=loaded,
-            jobs=jobs,
-            max_pixels=max_pixels,
-            use_cache=not no_cache,
-            on_start=lambda total: progress.update(task, total=total),
-            on_progress=lambda n: progress.advance(task, n),
-        )
+    try:
+        with _progress() as progress:
+            task = progress.add_task("scoring", total=None)
+            result = score_directory(
+                directory,
+                model=loaded,
+                jobs=jobs,
+                max_pixels=max_pixels,
+                use_cache=not no_cache,
+                on_start=lambda total: progress.update(task, total=total),
+                on_progress=lambda n: progress.advance(task, n),
+            )
+    except CacheError as exc:
+        console.print(f"[red]error:[/red] {exc}\n(set CLEARLAKE_CACHE_DIR, or use --no-cache)")
+        raise typer.Exit(2) from None
     if out is not None:
         write_records(result.records, result.columns, out)
     _print_summary(console, result, worst, out)

@@ -109,6 +109,10 @@ def default_cache_dir() -> Path:
     return Path(base) / "clearlake" / "metrics"
 
 
+class CacheError(Exception):
+    """The metrics cache cannot be opened (unwritable directory, not an SQLite file, …)."""
+
+
 class MetricsCache:
     """The SQLite metrics cache (see the module docstring for its two tables).
 
@@ -122,23 +126,32 @@ class MetricsCache:
         Args:
             path: the SQLite file.
             readonly: open for reading only (worker processes).
+
+        Raises:
+            CacheError: the file or its directory cannot be used.
         """
         self.path = path
-        if readonly:
-            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=30)
-            # WAL: readers (workers, other runs) never block the writer, and
-            # concurrent `score` runs serialise their short write transactions.
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            with self._db:
-                if self._db.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
-                    self._db.execute("DROP TABLE IF EXISTS files")
-                    self._db.execute("DROP TABLE IF EXISTS analyses")
-                    self._db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-            self._db.executescript(_SCHEMA)
+        try:
+            if readonly:
+                self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(path, timeout=30)
+                self._setup()
+        except (OSError, sqlite3.Error) as exc:
+            raise CacheError(f"cannot use the metrics cache {path}: {exc}") from exc
+
+    def _setup(self) -> None:
+        # WAL: readers (workers, other runs) never block the writer, and
+        # concurrent `score` runs serialise their short write transactions.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        with self._db:
+            if self._db.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
+                self._db.execute("DROP TABLE IF EXISTS files")
+                self._db.execute("DROP TABLE IF EXISTS analyses")
+                self._db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         """Close the connection."""
@@ -339,7 +352,8 @@ class ScoreResult:
         model_id: the model's id, or None without a model.
         computed: images decoded and measured in this run.
         cached: analyses reused from the cache.
-        hashed: files read and hashed (their path, size or mtime was not known).
+        hashed: files read and hashed (their path, size or mtime was not known,
+            or their bytes had no analysis under this version).
         elapsed: wall-clock seconds.
         outcomes: number of files per outcome.
         labels: number of images per predicted label.
@@ -420,6 +434,9 @@ def score_directory(
 
     Returns:
         The records and the run's counters.
+
+    Raises:
+        CacheError: the cache cannot be opened (use another `cache_dir`, or none).
     """
     started = time.perf_counter()
     root = Path(os.path.abspath(root))
@@ -434,36 +451,12 @@ def score_directory(
     if use_cache:
         cache = MetricsCache((cache_dir or default_cache_dir()) / CACHE_FILE)
     try:
-        analyses: list[Analysis | None] = [None] * len(paths)
-        tasks: list[_Task] = []
-        known = cache.known_files(str(root)) if cache is not None else {}
-        reuse: dict[int, tuple[str, _Task]] = {}
-        for index, path in enumerate(paths):
-            try:
-                stat = path.stat()
-            except OSError as exc:  # vanished, or a dangling link
-                reason = f"cannot read the file: {exc.strerror or exc}"
-                analyses[index] = Analysis("", 0, Outcome.CORRUPT, reason)
-                continue
-            task = _Task(index, str(path), stat.st_size, stat.st_mtime_ns)
-            entry = known.get(task.path)
-            if entry is not None and entry[:2] == (task.size, task.mtime_ns):
-                reuse[index] = (entry[2], task)
-            else:
-                tasks.append(task)
-        cached = 0
-        if cache is not None and reuse:
-            hits = cache.analyses((d for d, _ in reuse.values()), ANALYSIS_VERSION, limit)
-            for index, (digest, task) in reuse.items():
-                if digest in hits:
-                    analyses[index] = hits[digest]
-                    cached += 1
-                else:  # known bytes, but not analysed under this version or limit
-                    tasks.append(task)
+        analyses, tasks = _plan(paths, root, cache, limit)
+        cached = sum(1 for a in analyses if a is not None and a.sha256)
         progress(len(paths) - len(tasks))  # unreadable files and cache hits are done
 
         mtimes = {task.index: task.mtime_ns for task in tasks}
-        computed = 0
+        computed = hashed = 0
         for batch in _execute(tasks, workers, cache, limit):
             file_rows = []
             fresh = []
@@ -475,6 +468,7 @@ def score_directory(
                     fresh.append(item.analysis)
                 elif item.analysis.sha256:
                     cached += 1
+                hashed += bool(item.analysis.sha256)
                 mtime = mtimes[item.index]
                 if item.record_file and item.analysis.sha256 and not _racy(mtime, now_ns):
                     file_rows.append(
@@ -498,11 +492,47 @@ def score_directory(
         model_id=model.id if model is not None else None,
         computed=computed,
         cached=cached,
-        hashed=len(tasks),
+        hashed=hashed,
         elapsed=time.perf_counter() - started,
         outcomes=Counter(r["outcome"] for r in records),
         labels=Counter(r["label"] for r in records if r["label"] is not None),
     )
+
+
+def _plan(
+    paths: Sequence[Path], root: Path, cache: MetricsCache | None, limit: int
+) -> tuple[list[Analysis | None], list[_Task]]:
+    """Stat every file; take what the cache already knows, and make tasks for the rest.
+
+    Returns:
+        One slot per path (filled for cache hits and unreadable files), and the
+        tasks (read, hash, analyse) for the others.
+    """
+    analyses: list[Analysis | None] = [None] * len(paths)
+    tasks: list[_Task] = []
+    known = cache.known_files(str(root)) if cache is not None else {}
+    reuse: dict[int, tuple[str, _Task]] = {}
+    for index, path in enumerate(paths):
+        try:
+            stat = path.stat()
+        except OSError as exc:  # vanished, or a dangling link
+            reason = f"cannot read the file: {exc.strerror or exc}"
+            analyses[index] = Analysis("", 0, Outcome.CORRUPT, reason)
+            continue
+        task = _Task(index, str(path), stat.st_size, stat.st_mtime_ns)
+        entry = known.get(task.path)
+        if entry is not None and entry[:2] == (task.size, task.mtime_ns):
+            reuse[index] = (entry[2], task)  # same path, size and mtime: same bytes
+        else:
+            tasks.append(task)
+    if cache is not None and reuse:
+        hits = cache.analyses((d for d, _ in reuse.values()), ANALYSIS_VERSION, limit)
+        for index, (digest, task) in reuse.items():
+            if digest in hits:
+                analyses[index] = hits[digest]
+            else:  # known bytes, but not analysed under this version
+                tasks.append(task)
+    return analyses, tasks
 
 
 def _racy(mtime_ns: int, now_ns: int) -> bool:
