@@ -440,3 +440,13 @@ def test_analyse_ok_and_failures(photo: Image.Image) -> None:
     assert bad.outcome is Outcome.CORRUPT
     assert bad.metrics is None
     assert bad.reason
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (1, 999, 3), (999, 1, 3), (2, 2), (3, 17, 3)])
+def test_tiny_images_are_measured_not_crashed(shape: tuple[int, ...]) -> None:
+    pixels = np.random.default_rng(5).integers(0, 256, shape, dtype=np.uint8)
+    ok, data = cv2.imencode(".png", pixels)
+    assert ok
+    result = analyse(data.tobytes())
+    assert result.ok, result.reason
+    assert all(math.isfinite(value) for value in result.metrics.values())
