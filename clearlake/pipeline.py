@@ -41,7 +41,7 @@ from typing import Any
 from clearlake import __version__
 from clearlake.errors import NotFoundError
 from clearlake.metrics_store import MetricsStore, StoredAnalysis
-from clearlake.provenance import ResultsMarker, is_results_commit, latest_results
+from clearlake.provenance import ResultsMarker, latest_results
 from clearlake.quality.analyse import ANALYSIS_VERSION, analyse
 from clearlake.quality.classifier import Model
 from clearlake.quality.score import IMAGE_EXTENSIONS
@@ -121,14 +121,15 @@ class Plan:
     up_to_date: bool = False
 
 
-def source_of(lakefs: LakeFS, repository: str, ref: str) -> str:
+def source_of(lakefs: LakeFS, repository: str, ref: str, key: bytes) -> str:
     """The commit a run of `ref` covers: `ref`, stepping back over clearlake's own merges.
 
     A results merge changes only `_clearlake/`; its first parent is what the branch
-    held before it, so processing the merge means processing that parent.
+    held before it, so processing the merge means processing that parent. Only a
+    validly signed marker counts: a copied one does not make a user's commit skippable.
     """
     commit = lakefs.get_commit(repository, ref)
-    while is_results_commit(commit.metadata) and commit.parents:
+    while ResultsMarker.from_metadata(commit.metadata, key) is not None and commit.parents:
         commit = lakefs.get_commit(repository, commit.parents[0])
     return commit.id
 
@@ -154,7 +155,7 @@ def plan(
         model_id: the id of the model this run labels with.
         key: the signing key that validates earlier results markers.
     """
-    source = source_of(lakefs, repository, commit or branch)
+    source = source_of(lakefs, repository, commit or branch, key)
     latest = latest_results(lakefs, repository, branch, key)
     previous = latest[1] if latest else None
     result = Plan(repository, branch, source, previous)
