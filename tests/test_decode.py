@@ -390,7 +390,11 @@ def test_jpeg_orientation_tag_is_applied_exactly(photo: Image.Image, orientation
 
 JPEG_PIXEL_TOLERANCE = 3
 """Max per-pixel difference after re-encoding transposed pixels as JPEG (quality 100, 4:4:4)."""
-JPEG_METRIC_RTOL = 0.03
+JPEG_METRIC_RTOL = 0.01
+"""Relative tolerance of luma metrics on such a lossy rotated copy (measured: ≤ 0.2 %)."""
+JPEG_CHROMA_METRIC_RTOL = 0.10
+"""Relative tolerance of chroma metrics (measured: 6.3 % for chroma_peak_score, a
+log peak prominence in the chroma spectrum, which the ±3-level chroma rounding moves)."""
 JPEG_METRIC_ATOL = 0.02
 
 
@@ -398,11 +402,12 @@ JPEG_METRIC_ATOL = 0.02
 def test_jpeg_rotated_copy_gives_equal_metrics_within_tolerance(
     photo: Image.Image, orientation: int
 ) -> None:
-    """Transposed pixels re-encoded as JPEG (lossy): metrics agree within 3 % (or 0.02).
+    """Transposed pixels re-encoded as JPEG (lossy): metrics agree within the stated tolerance.
 
     JPEG quantisation and the decoder's IDCT rounding are not exactly symmetric
     under transposition, so pixels differ by up to ±3 levels at quality 100
-    with 4:4:4 chroma, and the metrics by at most ~1.5 % (measured).
+    with 4:4:4 chroma; luma metrics move by ≤ 0.2 %, chroma metrics by up to
+    ~6 %. (Lossless storage gives identical metrics: see the test above.)
     """
     upright = decode(encode(photo, "JPEG", quality=100, subsampling=0)).image
     stored = photo.transpose(STORE_FOR_ORIENTATION[orientation])
@@ -413,9 +418,12 @@ def test_jpeg_rotated_copy_gives_equal_metrics_within_tolerance(
     assert diff <= JPEG_PIXEL_TOLERANCE
     got, want = measure(rotated), measure(upright)
     for name in METRIC_NAMES:
-        assert math.isclose(
-            got[name], want[name], rel_tol=JPEG_METRIC_RTOL, abs_tol=JPEG_METRIC_ATOL
-        ), (name, got[name], want[name])
+        rtol = JPEG_CHROMA_METRIC_RTOL if name.startswith("chroma_") else JPEG_METRIC_RTOL
+        assert math.isclose(got[name], want[name], rel_tol=rtol, abs_tol=JPEG_METRIC_ATOL), (
+            name,
+            got[name],
+            want[name],
+        )
 
 
 def test_opencv_tiff_decoder_applies_orientation_itself(photo: Image.Image) -> None:
@@ -450,3 +458,32 @@ def test_tiny_images_are_measured_not_crashed(shape: tuple[int, ...]) -> None:
     result = analyse(data.tobytes())
     assert result.ok, result.reason
     assert all(math.isfinite(value) for value in result.metrics.values())
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP", "AVIF"])
+def test_damaged_files_never_raise(photo: Image.Image, fmt: str) -> None:
+    """Seeded fuzzing: flipped bytes, cuts and insertions all give an outcome, never an error."""
+    small = photo.resize((96, 64))
+    options: dict[str, object] = {"exif": exif(6).tobytes()} if fmt in ("JPEG", "PNG") else {}
+    data = encode(small, fmt, **options)
+    rng = np.random.default_rng(20261125)
+    seen = set()
+    for _ in range(150):
+        damaged = bytearray(data)
+        kind = rng.integers(0, 4)
+        if kind == 0:  # flip a few bytes anywhere
+            for _ in range(rng.integers(1, 8)):
+                damaged[rng.integers(0, len(damaged))] = rng.integers(0, 256)
+        elif kind == 1:  # cut
+            damaged = damaged[: rng.integers(0, len(damaged))]
+        elif kind == 2:  # damage the header
+            at = rng.integers(0, min(len(damaged), 200))
+            damaged[at : at + 2] = rng.bytes(2)
+        else:  # insert garbage
+            at = rng.integers(0, len(damaged))
+            damaged = damaged[:at] + rng.bytes(int(rng.integers(1, 50))) + damaged[at:]
+        result = decode(bytes(damaged), max_pixels=10**7)
+        assert isinstance(result.outcome, Outcome)
+        assert (result.image is not None) == (result.outcome is Outcome.OK)
+        seen.add(result.outcome)
+    assert Outcome.CORRUPT in seen

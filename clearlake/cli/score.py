@@ -76,8 +76,9 @@ def score(
     from rich.console import Console
 
     from clearlake.quality.classifier import Model, ModelError
-    from clearlake.quality.score import CacheError, score_directory, write_records
+    from clearlake.quality.score import CacheError, quiet_opencv, score_directory, write_records
 
+    quiet_opencv()  # this process is the command's own; outcomes carry the reasons
     console = Console()
     try:
         loaded = Model.load(model)

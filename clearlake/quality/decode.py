@@ -68,9 +68,12 @@ MAX_PIXELS_ENV = "CLEARLAKE_MAX_PIXELS"
 DECODER_VERSION = "1"
 """Bumped whenever a rule above changes the pixels or outcome for some bytes."""
 
-# This module enforces its own pixel limit before Pillow is asked anything;
-# Pillow's warning (at ~89 MP) would only be noise in a progress display.
+# This module enforces its own pixel limit before Pillow is asked anything, and
+# reports damaged files as outcomes: Pillow's bomb warning (at ~89 MP) and its
+# TIFF plugin's warnings about damaged tags would only be noise on stderr.
+# (Module-level filters, not `catch_warnings`, which is not thread-safe.)
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
 
 # JPEG frame headers (SOF0–SOF15 except DHT=C4, JPG=C8, DAC=CC).
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -449,6 +452,10 @@ def _pil_header(data: bytes, pil_format: str) -> ImageHeader:
         # Pillow's own guard (2× its MAX_IMAGE_PIXELS) fires before it reports a size.
         raise _Reject(Outcome.TOO_LARGE, f"{pil_format}: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError) as exc:
+        raise _Reject(Outcome.CORRUPT, f"corrupt {pil_format}: {exc}") from None
+    except (TypeError, RuntimeError) as exc:
+        # Found by fuzzing: Pillow's TIFF plugin raises TypeError("Missing dimensions")
+        # and its AVIF plugin RuntimeError("Failed to decode image: …") on damaged headers.
         raise _Reject(Outcome.CORRUPT, f"corrupt {pil_format}: {exc}") from None
     if not isinstance(orientation, int) or not 1 <= orientation <= 8:
         orientation = 1

@@ -309,11 +309,22 @@ def _init_worker(cache_path: str | None, max_pixels: int, version: str) -> None:
     # One process per core already uses every core; OpenCV's and OpenBLAS's own
     # thread pools would oversubscribe them (and OpenBLAS threads spin while waiting).
     cv2.setNumThreads(1)
+    quiet_opencv()
     from threadpoolctl import threadpool_limits  # scikit-learn's dependency
 
     threadpool_limits(1)
     _worker_cache = MetricsCache(Path(cache_path), readonly=True) if cache_path else None
     _worker_max_pixels = max_pixels
+
+
+def quiet_opencv() -> None:
+    """Silence OpenCV's own error log in this process.
+
+    A file OpenCV cannot decode is reported as an outcome with a reason; the
+    same failure printed by OpenCV on stderr would only garble the progress
+    display. (libpng writes its own messages and cannot be silenced this way.)
+    """
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 def _run_chunk(tasks: Sequence[_Task]) -> list[_Done]:
