@@ -1,0 +1,135 @@
+"""Metrics on synthetic images with known answers, and against the seed's formulas."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+from clearlake.quality import metrics
+from clearlake.quality.metrics import METRIC_NAMES, METRIC_SET_VERSION, measure
+from clearlake.quality.types import DecodedImage
+
+
+def _image(pixels: np.ndarray) -> DecodedImage:
+    if pixels.ndim == 2:
+        return DecodedImage(None, pixels, pixels.shape[1], pixels.shape[0])
+    grey = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)
+    return DecodedImage(pixels, grey, pixels.shape[1], pixels.shape[0])
+
+
+def _checkerboard(size: int = 256, square: int = 16) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size]
+    return np.where(((yy // square) + (xx // square)) % 2 == 0, 40, 215).astype(np.uint8)
+
+
+def _photo() -> np.ndarray:
+    return cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+def _seed_fft(image: np.ndarray, size: int = 60) -> float:
+    """The seed's FFT measure, verbatim (complex128)."""
+    (h, w) = image.shape
+    (cx, cy) = (int(w / 2.0), int(h / 2.0))
+    fft_shift = np.fft.fftshift(np.fft.fft2(image))
+    fft_shift[cy - size : cy + size, cx - size : cx + size] = 0
+    recon = np.fft.ifft2(np.fft.ifftshift(fft_shift))
+    return float(np.mean(20 * np.log(np.abs(recon))))
+
+
+def test_names_and_version_shape() -> None:
+    assert len(METRIC_NAMES) == len(set(METRIC_NAMES))
+    assert all(re.fullmatch(r"[a-z0-9_]+_score", n) for n in METRIC_NAMES)
+    assert re.fullmatch(r"ms-[0-9a-f]{12}", METRIC_SET_VERSION)
+
+
+def test_measure_is_ordered_finite_and_deterministic() -> None:
+    image = _image(_photo())
+    first = measure(image)
+    assert tuple(first) == METRIC_NAMES
+    assert all(isinstance(v, float) and math.isfinite(v) for v in first.values())
+    assert measure(image) == first
+
+
+def test_flat_image_has_zero_variance_and_finite_scores() -> None:
+    values = measure(_image(np.full((200, 300), 128, np.uint8)))
+    assert values["laplacian_var_score"] == 0.0
+    assert values["sobel_x_var_score"] == 0.0
+    assert values["sobel_y_var_score"] == 0.0
+    assert all(math.isfinite(v) for v in values.values())
+
+
+@pytest.mark.parametrize("shape", [(512, 512), (301, 457), (200, 130), (100, 130)])
+def test_seed_measures_keep_their_exact_values(shape: tuple[int, int]) -> None:
+    grey = cv2.cvtColor(_photo(), cv2.COLOR_BGR2GRAY)[: shape[0], : shape[1]]
+    lap = cv2.Laplacian(grey, cv2.CV_64F).var()
+    assert metrics.calc_laplacian_variance(grey) == pytest.approx(lap, rel=1e-9)
+    sy = cv2.Sobel(grey, cv2.CV_64F, 0, 1).var()
+    sx = cv2.Sobel(grey, cv2.CV_64F, 1, 0).var()
+    assert metrics.calc_sobel_variance(grey, "y") == pytest.approx(sy, rel=1e-9)
+    assert metrics.calc_sobel_variance(grey, "x") == pytest.approx(sx, rel=1e-9)
+    # float32 real FFT + rank-2 correction vs the seed's complex128 code.
+    assert metrics.calc_fft_high_frequency(grey) == pytest.approx(_seed_fft(grey), abs=1e-3)
+
+
+def test_blur_lowers_laplacian_variance_monotonically() -> None:
+    board = _checkerboard()
+    sigmas = [0.0, 0.5, 1.0, 2.0, 3.0, 5.0]
+    images = [board if s == 0 else cv2.GaussianBlur(board, (0, 0), s) for s in sigmas]
+    lap = [metrics.calc_laplacian_variance(i) for i in images]
+    width = [metrics.calc_edge_width(i, i.astype(np.float32)) for i in images]
+    assert all(a > b for a, b in itertools.pairwise(lap)), lap
+    assert all(a < b for a, b in itertools.pairwise(width)), width
+
+
+def test_blur_steepens_spectral_slope() -> None:
+    grey = cv2.cvtColor(_photo(), cv2.COLOR_BGR2GRAY)
+    sharp = measure(_image(grey))["spectral_slope_score"]
+    blurred = measure(_image(cv2.GaussianBlur(grey, (0, 0), 2.0)))["spectral_slope_score"]
+    assert blurred < sharp - 1.0
+
+
+def test_grating_scores_high_on_luma_peaks() -> None:
+    grey = cv2.cvtColor(_photo(), cv2.COLOR_BGR2GRAY).astype(np.float32)
+    yy, xx = np.mgrid[0:512, 0:512]
+    theta = np.radians(30)
+    wave = np.cos(2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / 3.7)
+    moire = np.clip(grey * (1 + 0.15 * wave), 0, 255).astype(np.uint8)
+    natural = measure(_image(grey.astype(np.uint8)))["luma_peak_score"]
+    grating = measure(_image(moire))["luma_peak_score"]
+    pure = measure(_image((127 + 100 * wave).astype(np.uint8)))["luma_peak_score"]
+    assert grating > natural + 2.0
+    assert pure > natural + 2.0
+
+
+def test_colour_bands_score_high_on_chroma_peaks() -> None:
+    photo = _photo()
+    yy, xx = np.mgrid[0:512, 0:512]
+    band = np.sin(2 * np.pi * (xx + 0.5 * yy) / 40.0)
+    ycc = cv2.cvtColor(photo, cv2.COLOR_BGR2YCrCb).astype(np.float32)
+    ycc[..., 1] += 12 * band  # colour only: luma untouched
+    ycc[..., 2] -= 12 * band
+    banded = cv2.cvtColor(np.clip(ycc, 0, 255).astype(np.uint8), cv2.COLOR_YCrCb2BGR)
+    natural = measure(_image(photo))["chroma_peak_score"]
+    assert measure(_image(banded))["chroma_peak_score"] > natural + 2.0
+
+
+def test_greyscale_sources_have_no_chroma_scores() -> None:
+    grey = cv2.cvtColor(_photo(), cv2.COLOR_BGR2GRAY)
+    values = measure(_image(grey))
+    assert values["chroma_peak_score"] == 0.0
+    # A colour file holding a grey picture is measured the same way.
+    as_colour = measure(_image(cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)))
+    assert as_colour == values
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 40), (17, 16), (64, 2000)])
+def test_tiny_and_thin_images_give_finite_scores(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(0)
+    values = measure(_image(rng.integers(0, 256, shape, dtype=np.uint8)))
+    assert all(math.isfinite(v) for v in values.values())
