@@ -19,7 +19,11 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-DEFAULT_PORTS: dict[str, int] = {"lakefs": 8000, "prefect": 4200}
+DEFAULT_PORTS: dict[str, int] = {
+    "lakefs": 8000, "prefect": 4200, "bridge": 8765, "dask": 8786, "dask-dashboard": 8787,
+}
+# The source checkout (where prefect.yaml lives) when clearlake is installed editable.
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
 
 

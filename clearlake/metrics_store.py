@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -118,25 +119,30 @@ class MetricsStore:
         analyses: list[StoredAnalysis],
         checksums: dict[tuple[str, int], str],
         message: str,
-        merge_timeout_s: float = 120.0,
     ) -> str | None:
-        """Add analyses and checksum mappings as one commit; return it (None if nothing new).
+        """Add analyses and checksum mappings as one commit; return it (None if nothing new)."""
+        documents = {analysis_path(analysis_version, a.sha256): a.to_json() for a in analyses}
+        documents.update({
+            checksum_path(checksum, size): json.dumps({"sha256": sha256}).encode()
+            for (checksum, size), sha256 in checksums.items()
+        })
+        return self.put_documents(documents, message)
+
+    def put_documents(
+        self, documents: dict[str, bytes], message: str, merge_timeout_s: float = 120.0
+    ) -> str | None:
+        """Write documents to the store as one commit; return it (None if nothing to write).
 
         Nobody stages changes on the store's branch by hand, so the write goes
         through a temporary branch only to make it one atomic merge.
         """
-        if not analyses and not checksums:
+        if not documents:
             return None
         self.ensure()
-        temp = f"{TEMP_BRANCH_PREFIX}store-{os.urandom(4).hex()}"
+        temp = f"{TEMP_BRANCH_PREFIX}{int(time.time())}-store-{os.urandom(4).hex()}"
         self.lakefs.create_branch(self.repository, temp, STORE_BRANCH)
         try:
-            entries = [(analysis_path(analysis_version, a.sha256), a.to_json()) for a in analyses]
-            entries += [
-                (checksum_path(checksum, size), json.dumps({"sha256": sha256}).encode())
-                for (checksum, size), sha256 in checksums.items()
-            ]
-            self.lakefs.upload_many(self.repository, temp, entries)
+            self.lakefs.upload_many(self.repository, temp, documents.items())
             self.lakefs.commit(self.repository, temp, message, allow_empty=True)
             return merge_with_retry(
                 self.lakefs, self.repository, temp, STORE_BRANCH, message, {}, merge_timeout_s,

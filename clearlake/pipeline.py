@@ -134,6 +134,15 @@ def source_of(lakefs: LakeFS, repository: str, ref: str, key: bytes) -> str:
     return commit.id
 
 
+def is_covered(lakefs: LakeFS, repository: str, branch: str, key: bytes) -> bool:
+    """True when the branch's latest results cover its head (nothing for a run to do)."""
+    latest = latest_results(lakefs, repository, branch, key)
+    if latest is None:
+        return False
+    source = source_of(lakefs, repository, branch, key)
+    return lakefs.is_ancestor(repository, source, latest[1].source_commit)
+
+
 def plan(
     lakefs: LakeFS,
     repository: str,

@@ -149,6 +149,18 @@ class LakeFS:
             self.repositories.create_repository(creation)
         return True
 
+    def list_repositories(self) -> list[str]:
+        """Names of every repository."""
+        names: list[str] = []
+        after = ""
+        while True:
+            with _translate("list repositories"):
+                page = self.repositories.list_repositories(after=after, amount=PAGE_SIZE)
+            names.extend(r.id for r in page.results)
+            if not page.pagination.has_more:
+                return names
+            after = page.pagination.next_offset
+
     def delete_repository(self, repository: str) -> None:
         """Delete `repository` (its stored objects stay in the blockstore)."""
         with _translate("delete repository", repository):
@@ -283,6 +295,17 @@ class LakeFS:
                 return
             after = page.pagination.next_offset
 
+    def hook_outputs(self, repository: str, run_id: str) -> list[tuple[str, str]]:
+        """(hook id, log) of every hook of an action run: what each hook answered."""
+        with _translate("list action run hooks", repository, run_id):
+            hooks = self.actions.list_run_hooks(repository, run_id).results
+        outputs = []
+        for hook in hooks:
+            with _translate("read hook output", repository, run_id):
+                log = self.actions.get_run_hook_output(repository, run_id, hook.hook_run_id)
+            outputs.append((hook.hook_id, bytes(log).decode(errors="replace")))
+        return outputs
+
     # -- objects ---------------------------------------------------------------------------
     def get_object(self, repository: str, ref: str, path: str) -> bytes:
         """The bytes of `path` at `ref`."""
@@ -356,13 +379,14 @@ class LakeFS:
             after = page.pagination.next_offset
 
     def diff(
-        self, repository: str, left: str, right: str, prefix: str = ""
+        self, repository: str, left: str, right: str, prefix: str = "", *, three_dot: bool = False
     ) -> Iterator[ObjectInfo]:
-        """Objects that differ between `left` and `right` (two-dot: the trees compared directly).
+        """Objects that differ between `left` and `right`.
 
-        lakeFS's default three-dot diff compares against the merge base, which is
-        wrong after a branch was reset; the two-dot diff is what changed between
-        exactly these two commits.
+        By default two-dot: the two trees compared directly, which is what changed
+        between exactly these commits (right even after a branch was reset). With
+        `three_dot`, what `right` changed since its merge base with `left`: what a
+        merge of `right` into `left` brings in.
         """
         after = ""
         while True:
@@ -374,7 +398,7 @@ class LakeFS:
                     after=after,
                     amount=PAGE_SIZE,
                     prefix=prefix,
-                    type="two_dot",
+                    type="three_dot" if three_dot else "two_dot",
                     include_right_stats=True,
                 )
             for d in page.results:

@@ -7,6 +7,7 @@ label, and write the results back as one signed merge.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import Counter
@@ -15,6 +16,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from prefect_dask import DaskTaskRunner
 
@@ -25,6 +27,7 @@ from clearlake.store import LakeFS
 from clearlake.transaction import MergePending
 
 DASK_ADDRESS_ENV = "CLEARLAKE_DASK_ADDRESS"
+LOCK_LEASE_S = 60.0  # Prefect's minimum; renewed while the run lives, freed soon after it dies
 BATCH_RETRIES = 2
 
 
@@ -74,6 +77,30 @@ def measure_images(
     return results
 
 
+def branch_lock(repository: str, branch: str) -> str:
+    """The name of the concurrency limit that lets one run at a time write to a branch."""
+    return f"clearlake-branch-{repository}-{branch}"
+
+
+def ensure_lock(name: str) -> None:
+    """Create a one-slot global concurrency limit unless it exists.
+
+    A limit that does not exist limits nothing, so the flow creates it first and
+    then acquires it with `strict=True`.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            with contextlib.suppress(ObjectAlreadyExists):  # another run created it first
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=1))
+
+
 @flow(name="classify-commit", log_prints=True)
 def classify_commit(
     repository: str,
@@ -102,6 +129,24 @@ def classify_commit(
     Returns:
         A summary: status ('up_to_date', 'merged' or 'pending'), counts, commits.
     """
+    lock = branch_lock(repository, branch)
+    ensure_lock(lock)
+    # Runs of one branch queue here: a run plans from what the previous one wrote.
+    with concurrency(lock, occupy=1, strict=True, lease_duration=LOCK_LEASE_S):
+        return _classify(repository, branch, commit, prefix, glob, batch_size, dask_address,
+                         merge_timeout_s)
+
+
+def _classify(
+    repository: str,
+    branch: str,
+    commit: str | None,
+    prefix: str,
+    glob: str | None,
+    batch_size: int,
+    dask_address: str | None,
+    merge_timeout_s: float,
+) -> dict[str, Any]:
     logger = get_run_logger()
     clock = _Stopwatch()
     run_id = str(flow_run.id or "local")

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from clearlake.config import lakefs_settings
+from clearlake.config import DEFAULT_PORTS, lakefs_settings
 from clearlake.stack.install import install_lakefs, lakectl_environment
 from clearlake.stack.services import Stack
 from clearlake.store import LakeFS
@@ -31,7 +31,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A running stack (lakeFS + Prefect) for the whole test session."""
     install_lakefs(report=lambda line: None)
     home = tmp_path_factory.mktemp("clearlake-home")
-    stack = Stack(home=home, ports={"lakefs": free_port(), "prefect": free_port()})
+    stack = Stack(home=home, ports={name: free_port() for name in DEFAULT_PORTS})
     stack.up(report=lambda line: None)
     saved = {k: os.environ.get(k) for k in ("CLEARLAKE_HOME", "PREFECT_API_URL")}
     os.environ["CLEARLAKE_HOME"] = str(home)

@@ -86,3 +86,16 @@ def lineage(
         table.add_row(h.commit[:12], when, str(h.label), h.checksum[:12], h.source_commit[:12],
                       h.origin, h.model_id, h.run_id[:8])
     console.print(table)
+
+
+@app.command()
+def reconcile(
+    repository: Annotated[
+        list[str] | None, typer.Option(help="Only this repository (repeat); default all.")
+    ] = None,
+) -> None:
+    """Run the reconcile flow now: catch up on missed commits, settle temporary branches."""
+    use_stack_prefect()
+    from flows.reconcile import reconcile as reconcile_flow
+
+    console.print_json(json.dumps(reconcile_flow(repository or None)))

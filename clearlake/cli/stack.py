@@ -38,24 +38,29 @@ def install() -> None:
 def up(
     lakefs_port: Annotated[int | None, typer.Option(help="lakeFS port (default 8000).")] = None,
     prefect_port: Annotated[int | None, typer.Option(help="Prefect port (default 4200).")] = None,
+    bridge_port: Annotated[int | None, typer.Option(help="Bridge port (default 8765).")] = None,
+    dask_port: Annotated[int | None, typer.Option(help="Dask scheduler (default 8786).")] = None,
 ) -> None:
-    """Start lakeFS and the Prefect server on loopback; wait until healthy. Harmless twice."""
+    """Start lakeFS, Prefect (server, worker, deployments), Dask and the bridge. Harmless twice."""
     from clearlake.stack.install import install_lakefs, lakectl_binary
     from clearlake.stack.services import Stack
 
-    ports = {k: v for k, v in (("lakefs", lakefs_port), ("prefect", prefect_port)) if v}
-    stack = Stack(ports=ports)
+    chosen = {"lakefs": lakefs_port, "prefect": prefect_port, "bridge": bridge_port,
+              "dask": dask_port}
+    stack = Stack(ports={name: port for name, port in chosen.items() if port})
     try:
         install_lakefs(report=console.print)
         stack.up(report=console.print)
     except StackError as error:
         raise _fail(error) from error
     console.print(
-        f"\n[bold]lakeFS[/bold]   {stack.lakefs_url}   (web UI; credentials in "
+        f"\n[bold]lakeFS[/bold]    {stack.lakefs_url}  (web UI; user admin, keys in "
         f"{stack.home / 'secrets.json'})\n"
-        f"[bold]Prefect[/bold]  {stack.prefect_api_url.removesuffix('/api')}\n"
-        f"lakectl: {lakectl_binary()} (configure with `clearlake env`)\n"
-        f"Stop with `clearlake stack down`."
+        f"[bold]Prefect[/bold]   {stack.prefect_api_url.removesuffix('/api')}\n"
+        f"[bold]Dask[/bold]      {stack.dask_address}  (dashboard {stack.dask_dashboard_url})\n"
+        f"[bold]bridge[/bold]    {stack.bridge_url}/lakefs/events\n"
+        f"lakectl:  {lakectl_binary()}  (point it at the stack: eval \"$(clearlake env)\")\n"
+        f"Stop with `clearlake stack down` (data is kept)."
     )
 
 
@@ -89,7 +94,8 @@ def status() -> None:
 
 @stack_app.command()
 def logs(
-    service: Annotated[str, typer.Argument(help="lakefs or prefect.")],
+    service: Annotated[str, typer.Argument(
+        help="lakefs, prefect, dask-scheduler, dask-workers, bridge or prefect-worker.")],
     lines: Annotated[int, typer.Option("-n", help="How many of the last lines.")] = 50,
 ) -> None:
     """Print the last lines of a service's log."""

@@ -28,6 +28,7 @@ import yaml
 from clearlake.config import (
     DEFAULT_PORTS,
     LOOPBACK,
+    PROJECT_DIR,
     StackSecrets,
     recorded_ports,
     state_dir,
@@ -40,18 +41,32 @@ Report = Callable[[str], None]
 HEALTH_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 20.0
 WEBHOOK_SECRET_ENV = "LAKEFSACTION_CLEARLAKE_WEBHOOK_SECRET"
+WORK_POOL = "clearlake"
+# Prefect's defaults poll for scheduled runs every 10 s and make a run wait up to
+# 30 s for a free concurrency slot; a commit should start its run within seconds.
+WORKER_QUERY_SECONDS = "1"
+SLOT_WAIT_SECONDS = "1"
 
 
 @dataclass(frozen=True)
 class Service:
-    """One process of the stack and how to tell that it is healthy."""
+    """One process of the stack and how to tell that it is healthy.
+
+    Attributes:
+        name: the service's name (its log and pid files are named after it).
+        port: the port it listens on, if any (checked to be free before starting).
+        command: how to start it.
+        health_url: answers 2xx when healthy; None means 'healthy while running'.
+        url: what to show a person.
+        env: extra environment (may hold secrets: never printed).
+    """
 
     name: str
-    port: int
+    port: int | None
     command: list[str]
-    health_url: str
+    health_url: str | None
     url: str
-    env: dict[str, str] = field(default_factory=dict, repr=False)  # may hold secrets
+    env: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,11 @@ class ServiceStatus:
     pid: int | None
     running: bool
     healthy: bool
+
+
+def port_variable(name: str) -> str:
+    """The environment variable that sets service `name`'s port."""
+    return f"CLEARLAKE_{name.upper().replace('-', '_')}_PORT"
 
 
 def port_is_free(port: int) -> bool:
@@ -96,6 +116,10 @@ def _is_healthy(url: str) -> bool:
         return False
 
 
+SERVICE_NAMES = ("lakefs", "prefect", "dask-scheduler", "bridge", "dask-workers",
+                 "prefect-worker")
+
+
 class Stack:
     """The local stack rooted at a state directory.
 
@@ -110,7 +134,7 @@ class Stack:
         self.home = (home or state_dir()).resolve()
         chosen = recorded_ports(self.home)
         for name in DEFAULT_PORTS:
-            if env_port := os.environ.get(f"CLEARLAKE_{name.upper()}_PORT"):
+            if env_port := os.environ.get(port_variable(name)):
                 chosen[name] = int(env_port)
         chosen.update(ports or {})
         self.ports = chosen
@@ -133,11 +157,107 @@ class Stack:
         """The Prefect server's API URL (its UI is this without /api)."""
         return f"http://{LOOPBACK}:{self.ports['prefect']}/api"
 
+    @property
+    def bridge_url(self) -> str:
+        """Base URL of the webhook bridge."""
+        return f"http://{LOOPBACK}:{self.ports['bridge']}"
+
+    @property
+    def dask_address(self) -> str:
+        """The Dask scheduler's address."""
+        return f"tcp://{LOOPBACK}:{self.ports['dask']}"
+
+    @property
+    def dask_dashboard_url(self) -> str:
+        """The Dask dashboard."""
+        return f"http://{LOOPBACK}:{self.ports['dask-dashboard']}/status"
+
+    def client_env(self) -> dict[str, str]:
+        """Environment for clearlake's own processes: where the stack is (no secrets)."""
+        return {
+            "CLEARLAKE_HOME": str(self.home),
+            "PREFECT_API_URL": self.prefect_api_url,
+            "LAKEFS_ENDPOINT": self.lakefs_url,
+            "CLEARLAKE_DASK_ADDRESS": self.dask_address,
+            "PREFECT_HOME": str(self.home / "prefect"),
+            "CLEARLAKE_PROJECT_DIR": str(PROJECT_DIR),
+        }
+
     # -- services ----------------------------------------------------------------------
-    def services(self) -> list[Service]:
-        """The stack's services, in start order."""
+    def services(self) -> list[list[Service]]:
+        """The stack's services in start phases: each phase is healthy before the next."""
         secrets = StackSecrets.load_or_create(self.home)
-        return [self._lakefs(secrets), self._prefect()]
+        return [
+            [self._lakefs(secrets), self._prefect(), self._dask_scheduler(), self._bridge()],
+            [self._dask_workers(), self._prefect_worker()],
+        ]
+
+    def _bridge(self) -> Service:
+        return Service(
+            name="bridge",
+            port=self.ports["bridge"],
+            command=[sys.executable, "-m", "uvicorn", "clearlake.bridge:create_app", "--factory",
+                     "--host", LOOPBACK, "--port", str(self.ports["bridge"]),
+                     "--no-server-header"],
+            health_url=f"{self.bridge_url}/healthz",
+            url=self.bridge_url,
+            env=self.client_env(),
+        )
+
+    def _dask_scheduler(self) -> Service:
+        return Service(
+            name="dask-scheduler",
+            port=self.ports["dask"],
+            command=[sys.executable, "-m", "dask", "scheduler", "--host", LOOPBACK,
+                     "--port", str(self.ports["dask"]),
+                     "--dashboard-address", f"{LOOPBACK}:{self.ports['dask-dashboard']}"],
+            health_url=f"http://{LOOPBACK}:{self.ports['dask-dashboard']}/health",
+            url=self.dask_dashboard_url,
+        )
+
+    def _dask_workers(self) -> Service:
+        # One single-threaded worker process per core: measuring images is CPU-bound.
+        cores = len(os.sched_getaffinity(0))
+        return Service(
+            name="dask-workers",
+            port=None,
+            command=[sys.executable, "-m", "dask", "worker", self.dask_address,
+                     "--nworkers", str(cores), "--nthreads", "1", "--host", LOOPBACK,
+                     "--no-dashboard", "--local-directory", str(self.home / "dask")],
+            health_url=None,
+            url=f"{cores} worker processes",
+            env={**self.client_env(), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+        )
+
+    def _prefect_worker(self) -> Service:
+        return Service(
+            name="prefect-worker",
+            port=None,
+            command=[sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL,
+                     "--type", "process", "--name", "clearlake-local"],
+            health_url=None,
+            url=f"work pool {WORK_POOL!r}",
+            env={**self.client_env(), "PREFECT_WORKER_QUERY_SECONDS": WORKER_QUERY_SECONDS,
+                 "PREFECT_RUNNER_POLL_FREQUENCY": WORKER_QUERY_SECONDS},
+        )
+
+    def deploy(self, report: Report = print) -> None:
+        """Create the work pool and (re)deploy `prefect.yaml`'s deployments. Idempotent."""
+        env = {**os.environ, **self.client_env()}
+        prefect = [sys.executable, "-m", "prefect", "--no-prompt"]
+        pool = subprocess.run([*prefect, "work-pool", "create", WORK_POOL, "--type", "process",
+                               "--overwrite"], env=env, capture_output=True, text=True)
+        if pool.returncode != 0:
+            raise StackError(f"could not create work pool {WORK_POOL}: {pool.stdout}{pool.stderr}")
+        if not (PROJECT_DIR / "prefect.yaml").exists():
+            report(f"no prefect.yaml in {PROJECT_DIR}: deployments not created")
+            return
+        done = subprocess.run([*prefect, "deploy", "--all"], cwd=PROJECT_DIR, env=env,
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise StackError(f"prefect deploy failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+        report("deployments: classify-commit (on lakeFS commits), reconcile (scheduled), "
+               "train-classifier (by hand)")
 
     def _lakefs(self, secrets: StackSecrets) -> Service:
         root = self.home / "lakefs"
@@ -183,6 +303,7 @@ class Stack:
             "PREFECT_UI_API_URL": self.prefect_api_url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_API_URL": self.prefect_api_url,
+            "PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS": SLOT_WAIT_SECONDS,
         }
         port = str(self.ports["prefect"])
         return Service(
@@ -215,10 +336,11 @@ class Stack:
             return None  # exited, and the pid may since belong to someone else
         return record["pid"]
 
-    def up(self, report: Report = print) -> list[Service]:
-        """Start every service not already running and wait until all are healthy.
+    def up(self, report: Report = print, *, deploy: bool = True) -> None:
+        """Start every service not already running, phase by phase, until all are healthy.
 
-        Running `up` again is harmless: running, healthy services are left alone.
+        Running `up` again is harmless: running services are left alone, and the
+        deployments are re-applied (idempotent).
 
         Raises:
             StackError: lakeFS is not built, a port is taken by another program, or a
@@ -228,23 +350,25 @@ class Stack:
             raise StackError("lakeFS is not built yet: run `clearlake stack install` first")
         self.home.mkdir(parents=True, exist_ok=True)
         write_private(self.home / "stack.json", json.dumps({"ports": self.ports}, indent=2))
-        services = self.services()
-        for service in services:
-            if self._running_pid(service.name) is not None:
-                report(f"{service.name}: already running")
-            else:
-                self._start(service)
-                report(f"{service.name}: starting on port {service.port}")
-        for service in services:
-            self._wait_healthy(service)
-            report(f"{service.name}: healthy at {service.url}")
-        return services
+        phases = self.services()
+        for number, phase in enumerate(phases):
+            if number == 1 and deploy:
+                self.deploy(report)
+            for service in phase:
+                if self._running_pid(service.name) is not None:
+                    report(f"{service.name}: already running")
+                else:
+                    self._start(service)
+                    report(f"{service.name}: starting")
+            for service in phase:
+                self._wait_healthy(service)
+                report(f"{service.name}: healthy — {service.url}")
 
     def _start(self, service: Service) -> None:
-        if not port_is_free(service.port):
+        if service.port is not None and not port_is_free(service.port):
             raise StackError(
                 f"port {service.port} for {service.name} is in use by another program; "
-                f"choose another with CLEARLAKE_{service.name.upper()}_PORT"
+                f"choose another with {port_variable(service.name)}"
             )
         log = self.log_path(service.name)
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -265,10 +389,15 @@ class Stack:
         }
         write_private(self._pid_path(service.name), json.dumps(record))
 
+    def _is_up(self, service: Service) -> bool:
+        if self._running_pid(service.name) is None:
+            return False
+        return service.health_url is None or _is_healthy(service.health_url)
+
     def _wait_healthy(self, service: Service) -> None:
         deadline = time.monotonic() + HEALTH_TIMEOUT_S
         while time.monotonic() < deadline:
-            if _is_healthy(service.health_url):
+            if self._is_up(service):
                 return
             if self._running_pid(service.name) is None:
                 break
@@ -279,7 +408,7 @@ class Stack:
 
     def down(self, report: Report = print) -> None:
         """Stop the processes this stack started (by recorded pid); keep all data."""
-        for name in reversed([*DEFAULT_PORTS]):
+        for name in reversed(SERVICE_NAMES):
             pid = self._running_pid(name)
             if pid is None:
                 report(f"{name}: not running")
@@ -302,16 +431,10 @@ class Stack:
 
     def status(self) -> list[ServiceStatus]:
         """Whether each service runs and answers its health check."""
-        endpoints = {
-            "lakefs": (self.lakefs_url, f"{self.lakefs_url}/api/v1/healthcheck"),
-            "prefect": (
-                self.prefect_api_url.removesuffix("/api"),
-                f"{self.prefect_api_url}/health",
-            ),
-        }
-        result = []
-        for name, (url, health_url) in endpoints.items():
-            pid = self._running_pid(name)
-            healthy = pid is not None and _is_healthy(health_url)
-            result.append(ServiceStatus(name, url, pid, pid is not None, healthy))
-        return result
+        if not (self.home / "secrets.json").exists():
+            return [ServiceStatus(name, "", None, False, False) for name in SERVICE_NAMES]
+        return [
+            ServiceStatus(s.name, s.url, self._running_pid(s.name),
+                          self._running_pid(s.name) is not None, self._is_up(s))
+            for phase in self.services() for s in phase
+        ]

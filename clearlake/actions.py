@@ -1,0 +1,87 @@
+"""The lakeFS action files clearlake installs into a repository.
+
+`_lakefs_actions/clearlake.yaml` posts post-commit and post-merge events of the
+watched branches to the bridge; `_lakefs_actions/clearlake-gate.yaml` asks the
+bridge's quality gate before a merge into a protected branch. (An action has one
+list of hooks for all its events, and the two go to different endpoints, hence two
+files.) The shared secret is not in the files: lakeFS reads it from its own
+environment (`{{ ENV.LAKEFSACTION_CLEARLAKE_WEBHOOK_SECRET }}`), which the stack sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import yaml
+
+from clearlake.bridge import SECRET_HEADER
+from clearlake.errors import NotFoundError
+from clearlake.stack.services import WEBHOOK_SECRET_ENV
+from clearlake.store import LakeFS
+from clearlake.transaction import Transaction
+
+EVENTS_ACTION_PATH = "_lakefs_actions/clearlake.yaml"
+GATE_ACTION_PATH = "_lakefs_actions/clearlake-gate.yaml"
+GATE_TIMEOUT = "5m"  # the gate may have to measure images nobody measured yet
+
+
+def _hook(hook_id: str, url: str, timeout: str) -> dict[str, object]:
+    return {
+        "id": hook_id,
+        "type": "webhook",
+        "properties": {
+            "url": url,
+            "timeout": timeout,
+            "headers": {SECRET_HEADER: f"{{{{ ENV.{WEBHOOK_SECRET_ENV} }}}}"},
+        },
+    }
+
+
+def render_actions(
+    bridge_url: str, watched: Sequence[str] = (), protected: Sequence[str] = ("main",)
+) -> dict[str, str]:
+    """The action files, by path.
+
+    Args:
+        bridge_url: base URL of the bridge as lakeFS reaches it.
+        watched: branch patterns whose commits are classified; empty means all branches.
+        protected: branches whose merges pass the quality gate.
+    """
+    branches = {"branches": list(watched)} if watched else None
+    events = {
+        "name": "clearlake",
+        "description": "Tell clearlake about new commits so it classifies their images.",
+        "on": {"post-commit": branches, "post-merge": branches},
+        "hooks": [_hook("notify_clearlake", f"{bridge_url}/lakefs/events", "30s")],
+    }
+    gate = {
+        "name": "clearlake-gate",
+        "description": "clearlake's image-quality gate for merges into protected branches.",
+        "on": {"pre-merge": {"branches": list(protected)}},
+        "hooks": [_hook("quality_gate", f"{bridge_url}/lakefs/gate", GATE_TIMEOUT)],
+    }
+    header = "# Installed by `clearlake init-repo`; run it again to update.\n"
+    return {
+        EVENTS_ACTION_PATH: header + yaml.safe_dump(events, sort_keys=False),
+        GATE_ACTION_PATH: header + yaml.safe_dump(gate, sort_keys=False),
+    }
+
+
+def install_actions(
+    lakefs: LakeFS, repository: str, branch: str, files: dict[str, str]
+) -> str | None:
+    """Commit the action files to `branch` where they differ; return the commit, if any."""
+    changed = {}
+    for path, text in files.items():
+        try:
+            current = lakefs.get_object(repository, branch, path).decode()
+        except NotFoundError:
+            current = None
+        if current != text:
+            changed[path] = text
+    if not changed:
+        return None
+    with Transaction(lakefs, repository, branch) as tx:
+        for path, text in changed.items():
+            tx.upload(path, text.encode())
+        return tx.commit("clearlake: install lakeFS actions (classification, quality gate)")

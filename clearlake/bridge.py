@@ -1,0 +1,219 @@
+"""The webhook bridge: lakeFS action webhooks in, Prefect events out; and the quality gate.
+
+Prefect's own webhooks exist only in Prefect Cloud, so this small ASGI app (served
+by uvicorn on loopback, started by `clearlake stack up`) does the translation:
+
+* `POST /lakefs/events` takes lakeFS's post-commit and post-merge webhooks and
+  emits one Prefect event per repository+commit (a stable event id), which the
+  `classify-commit` deployment's trigger turns into a flow run. It answers 2xx only
+  once the Prefect server accepted the event; if Prefect is down it answers 503,
+  so the failed hook shows in lakeFS and `reconcile` catches up later.
+* `POST /lakefs/gate` answers the pre-merge hook of protected branches.
+* `GET /healthz`.
+
+lakeFS authenticates with a shared secret header, compared in constant time. The
+secret never appears in logs, events or responses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from clearlake.config import StackSecrets, prefect_api_url, state_dir
+from clearlake.provenance import ResultsMarker, signing_key
+from clearlake.transaction import TEMP_BRANCH_PREFIX
+
+SECRET_HEADER = "X-Clearlake-Secret"
+MAX_BODY_BYTES = 64 * 1024
+EVENT_NAME = "clearlake.lakefs.commit"
+FORWARDED_EVENT_TYPES = frozenset({"post-commit", "post-merge"})
+# Event ids derive from repository + commit, so a redelivered webhook is the same event.
+EVENT_NAMESPACE = uuid.UUID("6f0d6a55-64c4-4cf1-9b1c-5e1f3c0c1a7e")
+
+logger = logging.getLogger("clearlake.bridge")
+
+
+class BadRequest(Exception):
+    """A request the bridge refuses, with the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+def event_id(repository: str, commit_id: str) -> str:
+    """The stable Prefect event id of a commit."""
+    return str(uuid.uuid5(EVENT_NAMESPACE, f"{repository}/{commit_id}"))
+
+
+def resource_id(repository: str, branch: str) -> str:
+    """The Prefect resource an event is about: one lakeFS branch."""
+    return f"lakefs.repository.{repository}.branch.{branch}"
+
+
+def prefect_event(payload: dict[str, Any]) -> dict[str, Any]:
+    """The Prefect event for a lakeFS post-commit or post-merge webhook payload."""
+    repository, branch = payload["repository_id"], payload["branch_id"]
+    commit_id = payload["commit_id"]
+    return {
+        "id": event_id(repository, commit_id),
+        "occurred": payload.get("event_time") or datetime.now(UTC).isoformat(),
+        "event": EVENT_NAME,
+        "resource": {
+            "prefect.resource.id": resource_id(repository, branch),
+            "prefect.resource.name": f"{repository}/{branch}",
+            "lakefs.repository": repository,
+            "lakefs.branch": branch,
+        },
+        "payload": {
+            "repository": repository,
+            "branch": branch,
+            "commit_id": commit_id,
+            "event_type": payload["event_type"],
+            "committer": payload.get("committer", ""),
+            "source_ref": payload.get("source_ref", ""),
+        },
+    }
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """The request's JSON object, refusing what is too big, not JSON or malformed."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise BadRequest(415, "expected Content-Type: application/json")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BadRequest(413, f"body larger than {MAX_BODY_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.stream():  # also bounds bodies sent without a length
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise BadRequest(413, f"body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise BadRequest(400, f"body is not valid JSON: {error}") from error
+    if not isinstance(document, dict):
+        raise BadRequest(400, "body must be a JSON object")
+    return document
+
+
+def require_fields(payload: dict[str, Any], *names: str) -> None:
+    """Refuse a payload missing one of `names` (or with a non-string value)."""
+    missing = [n for n in names if not isinstance(payload.get(n), str) or not payload[n]]
+    if missing:
+        raise BadRequest(400, f"payload lacks {', '.join(missing)}")
+
+
+class Bridge:
+    """The bridge's state: its secrets and where Prefect is.
+
+    Args:
+        webhook_secret: the secret lakeFS sends in `X-Clearlake-Secret`.
+        key: the HMAC key that recognises clearlake's own results commits.
+        prefect_api: the Prefect API URL events are posted to.
+    """
+
+    def __init__(self, webhook_secret: str, key: bytes, prefect_api: str) -> None:
+        self._secret = webhook_secret.encode()
+        self._key = key
+        self.prefect_api = prefect_api.rstrip("/")
+        self.http = httpx.AsyncClient(timeout=10.0)
+
+    def authenticate(self, request: Request) -> None:
+        """Constant-time check of the shared secret (401 otherwise)."""
+        offered = request.headers.get(SECRET_HEADER, "").encode()
+        if not hmac.compare_digest(offered, self._secret):
+            raise BadRequest(401, f"missing or wrong {SECRET_HEADER}")
+
+    def is_clearlake_commit(self, payload: dict[str, Any]) -> bool:
+        """True for clearlake's own (validly signed) results commits and temporary branches."""
+        if payload["branch_id"].startswith(TEMP_BRANCH_PREFIX):
+            return True
+        metadata = payload.get("commit_metadata") or {}
+        return ResultsMarker.from_metadata(metadata, self._key) is not None
+
+    async def events(self, request: Request) -> Response:
+        """Forward a post-commit or post-merge webhook as a Prefect event."""
+        try:
+            self.authenticate(request)
+            payload = await read_json(request)
+            if payload.get("event_type") not in FORWARDED_EVENT_TYPES:
+                return JSONResponse({"ignored": "event type not forwarded"}, status_code=202)
+            require_fields(payload, "repository_id", "branch_id", "commit_id")
+            if self.is_clearlake_commit(payload):
+                return JSONResponse({"ignored": "clearlake's own commit"}, status_code=202)
+            event = prefect_event(payload)
+        except BadRequest as error:
+            return PlainTextResponse(str(error), status_code=error.status)
+        try:
+            response = await self.http.post(f"{self.prefect_api}/events", json=[event])
+        except httpx.HTTPError as error:
+            logger.warning("Prefect unreachable, event %s not emitted: %s", event["id"], error)
+            return PlainTextResponse("Prefect is unreachable; try again", status_code=503)
+        if response.status_code >= 300:
+            logger.warning("Prefect refused event %s: HTTP %s", event["id"], response.status_code)
+            return PlainTextResponse("Prefect refused the event", status_code=502)
+        logger.info("emitted %s for %s@%s", event["id"], event["resource"]["prefect.resource.name"],
+                    event["payload"]["commit_id"][:12])
+        return JSONResponse({"event_id": event["id"]}, status_code=202)
+
+    async def gate(self, request: Request) -> Response:
+        """Answer lakeFS's pre-merge hook from the destination's policy."""
+        from starlette.concurrency import run_in_threadpool
+
+        from clearlake.gate import evaluate_merge
+
+        try:
+            self.authenticate(request)
+            payload = await read_json(request)
+            if payload.get("event_type") != "pre-merge":
+                return JSONResponse({"ignored": "not a pre-merge hook"}, status_code=202)
+            require_fields(payload, "repository_id", "branch_id", "source_ref")
+        except BadRequest as error:
+            return PlainTextResponse(str(error), status_code=error.status)
+        verdict = await run_in_threadpool(
+            evaluate_merge, payload["repository_id"], payload["source_ref"], payload["branch_id"],
+            payload.get("commit_id") or "",
+        )
+        return PlainTextResponse(verdict.explain(), status_code=200 if verdict.allowed else 412)
+
+    async def healthz(self, request: Request) -> Response:
+        """Liveness."""
+        return PlainTextResponse("ok")
+
+
+def create_app() -> Starlette:
+    """The bridge app, configured from the environment or the local stack."""
+    secret = os.environ.get("CLEARLAKE_WEBHOOK_SECRET") or (
+        StackSecrets.load_or_create(state_dir()).webhook_secret.get_secret_value()
+    )
+    bridge = Bridge(secret, signing_key(), prefect_api_url())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await bridge.http.aclose()
+
+    return Starlette(
+        routes=[
+            Route("/lakefs/events", bridge.events, methods=["POST"]),
+            Route("/lakefs/gate", bridge.gate, methods=["POST"]),
+            Route("/healthz", bridge.healthz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,90 @@
+"""The `reconcile` flow: what webhooks missed, pending write-backs, stale branches, bypassed gates.
+
+lakeFS sends each webhook once and never again; a webhook is lost while the bridge
+or Prefect is down; a write-back can be left pending behind uncommitted changes.
+On a schedule, for every repository with clearlake's action installed, this flow
+settles temporary branches, runs `classify-commit` for each watched branch whose
+head no results cover, and reports merges into protected branches that have no
+recorded gate pass (the gate is a guard-rail: a user can delete the action file).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from prefect import flow, get_run_logger
+
+from clearlake import gate, pipeline
+from clearlake import reconcile as catch_up
+from clearlake.actions import EVENTS_ACTION_PATH, GATE_ACTION_PATH
+from clearlake.errors import NotFoundError
+from clearlake.provenance import ResultsMarker, signing_key
+from clearlake.store import LakeFS
+from clearlake.transaction import TEMP_BRANCH_PREFIX
+from flows.classify import classify_commit
+
+RECENT_MERGES = 50
+
+
+def _installed(lakefs: LakeFS, repository: str, ref: str, path: str) -> dict[str, Any] | None:
+    try:
+        return yaml.safe_load(lakefs.get_object(repository, ref, path))
+    except NotFoundError:
+        return None
+
+
+def ungated_merges(lakefs: LakeFS, repository: str, branch: str, key: bytes) -> list[str]:
+    """Recent merges into `branch` (not clearlake's own) without a recorded gate pass."""
+    found = []
+    for count, commit in enumerate(lakefs.log(repository, branch, first_parent=True)):
+        if count >= RECENT_MERGES:
+            break
+        if len(commit.parents) < 2 or ResultsMarker.from_metadata(commit.metadata, key):
+            continue
+        verdict = gate.recorded_verdict(lakefs, repository, commit.parents[1])
+        if not (verdict and verdict["allowed"]):
+            found.append(commit.id)
+    return found
+
+
+@flow(name="reconcile", log_prints=True)
+def reconcile(repositories: list[str] | None = None,
+              stale_after_s: float = catch_up.STALE_AFTER_S) -> dict[str, Any]:
+    """Bring every watched branch's results up to date and report what needs a person.
+
+    Args:
+        repositories: only these; default every repository with clearlake's action file.
+        stale_after_s: age after which an uncommitted temporary branch is removed.
+    """
+    logger = get_run_logger()
+    lakefs = LakeFS()
+    key = signing_key()
+    report: dict[str, Any] = {}
+    for repository in repositories or lakefs.list_repositories():
+        branches = [(b, h) for b, h in lakefs.list_branches(repository)
+                    if not b.startswith(TEMP_BRANCH_PREFIX)]
+        if not any(_installed(lakefs, repository, h, EVENTS_ACTION_PATH) for _, h in branches):
+            continue  # not a clearlake repository (the metrics store, say)
+        cleanup = catch_up.clean_temporary_branches(lakefs, repository, key,
+                                                    stale_after_s=stale_after_s)
+        processed = []
+        for branch, head in branches:
+            if _installed(lakefs, repository, head, EVENTS_ACTION_PATH) is None:
+                continue
+            if not pipeline.is_covered(lakefs, repository, branch, key):
+                logger.info("%s/%s: head %s not covered, processing it", repository, branch,
+                            head[:12])
+                processed.append({"branch": branch,
+                                  **classify_commit(repository, branch)})
+        ungated = {}
+        for branch, head in branches:
+            gate_action = _installed(lakefs, repository, head, GATE_ACTION_PATH) or {}
+            protected = ((gate_action.get("on") or {}).get("pre-merge") or {}).get("branches", [])
+            if branch in protected and (merges := ungated_merges(lakefs, repository, branch, key)):
+                logger.warning("%s/%s: merges without a recorded gate pass: %s", repository,
+                               branch, ", ".join(m[:12] for m in merges))
+                ungated[branch] = merges
+        report[repository] = {"merged_pending": cleanup.merged, "deleted": cleanup.deleted,
+                              "processed": processed, "ungated_merges": ungated}
+    return report
