@@ -573,15 +573,20 @@ def _execute(
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["clearlake.quality.score"])
     cache_path = str(cache.path) if cache is not None else None
-    with concurrent.futures.ProcessPoolExecutor(
+    pool = concurrent.futures.ProcessPoolExecutor(
         max_workers=min(workers, len(chunks)),
         mp_context=context,
         initializer=_init_worker,
         initargs=(cache_path, limit, ANALYSIS_VERSION),
-    ) as pool:
+    )
+    try:
         futures = [pool.submit(_run_chunk, chunk) for chunk in chunks]
         for future in concurrent.futures.as_completed(futures):
             yield future.result()
+    finally:
+        # On Ctrl-C or an error, drop the chunks not started instead of finishing
+        # them all; batches already yielded are in the cache, so a re-run resumes.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _records(
