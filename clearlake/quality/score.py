@@ -259,7 +259,11 @@ def _from_row(row: tuple[Any, ...], max_pixels: int) -> Analysis:
 
 
 def find_images(root: Path) -> list[Path]:
-    """Image files under `root`, recursively, by extension, sorted; hidden directories skipped.
+    """Image files under `root`, recursively, by extension, sorted.
+
+    Hidden directories (``.git``, ``.thumbnails``…) are skipped and symbolic links
+    to directories are not followed (no cycles, no double counting); symbolic
+    links to files are scored like files.
 
     Args:
         root: the directory to walk.
