@@ -575,7 +575,9 @@ def _execute(
     # forkserver: workers fork from a clean server process, not from this one
     # (which may run threads, e.g. the progress display's refresh thread).
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["clearlake.quality.score"])
+    # Imported once in the server, not in every worker: the metric code and the
+    # main module (which each worker would otherwise re-import, e.g. the CLI).
+    context.set_forkserver_preload(["__main__", "clearlake.quality.score"])
     cache_path = str(cache.path) if cache is not None else None
     pool = concurrent.futures.ProcessPoolExecutor(
         max_workers=min(workers, len(chunks)),
