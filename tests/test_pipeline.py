@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from distributed import LocalCluster
 
 from clearlake import pipeline
 from clearlake.errors import NotFoundError
@@ -20,12 +18,10 @@ from clearlake.store import LakeFS
 from tests.pipeline_support import commit_images, photo, unique_seed
 
 
-@pytest.fixture(scope="module")
-def dask_address(stack: Stack) -> Iterator[str]:
-    """A real Dask cluster: two single-threaded worker processes on loopback."""
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      host="127.0.0.1", dashboard_address=None) as cluster:
-        yield cluster.scheduler_address
+@pytest.fixture(scope="session")
+def dask_address(stack: Stack) -> str:
+    """The stack's Dask cluster: a scheduler and one worker process per core, on loopback."""
+    return stack.dask_address
 
 
 @pytest.fixture

@@ -14,14 +14,17 @@ import pytest
 
 from clearlake.errors import StackError
 from clearlake.stack import install
-from clearlake.stack.services import Stack, port_is_free
+from clearlake.config import DEFAULT_PORTS
+from clearlake.stack.services import SERVICE_NAMES, Stack, port_is_free, port_variable
 from tests.conftest import free_port
 
 CLI = [sys.executable, "-m", "clearlake.cli"]
 
 
-def run_cli(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CLEARLAKE_HOME": str(home), "COLUMNS": "200"}
+def run_cli(
+    *args: str, home: Path, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CLEARLAKE_HOME": str(home), "COLUMNS": "200", **(env or {})}
     return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, check=check)
 
 
@@ -50,9 +53,9 @@ def test_up_twice_status_and_down_leave_nothing_running(tmp_path: Path) -> None:
     run_cli("stack", "down", home=home)
     for pid in pids.values():
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
-    assert all(port_is_free(p) for p in ports)
-    status = run_cli("stack", "status", home=home, check=False)
-    assert status.returncode == 1 and status.stdout.count("stopped") == 2
+    assert all(port_is_free(p) for p in ports.values())
+    stopped = run_cli("stack", "status", home=home, check=False)
+    assert stopped.returncode == 1 and stopped.stdout.count("stopped") == len(SERVICE_NAMES)
     assert (home / "lakefs" / "metadata").exists()  # data kept
 
 
@@ -104,6 +107,7 @@ def test_up_refuses_a_port_taken_by_another_program(tmp_path: Path) -> None:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        stack = Stack(home=tmp_path, ports={"lakefs": taken, "prefect": free_port()})
+        ports = {name: free_port() for name in DEFAULT_PORTS}
+        stack = Stack(home=tmp_path, ports={**ports, "lakefs": taken})
         with pytest.raises(StackError, match=f"port {taken} for lakefs is in use"):
             stack.up(report=lambda line: None)

@@ -1,0 +1,154 @@
+"""End to end, as a user works: lakectl commits → lakeFS webhook → bridge → Prefect
+event → triggered deployment on the stack's worker and Dask cluster → results commit."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clearlake import pipeline
+from clearlake.actions import install_actions, render_actions
+from clearlake.provenance import ResultsMarker, latest_results, signing_key
+from clearlake.stack.services import Stack
+from clearlake.store import LakeFS
+from tests.pipeline_support import photo, unique_seed
+
+pytestmark = pytest.mark.slow
+SETTLE_TIMEOUT_S = 180.0
+
+
+@pytest.fixture
+def watched_repo(lakefs: LakeFS, repo: str, stack: Stack) -> str:
+    """A repository with clearlake's lakeFS actions installed (as `init-repo` does)."""
+    install_actions(lakefs, repo, "main", render_actions(stack.bridge_url))
+    wait_until(lambda: pipeline.is_covered(lakefs, repo, "main", signing_key()))
+    return repo
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float = SETTLE_TIMEOUT_S) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.5)
+    raise TimeoutError(f"not settled within {timeout_s} s")
+
+
+def lakectl_commit(env: dict[str, str], repo: str, files: dict[str, bytes], tmp: Path,
+                   message: str, branch: str = "main") -> str:
+    for path, data in files.items():
+        local = tmp / path.replace("/", "_")
+        local.write_bytes(data)
+        subprocess.run(["lakectl", "fs", "upload", "-s", str(local),
+                        f"lakefs://{repo}/{branch}/{path}"], env=env, check=True,
+                       capture_output=True)
+    out = subprocess.run(["lakectl", "commit", f"lakefs://{repo}/{branch}", "-m", message],
+                         env=env, check=True, capture_output=True, text=True).stdout
+    return out.split("ID: ", 1)[1].split()[0]
+
+
+def classify_runs(repo: str) -> list[Any]:
+    """Flow runs of the classify-commit deployment for `repo`."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(
+            name=DeploymentFilterName(any_=["classify-commit"])), limit=200)
+    return [r for r in runs if r.parameters.get("repository") == repo]
+
+
+def settled(lakefs: LakeFS, repo: str, branch: str = "main") -> bool:
+    return pipeline.is_covered(lakefs, repo, branch, signing_key())
+
+
+def test_a_lakectl_commit_is_classified_by_itself(
+    lakefs: LakeFS, watched_repo: str, lakectl_env: dict[str, str], tmp_path: Path
+) -> None:
+    repo = watched_repo
+    seed = unique_seed()
+    commit = lakectl_commit(lakectl_env, repo, {f"img/{i}.jpg": photo(seed + i)
+                                                for i in range(3)}, tmp_path, "three images")
+    wait_until(lambda: settled(lakefs, repo))
+    commit_id, marker = latest_results(lakefs, repo, "main", signing_key())
+    assert marker.source_commit == commit
+    results = lakefs.get_commit(repo, commit_id)
+    assert results.parents[0] == commit  # exactly one results commit, right after the user's
+    assert marker.counts["computed"] == 3
+    runs = [r for r in classify_runs(repo) if r.parameters.get("commit") == commit]
+    assert len(runs) == 1 and str(runs[0].id) == marker.run_id
+
+
+def test_commits_in_a_row_are_all_covered_and_results_trigger_nothing(
+    lakefs: LakeFS, watched_repo: str, lakectl_env: dict[str, str], tmp_path: Path
+) -> None:
+    repo = watched_repo
+    seed = unique_seed()
+    before = len(classify_runs(repo))
+    commits = [lakectl_commit(lakectl_env, repo, {f"row/{i}.jpg": photo(seed + i)}, tmp_path,
+                              f"commit {i}") for i in range(4)]
+    wait_until(lambda: settled(lakefs, repo))
+    key = signing_key()
+    _, marker = latest_results(lakefs, repo, "main", key)
+    assert all(lakefs.is_ancestor(repo, c, marker.source_commit) for c in commits)
+    wait_until(lambda: all(r.state.is_final() for r in classify_runs(repo)))
+    time.sleep(3)  # a results commit that triggered a run would show one by now
+    assert len(classify_runs(repo)) - before == len(commits)  # one per user commit, none more
+    records = {o.path for o in lakefs.list_objects(repo, "main", pipeline.RECORDS_PREFIX)}
+    assert {pipeline.record_path(f"row/{i}.jpg") for i in range(4)} <= records
+    results_merges = [c for c in lakefs.log(repo, "main", first_parent=True)
+                      if ResultsMarker.from_metadata(c.metadata, key)]
+    assert len(results_merges) <= len(commits) + 1  # + the one for the action files
+
+
+def test_a_commit_made_while_the_bridge_was_down_is_caught_by_reconcile(
+    lakefs: LakeFS, watched_repo: str, lakectl_env: dict[str, str], tmp_path: Path, stack: Stack
+) -> None:
+    from flows.reconcile import reconcile
+
+    repo = watched_repo
+    bridge_pid = stack._running_pid("bridge")
+    stack._stop(bridge_pid)
+    try:
+        commit = lakectl_commit(lakectl_env, repo, {"lost.jpg": photo(unique_seed())},
+                                tmp_path, "while the bridge was down")
+        time.sleep(3)
+        assert not settled(lakefs, repo)  # the webhook failed; nothing will come of it
+    finally:
+        stack.up(report=lambda line: None, deploy=False)
+    report = reconcile([repo])
+    assert [p["source_commit"] for p in report[repo]["processed"]] == [commit]
+    assert settled(lakefs, repo)
+
+
+def test_the_gate_refuses_a_bad_merge_with_its_reason_and_allows_a_good_one(
+    lakefs: LakeFS, watched_repo: str, tmp_path: Path
+) -> None:
+    from clearlake.errors import HookRejectedError
+    from clearlake.gate import POLICY_PATH
+    from clearlake.transaction import Transaction
+
+    repo = watched_repo
+    seed = unique_seed()
+    with Transaction(lakefs, repo, "main") as tx:
+        tx.upload(POLICY_PATH, b"max_not_good_percent: 0\n")
+        tx.commit("a strict policy")
+    wait_until(lambda: settled(lakefs, repo))
+
+    lakefs.create_branch(repo, "bad", "main")
+    lakefs.upload_object(repo, "bad", "incoming/blurred.jpg", photo(seed, size=400, blur=6.0))
+    lakefs.commit(repo, "bad", "a blurred image")
+    with pytest.raises(HookRejectedError) as refused:
+        lakefs.merge(repo, "bad", "main")
+    logs = "".join(log for _, log in lakefs.hook_outputs(repo, refused.value.run_id))
+    assert "REFUSED" in logs and "incoming/blurred.jpg" in logs
+
+    lakefs.create_branch(repo, "empty", "main")
+    lakefs.upload_object(repo, "empty", "docs/readme.txt", b"no images here")
+    lakefs.commit(repo, "empty", "no images")
+    assert lakefs.merge(repo, "empty", "main")  # nothing incoming breaks the policy
