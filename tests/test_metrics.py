@@ -75,6 +75,12 @@ def test_seed_measures_keep_their_exact_values(shape: tuple[int, int]) -> None:
     assert metrics.calc_sobel_variance(grey, "x") == pytest.approx(sx, rel=1e-9)
     # float32 real FFT + rank-2 correction vs the seed's complex128 code.
     assert metrics.calc_fft_high_frequency(grey) == pytest.approx(_seed_fft(grey), abs=1e-3)
+    # measure() shares one float32 Sobel pass and one FFT: same values.
+    values = measure(_image(np.ascontiguousarray(grey)))
+    assert values["laplacian_var_score"] == pytest.approx(lap, rel=1e-9)
+    assert values["sobel_y_var_score"] == pytest.approx(sy, rel=1e-9)
+    assert values["sobel_x_var_score"] == pytest.approx(sx, rel=1e-9)
+    assert values["fft_hf_score"] == pytest.approx(_seed_fft(grey), abs=1e-3)
 
 
 def test_blur_lowers_laplacian_variance_monotonically() -> None:
@@ -82,7 +88,7 @@ def test_blur_lowers_laplacian_variance_monotonically() -> None:
     sigmas = [0.0, 0.5, 1.0, 2.0, 3.0, 5.0]
     images = [board if s == 0 else cv2.GaussianBlur(board, (0, 0), s) for s in sigmas]
     lap = [metrics.calc_laplacian_variance(i) for i in images]
-    width = [metrics.calc_edge_width(i, i.astype(np.float32)) for i in images]
+    width = [metrics.calc_edge_width(i) for i in images]
     assert all(a > b for a, b in itertools.pairwise(lap)), lap
     assert all(a < b for a, b in itertools.pairwise(width)), width
 

@@ -123,20 +123,36 @@ def calc_laplacian_variance(grey: np.ndarray) -> float:
     return _variance(cv2.Laplacian(grey, cv2.CV_16S, dst=_buffer("d16", grey.shape, np.int16)))
 
 
-def calc_sobel_variance(grey: np.ndarray, axis: str) -> float:
+def sobel_derivatives(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 3×3 Sobel derivatives ``(∂x, ∂y)`` of a uint8 image, as float32.
+
+    Exact integers (|S| ≤ 1020), shared by the Sobel variances and the edge width.
+    The arrays are scratch buffers, valid until the next call in this thread.
+    """
+    gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3, dst=_buffer("fa", grey.shape, np.float32))
+    gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3, dst=_buffer("fb", grey.shape, np.float32))
+    return gx, gy
+
+
+def calc_sobel_variance(grey: np.ndarray, axis: str, derivative: np.ndarray | None = None) -> float:
     """Variance of the 3×3 Sobel derivative in y or in x.
 
     ``S = cv2.Sobel(grey, ddepth, dx, dy, ksize=3)`` with ``(dx, dy) = (0, 1)`` for
     ``axis="y"`` and ``(1, 0)`` for ``axis="x"``; score ``= Var(S)``, the value of
-    ``cv2.Sobel(grey, cv2.CV_64F, dx, dy).var()`` (int16 is exact: |S| ≤ 1020).
+    ``cv2.Sobel(grey, cv2.CV_64F, dx, dy).var()`` (int16 or float32 are exact:
+    |S| ≤ 1020, and the sums are accumulated in double).
 
     Args:
         grey: H×W uint8 greyscale image.
         axis: "y" or "x".
+        derivative: that derivative when the caller has it (from
+            :func:`sobel_derivatives`).
 
     Returns:
         The variance of the derivative.
     """
+    if derivative is not None:
+        return _variance(derivative)
     dx, dy = {"x": (1, 0), "y": (0, 1)}[axis]
     return _variance(
         cv2.Sobel(grey, cv2.CV_16S, dx, dy, ksize=3, dst=_buffer("d16", grey.shape, np.int16))
@@ -189,10 +205,12 @@ def calc_fft_high_frequency(
 # --- self-referential blur features ------------------------------------------------
 
 
-def calc_edge_width(grey: np.ndarray, grey_f: np.ndarray) -> float:
+def calc_edge_width(
+    grey: np.ndarray, gx: np.ndarray | None = None, gy: np.ndarray | None = None
+) -> float:
     """Width in px of the image's strongest edges (high = blurry), as a log.
 
-    At each pixel, slope ``m = |∇I|`` (3×3 Sobel / 8, grey levels per px) and
+    At each pixel, slope ``m = |∇I|`` (3×3 Sobel / 8: grey levels per px) and
     local contrast ``c = max - min`` of ``I`` over a ``(2·EDGE_WINDOW+1)²`` window.
     For a step of height ``c`` blurred to width ``w`` the steepest slope is
     ``c / w``, so ``w = c / m`` at edge pixels — those in the top
@@ -203,27 +221,28 @@ def calc_edge_width(grey: np.ndarray, grey_f: np.ndarray) -> float:
 
     Args:
         grey: H×W uint8 greyscale.
-        grey_f: the same as float32.
+        gx: its x Sobel derivative (from :func:`sobel_derivatives`), if at hand.
+        gy: its y Sobel derivative, likewise.
 
     Returns:
         ln of the median edge width in px; ln 2 for an image without edges.
     """
     shape = grey.shape
-    gx = cv2.Sobel(grey_f, cv2.CV_32F, 1, 0, scale=0.125, dst=_buffer("fa", shape, np.float32))
-    gy = cv2.Sobel(grey_f, cv2.CV_32F, 0, 1, scale=0.125, dst=_buffer("fb", shape, np.float32))
-    slope = cv2.magnitude(gx, gy, _buffer("fc", shape, np.float32))
+    if gx is None or gy is None:
+        gx, gy = sobel_derivatives(grey)
+    slope = cv2.magnitude(gx, gy, _buffer("fc", shape, np.float32))  # 8 × grey levels per px
     kernel = np.ones((2 * EDGE_WINDOW + 1, 2 * EDGE_WINDOW + 1), np.uint8)
     high = cv2.dilate(grey, kernel, dst=_buffer("ua", shape, np.uint8))
     low = cv2.erode(grey, kernel, dst=_buffer("ub", shape, np.uint8))
     contrast = cv2.subtract(high, low, dst=high)
     step = max(1, round(np.sqrt(slope.size / 65_536)))  # threshold from a subsample: cheap
     threshold = np.percentile(slope[::step, ::step], EDGE_PERCENTILE)
-    idx = np.flatnonzero(slope.ravel() >= max(threshold, 1e-3))  # ~1 % of the pixels
+    idx = np.flatnonzero(slope.ravel() >= max(threshold, 8e-3))  # ~1 % of the pixels
     c = contrast.ravel()[idx].astype(np.float32)
     keep = c >= EDGE_MIN_CONTRAST
     if np.count_nonzero(keep) < 16:
         return float(np.log(2.0))
-    return float(np.log(np.median(c[keep] / slope.ravel()[idx[keep]])))
+    return float(np.log(8.0 * np.median(c[keep] / slope.ravel()[idx[keep]])))
 
 
 # --- spectral features -------------------------------------------------------------
@@ -408,10 +427,11 @@ def measure(image: DecodedImage) -> dict[str, float]:
     grey_f[...] = grey
     values: dict[str, float] = {
         "laplacian_var_score": calc_laplacian_variance(grey),
-        "sobel_y_var_score": calc_sobel_variance(grey, "y"),
-        "sobel_x_var_score": calc_sobel_variance(grey, "x"),
-        "edge_width_score": calc_edge_width(grey, grey_f),
     }
+    gx, gy = sobel_derivatives(grey)
+    values["sobel_y_var_score"] = calc_sobel_variance(grey, "y", gy)
+    values["sobel_x_var_score"] = calc_sobel_variance(grey, "x", gx)
+    values["edge_width_score"] = calc_edge_width(grey, gx, gy)
     # One full-resolution FFT serves both the luma peaks and the seed's measure.
     spectrum = sfft.rfft2(grey_f)
     if min(grey.shape) >= MIN_SPECTRAL_SIDE:
@@ -493,7 +513,7 @@ def _buffer(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
 
 
 def _variance(a: np.ndarray) -> float:
-    """Population variance of an integer image, exactly: ``Σx²/n − (Σx/n)²``.
+    """Population variance of an integer-valued image, exactly: ``Σx²/n − (Σx/n)²``.
 
     Both sums are of integers below 2^53, so OpenCV's double accumulation is exact
     (and an order of magnitude faster than ``meanStdDev``).
