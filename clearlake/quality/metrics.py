@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 import sys
 import threading
 from functools import lru_cache
@@ -85,6 +86,8 @@ CHROMA_SIDE = 256
 GLOBAL_BAND = (0.01, 0.5)
 #: Images with a smaller side than this get 0 for the spectral features.
 MIN_SPECTRAL_SIDE = 16
+#: Scratch buffers larger than this (elements) are not kept between images.
+MAX_CACHED_ELEMENTS = 1 << 24
 #: Small constant that keeps ratios and logs finite on flat images.
 EPS = 1e-9
 
@@ -497,12 +500,15 @@ def _buffer(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
 
     Full-size temporaries freshly allocated per image cost as much in page faults
     as the arithmetic on them; reusing them makes ``measure`` markedly cheaper.
-    The contents are garbage: callers overwrite them. At most 16 are kept.
+    The contents are garbage: callers overwrite them. At most 16 are kept, none
+    larger than MAX_CACHED_ELEMENTS (bigger images allocate afresh).
     """
     buffers: dict[tuple[str, tuple[int, ...], str], np.ndarray] | None
     buffers = getattr(_workspace, "buffers", None)
     if buffers is None:
         buffers = _workspace.buffers = {}
+    if math.prod(shape) > MAX_CACHED_ELEMENTS:  # don't pin huge images' memory
+        return np.empty(shape, dtype)
     key = (name, tuple(shape), np.dtype(dtype).str)
     array = buffers.get(key)
     if array is None:
@@ -567,7 +573,8 @@ def _fft_high_pass_power(grey: np.ndarray, s: int, spectrum: np.ndarray | None) 
     right_re = np.stack([fx.real, fx.imag, bx.real, bx.imag]).astype(np.float32)
     left_im = np.stack([ay.real, ay.imag, gy.real, gy.imag], axis=1).astype(np.float32)
     right_im = np.stack([fx.imag, fx.real, bx.imag, bx.real]).astype(np.float32)
-    real += np.einsum("ik,kj->ij", left_re, right_re)  # (matmul is slow at K = 4)
+    # (einsum: numpy's matmul is slow at K = 4)
+    real += np.einsum("ik,kj->ij", left_re, right_re, out=_buffer("fb", (h, w), np.float32))
     imag = np.einsum("ik,kj->ij", left_im, right_im, out=_buffer("fa", (h, w), np.float32))
     real *= real
     imag *= imag
