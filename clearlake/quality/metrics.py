@@ -9,9 +9,11 @@ Two families:
 
 * the seed's measures, with their exact meaning kept (variance of the
   Laplacian, variance of the Sobel derivatives, the FFT high-frequency mean),
-  computed by exact reformulations that are cheaper (16-bit integer filters
-  with ``cv2.meanStdDev``; a single-precision real FFT with the seed's
-  asymmetric window restored by a rank-2 correction);
+  computed by exact reformulations that are cheaper (integer-valued filter
+  outputs whose Σx and Σx² OpenCV accumulates exactly in double; one Sobel
+  pass shared with the edge width; a single-precision real FFT, shared with
+  the luma peaks, with the seed's asymmetric window restored by a rank-2
+  correction);
 * features that measure the image against itself, so that they do not depend
   on how much detail or contrast the scene happens to have:
 
@@ -30,8 +32,14 @@ Two families:
 Which features the classifier uses, and the measured gain of each, is
 documented in :mod:`clearlake.quality.classifier`.
 
-:data:`METRIC_SET_VERSION` hashes this module's source, its parameters and the
-OpenCV / NumPy versions: any change to how a number is computed changes it.
+:data:`METRIC_SET_VERSION` is ``"ms-"`` + the first 12 hex digits of the SHA-256
+of this module's source, its parameters (the upper-case constants) and the
+OpenCV, NumPy and SciPy versions: any change to how a number is computed
+changes it, and models trained on other metrics are refused.
+
+Cost: scratch arrays are reused between images (per thread) instead of
+allocated afresh, since page faults on fresh full-size temporaries cost about
+as much as the arithmetic; the colour features read a ≤ 256 px view.
 """
 
 from __future__ import annotations
@@ -115,7 +123,7 @@ def calc_laplacian_variance(grey: np.ndarray) -> float:
     ``L = cv2.Laplacian(grey, ddepth)`` (3×3 kernel ``[[0,1,0],[1,-4,1],[0,1,0]]``),
     score ``= Var(L) = mean((L - mean(L))²)`` — the value of
     ``cv2.Laplacian(grey, cv2.CV_64F).var()``. Computed in int16 (exact for uint8
-    input: |L| ≤ 1020) with ``cv2.meanStdDev`` (double accumulation).
+    input: |L| ≤ 1020) as ``Σx²/n − (Σx/n)²`` with sums exact in double.
 
     Args:
         grey: H×W uint8 greyscale image.
