@@ -254,6 +254,7 @@ def _load_labelled(
     labels_csv: Path, images: Path, jobs: int | None, console: Console, *, need_sources: bool
 ) -> _Labelled:
     """Read the CSV, then decode and measure every listed image on all cores."""
+    import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor
 
@@ -296,7 +297,8 @@ def _load_labelled(
             TimeRemainingColumn(),
             console=console,
         ) as progress,
-        ProcessPoolExecutor(max_workers=workers) as pool,
+        # forkserver: never fork this process, which runs the progress bar's thread.
+        ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool,
     ):
         task = progress.add_task("measuring", total=len(paths))
         chunk = max(1, min(16, len(paths) // (4 * workers) or 1))
