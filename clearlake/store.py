@@ -248,8 +248,9 @@ class LakeFS:
             ConflictError: both sides changed the same path.
             HookRejectedError: a pre-merge hook refused the merge.
         """
+        # allow_empty: a commit that changes no image still advances clearlake's marker.
         merge = lakefs_sdk.Merge(
-            message=message or None, metadata=metadata or {}, strategy=strategy
+            message=message or None, metadata=metadata or {}, strategy=strategy, allow_empty=True
         )
         with _translate("merge", repository, f"{source} into {destination}"):
             result = self.refs.merge_into_branch(repository, source, destination, merge=merge)
