@@ -15,10 +15,9 @@ from collections.abc import Sequence
 import yaml
 
 from clearlake.bridge import SECRET_HEADER
-from clearlake.errors import NotFoundError
 from clearlake.stack.services import WEBHOOK_SECRET_ENV
 from clearlake.store import LakeFS
-from clearlake.transaction import Transaction
+from clearlake.transaction import commit_changed_files
 
 EVENTS_ACTION_PATH = "_lakefs_actions/clearlake.yaml"
 GATE_ACTION_PATH = "_lakefs_actions/clearlake-gate.yaml"
@@ -71,17 +70,7 @@ def install_actions(
     lakefs: LakeFS, repository: str, branch: str, files: dict[str, str]
 ) -> str | None:
     """Commit the action files to `branch` where they differ; return the commit, if any."""
-    changed = {}
-    for path, text in files.items():
-        try:
-            current = lakefs.get_object(repository, branch, path).decode()
-        except NotFoundError:
-            current = None
-        if current != text:
-            changed[path] = text
-    if not changed:
-        return None
-    with Transaction(lakefs, repository, branch) as tx:
-        for path, text in changed.items():
-            tx.upload(path, text.encode())
-        return tx.commit("clearlake: install lakeFS actions (classification, quality gate)")
+    return commit_changed_files(
+        lakefs, repository, branch, {path: text.encode() for path, text in files.items()},
+        "clearlake: install lakeFS actions (classification, quality gate)",
+    )

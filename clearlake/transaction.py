@@ -19,7 +19,7 @@ import secrets
 import time
 from types import TracebackType
 
-from clearlake.errors import DirtyBranchError
+from clearlake.errors import DirtyBranchError, NotFoundError
 from clearlake.store import LakeFS
 
 TEMP_BRANCH_PREFIX = "clearlake-tx-"
@@ -167,3 +167,23 @@ def finish_pending(
     )
     lakefs.delete_branch(repository, temp_branch)
     return merged
+
+
+def commit_changed_files(
+    lakefs: LakeFS, repository: str, branch: str, files: dict[str, bytes], message: str
+) -> str | None:
+    """Commit those of `files` whose content differs on `branch`, atomically; None if none do."""
+    changed = {}
+    for path, data in files.items():
+        try:
+            current = lakefs.get_object(repository, branch, path)
+        except NotFoundError:
+            current = None
+        if current != data:
+            changed[path] = data
+    if not changed:
+        return None
+    with Transaction(lakefs, repository, branch) as tx:
+        for path, data in changed.items():
+            tx.upload(path, data)
+        return tx.commit(message)

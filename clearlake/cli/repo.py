@@ -56,14 +56,21 @@ def init_repo(
         console.print("lakeFS actions already up to date")
 
 
+def hook_answer(log: str) -> str:
+    """The body of the response in a lakeFS webhook log (the gate's reason), else the log."""
+    _, found, response = log.partition("\nResponse:\n")
+    if not found:
+        return log
+    _, _, body = response.partition("\n\n")  # after the status line and headers
+    return body.split("\nError: ", 1)[0].strip() or log
+
+
 def _print_hook_logs(repository: str, run_id: str) -> None:
     from clearlake.store import LakeFS
 
     for hook_id, log in LakeFS().hook_outputs(repository, run_id):
         console.print(f"[bold]hook {hook_id}[/bold] (action run {run_id}):")
-        # The log holds the request and the gate's answer; show the answer's body.
-        body = log.split("Response Body:", 1)[-1].strip()
-        console.print(body or log, markup=False, highlight=False)
+        console.print(hook_answer(log), markup=False, highlight=False)
 
 
 @app.command()
