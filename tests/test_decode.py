@@ -460,6 +460,7 @@ def test_tiny_images_are_measured_not_crashed(shape: tuple[int, ...]) -> None:
     assert all(math.isfinite(value) for value in result.metrics.values())
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow's TIFF plugin on damaged tags
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP", "AVIF"])
 def test_damaged_files_never_raise(photo: Image.Image, fmt: str) -> None:
     """Seeded fuzzing: flipped bytes, cuts and insertions all give an outcome, never an error."""

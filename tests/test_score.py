@@ -367,3 +367,22 @@ def test_an_unusable_cache_is_a_clear_error(folder: Path, tmp_path: Path) -> Non
     (corrupt / CACHE_FILE).write_bytes(b"this is not an SQLite database" * 100)
     with pytest.raises(scoring.CacheError):
         run(folder, corrupt)
+
+
+def test_cached_refusal_becomes_too_large_under_a_lower_limit(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    # decode() checks the header size before anything else, and so must the cache.
+    root = tmp_path / "gif"
+    root.mkdir()
+    frame = Image.fromarray(load_sample_image("china.jpg")[:100, :150])
+    frame.save(root / "anim.gif", save_all=True, append_images=[frame.rotate(180)])
+    age(root / "anim.gif")
+    first = run(root, cache_dir)
+    assert first.records[0]["outcome"] == "unsupported"
+    assert (first.records[0]["width"], first.records[0]["height"]) == (150, 100)
+    lower = run(root, cache_dir, max_pixels=150 * 100 - 1)
+    assert (lower.computed, lower.hashed) == (0, 0)
+    assert lower.records[0]["outcome"] == "too_large"
+    again = run(root, cache_dir)
+    assert (again.computed, again.records[0]["outcome"]) == (0, "unsupported")
