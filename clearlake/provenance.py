@@ -116,11 +116,6 @@ class ResultsMarker:
             return None
 
 
-def is_results_commit(metadata: dict[str, str] | None) -> bool:
-    """True when metadata *claims* to be clearlake's (cheap, unverified; for filtering)."""
-    return (metadata or {}).get(PREFIX + "kind") == KIND_RESULTS
-
-
 def latest_results(
     lakefs: LakeFS, repository: str, ref: str, key: bytes, *, max_commits: int = 10_000
 ) -> tuple[str, ResultsMarker] | None:

@@ -84,6 +84,28 @@ def test_a_lakectl_commit_is_classified_by_itself(
     assert len(runs) == 1 and str(runs[0].id) == marker.run_id
 
 
+def test_the_same_webhook_delivered_twice_gives_one_run(
+    lakefs: LakeFS, watched_repo: str, lakectl_env: dict[str, str], tmp_path: Path, stack: Stack
+) -> None:
+    import httpx
+
+    from clearlake.bridge import SECRET_HEADER
+    from clearlake.config import StackSecrets
+
+    repo = watched_repo
+    commit = lakectl_commit(lakectl_env, repo, {"twice.jpg": photo(unique_seed())}, tmp_path,
+                            "one image")
+    wait_until(lambda: settled(lakefs, repo))
+    secret = StackSecrets.load_or_create(stack.home).webhook_secret.get_secret_value()
+    replay = {"event_type": "post-commit", "repository_id": repo, "branch_id": "main",
+              "commit_id": commit, "source_ref": "main", "committer": "admin"}
+    response = httpx.post(f"{stack.bridge_url}/lakefs/events", json=replay,
+                          headers={SECRET_HEADER: secret})
+    assert response.status_code == 202
+    time.sleep(5)  # time enough for a second run to be scheduled, were there one
+    assert len([r for r in classify_runs(repo) if r.parameters.get("commit") == commit]) == 1
+
+
 def test_commits_in_a_row_are_all_covered_and_results_trigger_nothing(
     lakefs: LakeFS, watched_repo: str, lakectl_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -218,3 +218,24 @@ def test_a_forged_marker_does_not_hide_a_commit(lakefs: LakeFS, repo: str, class
     lakefs.commit(repo, "main", "sneaky", forged)
     second = classify(repo)
     assert second["status"] == "merged" and second["counts"]["computed"] == 1
+
+
+def test_two_processed_branches_merge_without_conflicts(
+    lakefs: LakeFS, repo: str, classify: Any
+) -> None:
+    seed = unique_seed()
+    commit_images(lakefs, repo, {"shared/0.jpg": photo(seed)})
+    classify(repo)
+    for name, offset in (("left", 100), ("right", 200)):
+        lakefs.create_branch(repo, name, "main")
+        commit_images(lakefs, repo, {f"{name}/{i}.jpg": photo(seed + offset + i)
+                                     for i in range(2)}, branch=name)
+        assert classify(repo, name)["counts"]["computed"] == 2
+
+    lakefs.merge(repo, "left", "main")
+    lakefs.merge(repo, "right", "main")  # records and tables of both: no conflict
+    merged = classify(repo)
+    assert merged["counts"]["computed"] == 0  # everything already measured on the branches
+    assert set(records_on(lakefs, repo)) == {"shared/0.jpg", "left/0.jpg", "left/1.jpg",
+                                             "right/0.jpg", "right/1.jpg"}
+    assert len(pipeline.read_table(lakefs, repo, "main", "main")) == 5

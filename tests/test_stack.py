@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from clearlake.config import DEFAULT_PORTS
 from clearlake.errors import StackError
 from clearlake.stack import install
-from clearlake.config import DEFAULT_PORTS
 from clearlake.stack.services import SERVICE_NAMES, Stack, port_is_free, port_variable
 from tests.conftest import free_port
 
@@ -30,28 +30,27 @@ def run_cli(
 
 def test_up_twice_status_and_down_leave_nothing_running(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    ports = [free_port(), free_port()]
-    port_args = ["--lakefs-port", str(ports[0]), "--prefect-port", str(ports[1])]
-    first = run_cli("stack", "up", *port_args, home=home)
-    assert f"http://127.0.0.1:{ports[0]}" in first.stdout
-    pids = {
-        name: json.loads((home / "run" / f"{name}.json").read_text())["pid"]
-        for name in ("lakefs", "prefect")
-    }
+    ports = {name: free_port() for name in DEFAULT_PORTS}
+    env = {port_variable(name): str(port) for name, port in ports.items()}
+    first = run_cli("stack", "up", home=home, env=env)
+    assert f"http://127.0.0.1:{ports['lakefs']}" in first.stdout
 
+    def pids() -> dict[str, int]:
+        return {name: json.loads((home / "run" / f"{name}.json").read_text())["pid"]
+                for name in SERVICE_NAMES}
+
+    started = pids()
     second = run_cli("stack", "up", home=home)  # remembers the ports it was given
-    assert second.stdout.count("already running") == 2
-    assert pids == {
-        name: json.loads((home / "run" / f"{name}.json").read_text())["pid"]
-        for name in ("lakefs", "prefect")
-    }
-    assert run_cli("stack", "status", home=home).stdout.count("healthy") == 2
+    assert second.stdout.count("already running") == len(SERVICE_NAMES)
+    assert pids() == started
+    status = run_cli("stack", "status", home=home).stdout
+    assert status.count("healthy") == len(SERVICE_NAMES)
 
     # Secrets are the owner's only.
     assert stat.S_IMODE((home / "secrets.json").stat().st_mode) == 0o600
 
     run_cli("stack", "down", home=home)
-    for pid in pids.values():
+    for pid in started.values():
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
     assert all(port_is_free(p) for p in ports.values())
     stopped = run_cli("stack", "status", home=home, check=False)
