@@ -30,6 +30,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import io
+import itertools
 import json
 import os
 from collections import Counter
@@ -180,11 +181,15 @@ def plan(
             return result
         if previous.analysis_version != ANALYSIS_VERSION:
             # Metrics of another version are not comparable: measure everything again
-            # (the store still holds any bytes measured under this version elsewhere).
-            changes = (
+            # (the store still holds any bytes measured under this version elsewhere),
+            # and drop the records of images removed since.
+            removed = (c for c in lakefs.diff(repository, previous.source_commit, source,
+                                              inputs.prefix) if c.change == "removed")
+            current = (
                 ObjectInfo(o.path, o.checksum, o.size, "added")
                 for o in lakefs.list_objects(repository, source, inputs.prefix)
             )
+            changes = itertools.chain(removed, current)
         else:
             changes = lakefs.diff(repository, previous.source_commit, source, inputs.prefix)
     for change in changes:
