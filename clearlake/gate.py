@@ -108,7 +108,8 @@ def incoming_labels(
     """Label of every image the merge brings in, from stored metrics where possible."""
     inputs = pipeline.Inputs()
     changes = [
-        c for c in lakefs.diff(repository, destination_commit, source_commit, three_dot=True)
+        c for c in pipeline.input_changes(lakefs, repository, destination_commit, source_commit,
+                                          inputs, three_dot=True)
         if c.change != "removed" and inputs.matches(c.path)
     ]
     model, _ = pipeline.load_model(lakefs, repository, destination_commit)

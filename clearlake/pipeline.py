@@ -183,15 +183,15 @@ def plan(
             # Metrics of another version are not comparable: measure everything again
             # (the store still holds any bytes measured under this version elsewhere),
             # and drop the records of images removed since.
-            removed = (c for c in lakefs.diff(repository, previous.source_commit, source,
-                                              inputs.prefix) if c.change == "removed")
+            removed = (c for c in input_changes(lakefs, repository, previous.source_commit,
+                                                source, inputs) if c.change == "removed")
             current = (
                 ObjectInfo(o.path, o.checksum, o.size, "added")
                 for o in lakefs.list_objects(repository, source, inputs.prefix)
             )
             changes = itertools.chain(removed, current)
         else:
-            changes = lakefs.diff(repository, previous.source_commit, source, inputs.prefix)
+            changes = input_changes(lakefs, repository, previous.source_commit, source, inputs)
     for change in changes:
         if not inputs.matches(change.path):
             continue
@@ -219,6 +219,26 @@ def _retries(
             continue
         datums.append(Datum(path, info.checksum, info.size))
     return datums
+
+
+def input_changes(
+    lakefs: LakeFS, repository: str, left: str, right: str, inputs: Inputs,
+    *, three_dot: bool = False,
+) -> Iterator[ObjectInfo]:
+    """The two-dot diff under the inputs' prefix, never descending into clearlake's folders.
+
+    Between two source commits the tree also differs by the results written in
+    between (`_clearlake/records/…`, one per image of the last run); lakeFS's diff
+    cannot exclude a folder, so the top level is diffed folder by folder instead.
+    """
+    if inputs.prefix:
+        yield from lakefs.diff(repository, left, right, inputs.prefix, three_dot=three_dot)
+        return
+    for entry in lakefs.diff(repository, left, right, delimiter="/", three_dot=three_dot):
+        if entry.change != "prefix":
+            yield entry
+        elif not entry.path.startswith(NEVER_INPUTS):
+            yield from lakefs.diff(repository, left, right, entry.path, three_dot=three_dot)
 
 
 def batches(items: Sequence[Datum], size: int) -> list[list[Datum]]:

@@ -380,14 +380,22 @@ class LakeFS:
             after = page.pagination.next_offset
 
     def diff(
-        self, repository: str, left: str, right: str, prefix: str = "", *, three_dot: bool = False
+        self,
+        repository: str,
+        left: str,
+        right: str,
+        prefix: str = "",
+        *,
+        three_dot: bool = False,
+        delimiter: str = "",
     ) -> Iterator[ObjectInfo]:
         """Objects that differ between `left` and `right`.
 
         By default two-dot: the two trees compared directly, which is what changed
         between exactly these commits (right even after a branch was reset). With
         `three_dot`, what `right` changed since its merge base with `left`: what a
-        merge of `right` into `left` brings in.
+        merge of `right` into `left` brings in. With a `delimiter`, changed folders
+        below `prefix` come back once each, with change 'prefix'.
         """
         after = ""
         while True:
@@ -399,14 +407,16 @@ class LakeFS:
                     after=after,
                     amount=PAGE_SIZE,
                     prefix=prefix,
+                    delimiter=delimiter,
                     type="three_dot" if three_dot else "two_dot",
                     include_right_stats=True,
                 )
             for d in page.results:
-                if d.path_type != "object":
+                if d.path_type == "common_prefix":
+                    yield ObjectInfo(d.path, "", 0, "prefix")
                     continue
-                right = d.right  # the object's stats on the right side; None when removed
-                yield ObjectInfo(d.path, right.checksum if right else "", d.size_bytes or 0, d.type)
+                stats = d.right  # the object on the right side; None when removed
+                yield ObjectInfo(d.path, stats.checksum if stats else "", d.size_bytes or 0, d.type)
             if not page.pagination.has_more:
                 return
             after = page.pagination.next_offset

@@ -57,24 +57,33 @@ def measure_batch(
     return [m.to_dict() for m in measured]
 
 
-@flow(name="measure-images")
-def measure_images(
-    repository: str, commit: str, batches: list[list[dict[str, Any]]], run_id: str
-) -> list[dict[str, Any]]:
-    """Map the batches over the task runner; a batch that still fails after its retries
-    gives typed 'failed' records for its images instead of failing the run."""
-    futures = measure_batch.map(repository, commit, batches, run_id)
-    results: list[dict[str, Any]] = []
-    for batch, future in zip(batches, futures, strict=True):
-        future.wait()
-        if future.state.is_completed():
-            results.extend(future.result())
-        else:
-            reason = f"batch failed after {BATCH_RETRIES} retries: {future.state.message}"
-            datums = [pipeline.Datum(**d) for d in batch]
-            results.extend(m.to_dict() for m in pipeline.failed_batch(datums, reason, run_id,
-                                                                        commit))
-    return results
+def measure_on_dask(
+    repository: str, commit: str, batches: list[list[pipeline.Datum]], run_id: str,
+    address: str | None,
+) -> list[pipeline.Measured]:
+    """Map the batches over a Dask cluster, each a Prefect task run of its own.
+
+    The batches go to the task runner directly rather than through a subflow: a
+    subflow's parameters are stored by the Prefect server (512 KiB at most), and a
+    task's are not. A batch that still fails after its retries gives typed 'failed'
+    records for its images instead of failing the run.
+    """
+    measured: list[pipeline.Measured] = []
+    with dask_task_runner(address) as runner:
+        futures = [
+            runner.submit(measure_batch, parameters={
+                "repository": repository, "commit": commit,
+                "datums": [vars(d) for d in batch], "run_id": run_id})
+            for batch in batches
+        ]
+        for batch, future in zip(batches, futures, strict=True):
+            future.wait()
+            if future.state.is_completed():
+                measured.extend(pipeline.Measured.from_dict(m) for m in future.result())
+            else:
+                reason = f"batch failed after {BATCH_RETRIES} retries: {future.state.message}"
+                measured.extend(pipeline.failed_batch(batch, reason, run_id, commit))
+    return measured
 
 
 def branch_lock(repository: str, branch: str) -> str:
@@ -167,11 +176,9 @@ def _classify(
 
     measured: list[pipeline.Measured] = []
     if the_plan.to_measure:
-        batches = [[vars(d) for d in b]
-                   for b in pipeline.batches(the_plan.to_measure, batch_size)]
-        raw = measure_images.with_options(task_runner=dask_task_runner(dask_address))(
-            repository, the_plan.source_commit, batches, run_id)
-        measured = [pipeline.Measured.from_dict(m) for m in raw]
+        measured = measure_on_dask(repository, the_plan.source_commit,
+                                   pipeline.batches(the_plan.to_measure, batch_size), run_id,
+                                   dask_address)
     clock.lap("measure")
 
     pipeline.remember(MetricsStore(lakefs), measured,

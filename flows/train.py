@@ -10,7 +10,7 @@ from prefect.runtime import flow_run
 from clearlake import pipeline, training
 from clearlake.metrics_store import MetricsStore
 from clearlake.store import LakeFS
-from flows.classify import dask_task_runner, measure_images
+from flows.classify import measure_on_dask
 
 
 @flow(name="train-classifier", log_prints=True)
@@ -43,10 +43,8 @@ def train_classifier(
     labelled = training.parse_labels(
         lakefs.get_object(repository, commit, labels_path), f"{repository}@{ref}:{labels_path}")
     datums = training.datums_for(lakefs, repository, commit, labelled, image_prefix)
-    batches = [[vars(d) for d in b] for b in pipeline.batches(datums, batch_size)]
-    raw = measure_images.with_options(task_runner=dask_task_runner(dask_address))(
-        repository, commit, batches, run_id)
-    measured = [pipeline.Measured.from_dict(m) for m in raw]
+    measured = measure_on_dask(repository, commit, pipeline.batches(datums, batch_size), run_id,
+                               dask_address)
     pipeline.remember(MetricsStore(lakefs), measured, f"training on {repository}@{commit[:12]}")
     model = training.fit(labelled, measured, image_prefix)
     model_commit = training.commit_model(lakefs, repository, ref, model, labels_path, commit,

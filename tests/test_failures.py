@@ -40,12 +40,12 @@ def test_a_dask_worker_killed_mid_batch(
     images = {f"big/{i:02d}.jpg": photo(seed + i, size=900) for i in range(24)}
     commit_images(lakefs, repo, images)
     with Client(dask_address) as client:
-        pids = client.run(os.getpid)
         outcome: dict[str, Any] = {}
         run = threading.Thread(target=lambda: outcome.update(classify(repo)))
         run.start()
         busy = wait_for(lambda: [w for w, keys in client.processing().items() if keys])
-        os.kill(pids[busy[0]], signal.SIGKILL)
+        pid = client.run(os.getpid, workers=busy[:1])[busy[0]]
+        os.kill(pid, signal.SIGKILL)
         run.join()
     # Dask reschedules the lost batch; if it could not, its images are recorded as
     # failed and named for retry, and the next run measures them.

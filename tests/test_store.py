@@ -68,3 +68,12 @@ def test_failed_transaction_leaves_nothing(lakefs: LakeFS, repo: str) -> None:
         raise RuntimeError("the run died")
     assert lakefs.head(repo, "main") == before
     assert [name for name, _ in lakefs.list_branches(repo)] == ["main"]
+
+
+def test_diff_pages_past_one_thousand_changes(lakefs: LakeFS, repo: str) -> None:
+    before = lakefs.head(repo, "main")
+    lakefs.upload_many(repo, "main", ((f"many/{i:05d}.jpg", b"x") for i in range(1005)))
+    after = lakefs.commit(repo, "main", "more than a page of changes")
+    assert len(list(lakefs.diff(repo, before, after))) == 1005
+    folders = list(lakefs.diff(repo, before, after, delimiter="/"))
+    assert [(f.path, f.change) for f in folders] == [("many/", "prefix")]
