@@ -223,7 +223,9 @@ class Stack:
             port=None,
             command=[sys.executable, "-m", "dask", "worker", self.dask_address,
                      "--nworkers", str(cores), "--nthreads", "1", "--host", LOOPBACK,
-                     "--no-dashboard", "--local-directory", str(self.home / "dask")],
+                     "--no-dashboard", "--local-directory", str(self.home / "dask"),
+                     # Import the flow's code at start-up, not on the first task of a run.
+                     "--preload", "flows.classify"],
             health_url=None,
             url=f"{cores} worker processes",
             env={**self.client_env(), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
