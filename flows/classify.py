@@ -77,11 +77,16 @@ def measure_on_dask(
             for batch in batches
         ]
         for batch, future in zip(batches, futures, strict=True):
-            future.wait()
-            if future.state.is_completed():
+            # Read the outcome from Dask itself: the Prefect server learns task states
+            # through events, a moment later than the future completes.
+            dask_future = future.wrapped_future
+            error = dask_future.exception()
+            state = dask_future.result() if error is None else None
+            if state is not None and state.is_completed():
                 measured.extend(pipeline.Measured.from_dict(m) for m in future.result())
             else:
-                reason = f"batch failed after {BATCH_RETRIES} retries: {future.state.message}"
+                why = state.message if state is not None else f"{type(error).__name__}: {error}"
+                reason = f"batch failed after {BATCH_RETRIES} retries: {why}"
                 measured.extend(pipeline.failed_batch(batch, reason, run_id, commit))
     return measured
 
