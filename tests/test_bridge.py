@@ -58,7 +58,7 @@ def test_a_good_webhook_becomes_one_prefect_event(stack: Stack, secret: str) -> 
     second = post(stack, json.dumps(payload).encode(), headers)  # lakeFS or a proxy repeats
     assert first.status_code == second.status_code == 202
     assert first.json()["event_id"] == second.json()["event_id"] == event_id("repo", "c" * 64)
-    stored = events_with_id(stack, first.json()["event_id"])
+    stored = events_with_id(stack, first.json()["event_id"], wait_s=30.0)
     assert len(stored) == 1
     event = stored[0]
     assert event["event"] == "clearlake.lakefs.commit"

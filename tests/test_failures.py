@@ -43,7 +43,9 @@ def test_a_dask_worker_killed_mid_batch(
         outcome: dict[str, Any] = {}
         run = threading.Thread(target=lambda: outcome.update(classify(repo)))
         run.start()
-        busy = wait_for(lambda: [w for w, keys in client.processing().items() if keys])
+        busy = wait_for(lambda: [w for w, keys in client.processing().items() if keys]
+                        or not run.is_alive())
+        assert busy is not True, f"the run ended before a batch was seen running: {outcome}"
         pid = client.run(os.getpid, workers=busy[:1])[busy[0]]
         os.kill(pid, signal.SIGKILL)
         run.join()

@@ -32,6 +32,13 @@ def test_up_twice_status_and_down_leave_nothing_running(tmp_path: Path) -> None:
     home = tmp_path / "home"
     ports = {name: free_port() for name in DEFAULT_PORTS}
     env = {port_variable(name): str(port) for name, port in ports.items()}
+    try:
+        _up_twice_then_down(home, ports, env)
+    finally:  # never leave a failed test's stack running
+        run_cli("stack", "down", home=home, check=False)
+
+
+def _up_twice_then_down(home: Path, ports: dict[str, int], env: dict[str, str]) -> None:
     first = run_cli("stack", "up", home=home, env=env)
     assert f"http://127.0.0.1:{ports['lakefs']}" in first.stdout
 
