@@ -11,20 +11,22 @@ import contextlib
 import os
 import time
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
-from prefect_dask import DaskTaskRunner
 
 from clearlake import pipeline
 from clearlake.metrics_store import MetricsStore
 from clearlake.provenance import signing_key
 from clearlake.store import LakeFS
 from clearlake.transaction import MergePending
+
+if TYPE_CHECKING:
+    from prefect_dask import DaskTaskRunner
 
 DASK_ADDRESS_ENV = "CLEARLAKE_DASK_ADDRESS"
 LOCK_LEASE_S = 60.0  # Prefect's minimum; renewed while the run lives, freed soon after it dies
@@ -34,6 +36,10 @@ BATCH_RETRIES = 2
 def dask_task_runner(address: str | None) -> DaskTaskRunner:
     """An existing Dask cluster by address (parameter, then `CLEARLAKE_DASK_ADDRESS`), else a
     LocalCluster with one single-threaded worker process per core (measuring is CPU-bound)."""
+    # Imported here: it pulls in distributed (seconds of start-up) which a run that
+    # finds nothing to measure never needs.
+    from prefect_dask import DaskTaskRunner
+
     address = address or os.environ.get(DASK_ADDRESS_ENV)
     if address:
         return DaskTaskRunner(address=address)
