@@ -70,7 +70,6 @@ import multiprocessing
 import os
 import re
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -210,12 +209,6 @@ def _env_with_root(env: dict[str, str] | os._Environ[str]) -> dict[str, str]:
                                                                env.get("PYTHONPATH")]))}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _set_environ(name: str, value: str) -> None:
     """Run on each Dask worker: the metrics store is chosen per run by environment."""
     os.environ[name] = value
@@ -263,14 +256,13 @@ class Bench:
 
     # -- lifecycle ------------------------------------------------------------------------
     def up(self) -> None:
-        from clearlake.config import DEFAULT_PORTS
         from clearlake.stack.install import install_lakefs
-        from clearlake.stack.services import Stack
+        from clearlake.stack.services import Stack, free_loopback_ports
 
         install_lakefs(report=lambda line: None)
         # Every API request lakeFS serves is logged at INFO (counted for the incremental run).
         os.environ[REQUEST_LOG_ENV] = "INFO"
-        self.stack = Stack(home=self.home, ports={name: _free_port() for name in DEFAULT_PORTS})
+        self.stack = Stack(home=self.home, ports=free_loopback_ports())
         # Whatever else the stack starts besides lakeFS and Prefect stays idle: this
         # benchmark deploys nothing (no trigger can start a run) and brings its own cluster.
         options = {"deploy": False} if "deploy" in inspect.signature(Stack.up).parameters else {}

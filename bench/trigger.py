@@ -43,7 +43,6 @@ import ast
 import json
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -61,13 +60,6 @@ DEPLOYMENT = "classify-commit"
 
 
 # --- small helpers -------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port that was free on loopback a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ts(value: datetime | None) -> float | None:
@@ -118,12 +110,11 @@ def wait_until(condition: Callable[[], Any], timeout_s: float, poll_s: float = 0
 
 def start_stack(home: Path) -> Any:
     """Start the whole stack in `home` on free ports and point this process at it."""
-    from clearlake.config import DEFAULT_PORTS
     from clearlake.stack.install import install_lakefs
-    from clearlake.stack.services import Stack
+    from clearlake.stack.services import Stack, free_loopback_ports
 
     install_lakefs(report=lambda line: None)
-    stack = Stack(home=home, ports={name: free_port() for name in DEFAULT_PORTS})
+    stack = Stack(home=home, ports=free_loopback_ports())
     # Prefect reads its settings when first imported: set them before anything imports it.
     os.environ.update(stack.client_env())
     started = time.monotonic()

@@ -128,8 +128,9 @@ def incoming_labels(
     if missing:
         measured = pipeline.measure_batch(lakefs, MetricsStore(lakefs), repository,
                                           source_commit, missing, run_id="gate")
-        for r in pipeline.label(measured, model, source_commit, "gate"):
-            known[r["path"]] = r
+        # Only the metrics are needed: every image is labelled once, below.
+        for m in measured:
+            known[m.path] = {"outcome": m.analysis.outcome, "metrics": m.analysis.metrics}
     rows = {p: r for p, r in known.items() if r["outcome"] == "ok" and r["metrics"]}
     predictions = model.predict([rows[p]["metrics"] for p in sorted(rows)])
     labels = {p: f"not decodable ({r['outcome']})" for p, r in known.items() if p not in rows}

@@ -65,11 +65,6 @@ class StoredAnalysis:
         """Canonical JSON bytes."""
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
 
-    @classmethod
-    def from_json(cls, data: bytes) -> StoredAnalysis:
-        """Parse what `to_json` wrote."""
-        return cls(**json.loads(data))
-
 
 def analysis_path(analysis_version: str, sha256: str) -> str:
     """Where the analysis of `sha256` under `analysis_version` lives in the store."""

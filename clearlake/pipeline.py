@@ -363,6 +363,15 @@ def load_model(lakefs: LakeFS, repository: str, ref: str) -> tuple[Model, str]:
     return Model.from_json(data.decode()), lakefs.get_commit(repository, ref).id
 
 
+def _labelled_by(model: Model, prediction: Any) -> dict[str, Any]:
+    """The fields of a record a model sets: its label and probabilities (None: no metrics)."""
+    return {
+        "label": prediction.label if prediction else None,
+        "probabilities": dict(prediction.probabilities) if prediction else None,
+        "model_id": model.id,
+    }
+
+
 def record(
     measured: Measured, model: Model, prediction: Any, source_commit: str, run_id: str
 ) -> dict[str, Any]:
@@ -378,9 +387,7 @@ def record(
         "outcome": analysis.outcome,
         "reason": analysis.reason,
         "metrics": analysis.metrics,
-        "label": prediction.label if prediction else None,
-        "probabilities": dict(prediction.probabilities) if prediction else None,
-        "model_id": model.id,
+        **_labelled_by(model, prediction),
         "analysis_version": ANALYSIS_VERSION,
         "source_commit": source_commit,
         "run_id": run_id,
@@ -407,13 +414,7 @@ def relabel(records: Sequence[dict[str, Any]], model: Model, run_id: str) -> lis
     updated = []
     for r in records:
         prediction = by_path.get(r["path"])
-        updated.append({
-            **r,
-            "label": prediction.label if prediction else None,
-            "probabilities": dict(prediction.probabilities) if prediction else None,
-            "model_id": model.id,
-            "run_id": run_id,
-        })
+        updated.append({**r, **_labelled_by(model, prediction), "run_id": run_id})
     return updated
 
 

@@ -8,22 +8,14 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 from collections.abc import Iterator
 
 import pytest
 
-from clearlake.config import DEFAULT_PORTS, lakefs_settings
+from clearlake.config import lakefs_settings
 from clearlake.stack.install import install_lakefs, lakectl_environment
-from clearlake.stack.services import Stack
+from clearlake.stack.services import Stack, free_loopback_ports
 from clearlake.store import LakeFS
-
-
-def free_port() -> int:
-    """A TCP port that was free on loopback a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +23,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A running stack (lakeFS + Prefect) for the whole test session."""
     install_lakefs(report=lambda line: None)
     home = tmp_path_factory.mktemp("clearlake-home")
-    stack = Stack(home=home, ports={name: free_port() for name in DEFAULT_PORTS})
+    stack = Stack(home=home, ports=free_loopback_ports())
     stack.up(report=lambda line: None)
     saved = {k: os.environ.get(k) for k in ("CLEARLAKE_HOME", "PREFECT_API_URL")}
     os.environ["CLEARLAKE_HOME"] = str(home)

@@ -6,6 +6,9 @@ the lakeFS SDK) are imported inside commands so that `clearlake --help` is quick
 """
 
 import typer
+from rich.console import Console
+
+console = Console()
 
 app = typer.Typer(
     name="clearlake",
@@ -13,3 +16,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def fail(error: Exception) -> typer.Exit:
+    """Print an error the user can act on and give the exit to raise (status 1)."""
+    console.print(f"[red]error:[/red] {error}")
+    return typer.Exit(code=1)

@@ -84,22 +84,26 @@ def sample_data(
     console.print(f"wrote {count} images and [bold]{labels}[/bold]")
 
 
+LabelsCsv = Annotated[
+    Path,
+    typer.Argument(
+        help="CSV with columns path,label,source (+ optional sublabel).",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+ImagesDir = Annotated[
+    Path,
+    typer.Option(
+        "--images", help="Folder the CSV's paths are relative to.", exists=True, file_okay=False
+    ),
+]
+
+
 @app.command("train")
 def train_command(
-    labels_csv: Annotated[
-        Path,
-        typer.Argument(
-            help="CSV with columns path,label,source (+ optional sublabel).",
-            exists=True,
-            dir_okay=False,
-        ),
-    ],
-    images: Annotated[
-        Path,
-        typer.Option(
-            "--images", help="Folder the CSV's paths are relative to.", exists=True, file_okay=False
-        ),
-    ],
+    labels_csv: LabelsCsv,
+    images: ImagesDir,
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the model JSON.")],
     folds: Annotated[
         int,
@@ -149,20 +153,8 @@ def train_command(
 
 @app.command("evaluate")
 def evaluate_command(
-    labels_csv: Annotated[
-        Path,
-        typer.Argument(
-            help="CSV with columns path,label,source (+ optional sublabel).",
-            exists=True,
-            dir_okay=False,
-        ),
-    ],
-    images: Annotated[
-        Path,
-        typer.Option(
-            "--images", help="Folder the CSV's paths are relative to.", exists=True, file_okay=False
-        ),
-    ],
+    labels_csv: LabelsCsv,
+    images: ImagesDir,
     model_path: Annotated[
         Path | None,
         typer.Option(

@@ -5,19 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from clearlake.cli.app import app
+from clearlake.cli.app import app, console, fail
 from clearlake.errors import HookRejectedError, LakeFSError
 
-console = Console()
 gate_app = typer.Typer(help="The pre-merge quality gate.", no_args_is_help=True)
 app.add_typer(gate_app, name="gate")
 
-
-def _fail(error: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/red] {error}")
-    return typer.Exit(code=1)
 
 
 @app.command("init-repo")
@@ -49,7 +43,7 @@ def init_repo(
         files = render_actions(Stack().bridge_url, watch or (), protect or [default_branch])
         commit = install_actions(lakefs, name, default_branch, files)
     except (LakeFSError, FileNotFoundError) as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     if commit:
         console.print(f"installed {', '.join(files)} on {default_branch} ({commit[:12]})")
     else:
@@ -92,7 +86,7 @@ def merge(
             _print_hook_logs(repository, error.run_id)
         raise typer.Exit(code=2) from error
     except LakeFSError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     console.print(f"merged {source} into {destination}: {commit[:12]}")
 
 
@@ -105,4 +99,4 @@ def explain(
     try:
         _print_hook_logs(repository, run_id)
     except LakeFSError as error:
-        raise _fail(error) from error
+        raise fail(error) from error

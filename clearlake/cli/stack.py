@@ -5,22 +5,16 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from clearlake.cli.app import app
+from clearlake.cli.app import app, console, fail
 from clearlake.errors import StackError
 
 stack_app = typer.Typer(
     help="Install, start, stop and inspect the local stack.", no_args_is_help=True
 )
 app.add_typer(stack_app, name="stack")
-console = Console()
 
-
-def _fail(error: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/red] {error}")
-    return typer.Exit(code=1)
 
 
 @stack_app.command()
@@ -31,7 +25,7 @@ def install() -> None:
     try:
         install_lakefs(report=console.print)
     except StackError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
 
 
 @stack_app.command()
@@ -52,7 +46,7 @@ def up(
         install_lakefs(report=console.print)
         stack.up(report=console.print)
     except StackError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     console.print(
         f"\n[bold]lakeFS[/bold]    {stack.lakefs_url}  (web UI; user admin, keys in "
         f"{stack.home / 'secrets.json'})\n"
@@ -103,7 +97,7 @@ def logs(
 
     path = Stack().log_path(service)
     if not path.exists():
-        raise _fail(FileNotFoundError(f"no log for {service!r} at {path}"))
+        raise fail(FileNotFoundError(f"no log for {service!r} at {path}"))
     for line in path.read_text(errors="replace").splitlines()[-lines:]:
         console.print(line, markup=False, highlight=False)
 

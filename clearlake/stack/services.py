@@ -85,6 +85,16 @@ def port_variable(name: str) -> str:
     return f"CLEARLAKE_{name.upper().replace('-', '_')}_PORT"
 
 
+def free_loopback_ports() -> dict[str, int]:
+    """One port per service that was free on loopback a moment ago (tests, benchmarks)."""
+    ports = {}
+    for name in DEFAULT_PORTS:
+        with socket.socket() as s:
+            s.bind((LOOPBACK, 0))
+            ports[name] = s.getsockname()[1]
+    return ports
+
+
 def port_is_free(port: int) -> bool:
     """True when nothing listens on `port` on the loopback address."""
     with socket.socket() as s:
