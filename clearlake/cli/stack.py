@@ -89,7 +89,8 @@ def status() -> None:
 @stack_app.command()
 def logs(
     service: Annotated[str, typer.Argument(
-        help="lakefs, prefect, dask-scheduler, dask-workers, bridge or prefect-worker.")],
+        help="lakefs, prefect, dask-scheduler, bridge, flow-forkserver, dask-workers or "
+             "prefect-worker.")],
     lines: Annotated[int, typer.Option("-n", help="How many of the last lines.")] = 50,
 ) -> None:
     """Print the last lines of a service's log."""

@@ -1,4 +1,4 @@
-"""Start, stop and watch the stack's processes: lakeFS and a Prefect server.
+"""Start, stop and watch the stack's processes: lakeFS, Prefect, Dask, the bridge, workers.
 
 Each service runs in its own session (process group) with its output in
 `<home>/logs/<name>.log`; its pid and start time are recorded in
@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -35,7 +36,7 @@ from clearlake.config import (
     write_private,
 )
 from clearlake.errors import StackError
-from clearlake.stack import install
+from clearlake.stack import forkserver, install
 
 Report = Callable[[str], None]
 HEALTH_TIMEOUT_S = 120.0
@@ -56,7 +57,9 @@ class Service:
         name: the service's name (its log and pid files are named after it).
         port: the port it listens on, if any (checked to be free before starting).
         command: how to start it.
-        health_url: answers 2xx when healthy; None means 'healthy while running'.
+        health_url: answers 2xx when healthy.
+        health_socket: a Unix socket that accepts connections when healthy. With
+            neither, a service is healthy while it runs.
         url: what to show a person.
         env: extra environment (may hold secrets: never printed).
     """
@@ -67,6 +70,7 @@ class Service:
     health_url: str | None
     url: str
     env: dict[str, str] = field(default_factory=dict, repr=False)
+    health_socket: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -126,8 +130,23 @@ def _is_healthy(url: str) -> bool:
         return False
 
 
-SERVICE_NAMES = ("lakefs", "prefect", "dask-scheduler", "bridge", "dask-workers",
-                 "prefect-worker")
+def _accepts_connections(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+SERVICE_NAMES = ("lakefs", "prefect", "dask-scheduler", "bridge", "flow-forkserver",
+                 "dask-workers", "prefect-worker")
+# What flow-run processes import, some of it lazily (scikit-learn on the first label);
+# the forkserver imports it once for all of them. Not pyarrow: its import starts a
+# jemalloc thread, and a process with threads must not fork (0.06 s per run instead).
+FLOW_RUN_PRELOAD = ("prefect.engine", "prefect.flow_engine", "prefect_dask", "flows.classify",
+                    "flows.reconcile", "flows.train", "sklearn.naive_bayes", "sklearn.pipeline",
+                    "sklearn.preprocessing")
 
 
 class Stack:
@@ -198,7 +217,8 @@ class Stack:
         """The stack's services in start phases: each phase is healthy before the next."""
         secrets = StackSecrets.load_or_create(self.home)
         return [
-            [self._lakefs(secrets), self._prefect(), self._dask_scheduler(), self._bridge()],
+            [self._lakefs(secrets), self._prefect(), self._dask_scheduler(), self._bridge(),
+             self._flow_forkserver()],
             [self._dask_workers(), self._prefect_worker()],
         ]
 
@@ -241,6 +261,40 @@ class Stack:
             env={**self.client_env(), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
         )
 
+    @property
+    def forkserver_socket(self) -> Path:
+        """Where the flow-run forkserver listens."""
+        return self.home / "run" / "flow-forkserver.sock"
+
+    def _flow_forkserver(self) -> Service:
+        # Flow runs fork from here instead of importing Prefect and the flows anew
+        # (seconds per run); the work pool's command launches them (see `deploy`).
+        preload = [arg for module in FLOW_RUN_PRELOAD for arg in ("--preload", module)]
+        return Service(
+            name="flow-forkserver",
+            port=None,
+            command=[sys.executable, "-m", "clearlake.stack.forkserver", "serve",
+                     "--socket", str(self.forkserver_socket), "--watch", str(PROJECT_DIR),
+                     *preload],
+            health_url=None,
+            health_socket=self.forkserver_socket,
+            url=str(self.forkserver_socket),
+            # One thread: forking a process with BLAS threads running is unsafe.
+            env={**self.client_env(), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+        )
+
+    def _work_pool_template(self) -> Path:
+        """The process work pool's job template: runs start through the forkserver."""
+        from prefect.workers.process import ProcessWorker
+
+        template = ProcessWorker.get_default_base_job_template()
+        template["variables"]["properties"]["command"]["default"] = shlex.join(
+            forkserver.launch_command(sys.executable, self.forkserver_socket))
+        path = self.home / "run" / "work-pool-template.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(template, indent=1))
+        return path
+
     def _prefect_worker(self) -> Service:
         return Service(
             name="prefect-worker",
@@ -258,6 +312,7 @@ class Stack:
         env = {**os.environ, **self.client_env()}
         prefect = [sys.executable, "-m", "prefect", "--no-prompt"]
         pool = subprocess.run([*prefect, "work-pool", "create", WORK_POOL, "--type", "process",
+                               "--base-job-template", str(self._work_pool_template()),
                                "--overwrite"], env=env, capture_output=True, text=True)
         if pool.returncode != 0:
             raise StackError(f"could not create work pool {WORK_POOL}: {pool.stdout}{pool.stderr}")
@@ -404,6 +459,8 @@ class Stack:
     def _is_up(self, service: Service) -> bool:
         if self._running_pid(service.name) is None:
             return False
+        if service.health_socket is not None:
+            return _accepts_connections(service.health_socket)
         return service.health_url is None or _is_healthy(service.health_url)
 
     def _wait_healthy(self, service: Service) -> None:
