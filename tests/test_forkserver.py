@@ -125,7 +125,8 @@ def test_changed_code_is_never_run_stale_and_the_server_restarts_when_idle(
     os.utime(preloaded, (time.time() + 5, time.time() + 5))
     stale = _launch(sock, code, tmp_path)
     out, err = stale.communicate(timeout=60)
-    assert int(out.split()[0]) == stale.pid and "changed since it was preloaded" in err
+    assert out and int(out.split()[0]) == stale.pid, err
+    assert "changed since it was preloaded" in err
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # the restarted server (same pid) forks again
         fresh = _launch(sock, code, tmp_path)
@@ -143,3 +144,24 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_server_with_threads_running_refuses_to_fork(code: Path, tmp_path: Path) -> None:
+    (code / "threaded.py").write_text(
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n")
+    sock = tmp_path / "threaded.sock"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "clearlake.stack.forkserver", "serve", "--socket", str(sock),
+         "--preload", "threaded"], env={**os.environ, "PYTHONPATH": str(code)},
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_socket(sock)
+        launched = _launch(sock, code, tmp_path)
+        out, err = launched.communicate(timeout=60)
+        assert out and int(out.split()[0]) == launched.pid, err  # by a new interpreter
+        assert "forking is unsafe" in err
+    finally:
+        process.kill()
+        process.wait()

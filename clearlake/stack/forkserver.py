@@ -56,16 +56,17 @@ def launch(socket_path: str, module: str, args: list[str]) -> int:
 
     Falls back to exec'ing a fresh interpreter (never returns) when the server cannot.
     """
-    try:
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.connect(socket_path)
-    except OSError as error:
-        _exec_fresh(module, args, f"no flow-run forkserver at {socket_path} ({error})")
     request = json.dumps({"module": module, "args": args, "cwd": os.getcwd(),
                           "env": dict(os.environ)}).encode()
     message = _LENGTH.pack(len(request)) + request
-    sent = socket.send_fds(conn, [message], [0, 1, 2])
-    conn.sendall(message[sent:])
+    try:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(socket_path)
+        sent = socket.send_fds(conn, [message], [0, 1, 2])
+        if sent < len(message):
+            conn.sendall(message[sent:])
+    except OSError as error:
+        _exec_fresh(module, args, f"no flow-run forkserver at {socket_path} ({error})")
     replies = conn.makefile("r")
     first = _read_reply(replies)
     if "pid" not in first:
@@ -174,6 +175,7 @@ class ForkServer:
         self.watch = watch.resolve() if watch else None
         self.children: dict[int, socket.socket] = {}  # pid → its launcher's connection
         self.stale_reason: str | None = None
+        self.unsafe_reason: str | None = None
         self._sources: dict[str, float] = {}
 
     def serve(self) -> ChildRun:
@@ -183,8 +185,10 @@ class ForkServer:
         self._sources = self._source_times()
         threads = len(os.listdir("/proc/self/task"))
         if threads > 1:
-            _log(f"warning: {threads} threads after preloading; forking may be unsafe "
-                 "(set OMP_NUM_THREADS=1 and OPENBLAS_NUM_THREADS=1)")
+            # A child forked while another thread holds a lock can hang on it forever.
+            self.unsafe_reason = (f"{threads} threads run after preloading, so forking is "
+                                  "unsafe; check the forkserver's environment")
+            _log(f"refusing to fork: {self.unsafe_reason}")
         self.socket_path.unlink(missing_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(str(self.socket_path))
@@ -240,8 +244,9 @@ class ForkServer:
             _close_all(conn, fds)
             return None
         self.stale_reason = self.stale_reason or self._changed_source()
-        if self.stale_reason:
-            _send(conn, {"fallback": f"{self.stale_reason}; the forkserver restarts when idle"})
+        if self.unsafe_reason or self.stale_reason:
+            why = self.unsafe_reason or f"{self.stale_reason}; the forkserver restarts when idle"
+            _send(conn, {"fallback": why})
             _close_all(conn, fds)
             return None
         sys.stdout.flush()

@@ -141,12 +141,12 @@ def _accepts_connections(path: Path) -> bool:
 
 SERVICE_NAMES = ("lakefs", "prefect", "dask-scheduler", "bridge", "flow-forkserver",
                  "dask-workers", "prefect-worker")
-# What flow-run processes import, some of it lazily (scikit-learn on the first label);
-# the forkserver imports it once for all of them. Not pyarrow: its import starts a
-# jemalloc thread, and a process with threads must not fork (0.06 s per run instead).
+# What flow-run processes import, some of it lazily (scikit-learn to label, pyarrow for
+# the results table: 0.8 s of a one-image run); the forkserver imports it all once.
 FLOW_RUN_PRELOAD = ("prefect.engine", "prefect.flow_engine", "prefect_dask", "flows.classify",
                     "flows.reconcile", "flows.train", "sklearn.naive_bayes", "sklearn.pipeline",
-                    "sklearn.preprocessing")
+                    "sklearn.preprocessing", "pyarrow.parquet", "pyarrow.compute",
+                    "pyarrow.dataset")
 
 
 class Stack:
@@ -279,8 +279,10 @@ class Stack:
             health_url=None,
             health_socket=self.forkserver_socket,
             url=str(self.forkserver_socket),
-            # One thread: forking a process with BLAS threads running is unsafe.
-            env={**self.client_env(), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+            # No thread may run in a process that forks: no BLAS thread pool, and no
+            # background thread in pyarrow's jemalloc (it purges inline instead).
+            env={**self.client_env(), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+                 "JE_ARROW_MALLOC_CONF": "background_thread:false"},
         )
 
     def _work_pool_template(self) -> Path:
