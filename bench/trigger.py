@@ -407,7 +407,7 @@ def print_report(result: dict[str, Any]) -> None:
         ("to_event_s", "  commit → event received (hook + bridge)"),
         ("event_to_run_created_s", "  event → flow run created (automation)"),
         ("created_to_pending_s", "  created → Pending (worker poll + submit)"),
-        ("pending_to_running_s", "  Pending → Running (new process, imports)"),
+        ("pending_to_running_s", "  Pending → Running (run process starts, loads)"),
         ("pending_to_pull_step_s", "    of which Pending → pull step log"),
         ("running_to_body_s", "  Running → flow body (branch lock)"),
         ("body_s", "  flow body (plan … write_back)"),
