@@ -56,6 +56,18 @@ def launch(socket_path: str, module: str, args: list[str]) -> int:
 
     Falls back to exec'ing a fresh interpreter (never returns) when the server cannot.
     """
+    child: int | None = None
+    pending: list[int] = []  # signals that came before the child did
+
+    def forward(signum: int, _frame: Any) -> None:
+        if child is None:
+            pending.append(signum)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, forward)
     request = json.dumps({"module": module, "args": args, "cwd": os.getcwd(),
                           "env": dict(os.environ)}).encode()
     message = _LENGTH.pack(len(request)) + request
@@ -66,20 +78,17 @@ def launch(socket_path: str, module: str, args: list[str]) -> int:
         if sent < len(message):
             conn.sendall(message[sent:])
     except OSError as error:
-        _exec_fresh(module, args, f"no flow-run forkserver at {socket_path} ({error})")
+        _exec_fresh(module, args, f"no flow-run forkserver at {socket_path} ({error})",
+                    pending)
     replies = conn.makefile("r")
     first = _read_reply(replies)
     if "pid" not in first:
         conn.close()
-        _exec_fresh(module, args, first.get("fallback", "the forkserver did not start the run"))
+        why = first.get("fallback", "the forkserver did not start the run")
+        _exec_fresh(module, args, why, pending)
     child = first["pid"]
-
-    def forward(signum: int, _frame: Any) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child, signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, forward)
+    for signum in pending:
+        forward(signum, None)
     done = _read_reply(replies)
     if "exit" in done:
         return done["exit"]
@@ -95,7 +104,11 @@ def _read_reply(replies: Any) -> dict[str, Any]:
     return json.loads(line) if line else {}
 
 
-def _exec_fresh(module: str, args: list[str], why: str) -> None:
+def _exec_fresh(module: str, args: list[str], why: str, pending: list[int]) -> None:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
+    if pending:  # cancelled before it started: end as the run would have
+        exit_with(-pending[0])
     print(f"clearlake forkserver: {why}; starting a new interpreter", file=sys.stderr)
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-m", module, *args])
