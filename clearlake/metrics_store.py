@@ -11,9 +11,9 @@ repository of its own (`clearlake-metrics` by default):
 lakeFS's own checksum is an MD5 or a multipart ETag (the same bytes can carry
 different ones), so it is never a key for metrics: it only finds the SHA-256 that
 an earlier read of the same object learned, which lets an unchanged copy be reused
-without reading it. New entries are written by one transaction per run, merged
-with 'source-wins': entries are content-addressed, so two runs that measured the
-same bytes wrote equivalent entries and either may stay.
+without reading it. New entries are written by one transaction per run (`StoreWrite`),
+merged with 'source-wins': entries are content-addressed, so two runs that
+measured the same bytes wrote equivalent entries and either may stay.
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from types import TracebackType
 from typing import Any
 
 from clearlake.errors import NotFoundError
-from clearlake.store import LakeFS
+from clearlake.store import BackgroundUploads, LakeFS
 from clearlake.transaction import TEMP_BRANCH_PREFIX, merge_with_retry
 
 DEFAULT_STORE_REPOSITORY = "clearlake-metrics"
@@ -111,37 +113,91 @@ class MetricsStore:
     def put(
         self,
         analysis_version: str,
-        analyses: list[StoredAnalysis],
+        analyses: Iterable[StoredAnalysis],
         checksums: dict[tuple[str, int], str],
         message: str,
     ) -> str | None:
         """Add analyses and checksum mappings as one commit; return it (None if nothing new)."""
-        documents = {analysis_path(analysis_version, a.sha256): a.to_json() for a in analyses}
-        documents.update({
-            checksum_path(checksum, size): json.dumps({"sha256": sha256}).encode()
-            for (checksum, size), sha256 in checksums.items()
-        })
-        return self.put_documents(documents, message)
+        return self.put_documents(documents_for(analysis_version, analyses, checksums), message)
 
     def put_documents(
         self, documents: dict[str, bytes], message: str, merge_timeout_s: float = 120.0
     ) -> str | None:
-        """Write documents to the store as one commit; return it (None if nothing to write).
+        """Write documents to the store as one commit; return it (None if nothing to write)."""
+        with self.write(merge_timeout_s) as writing:
+            writing.add(documents)
+            return writing.commit(message)
 
-        Nobody stages changes on the store's branch by hand, so the write goes
-        through a temporary branch only to make it one atomic merge.
-        """
+    def write(self, merge_timeout_s: float = 120.0) -> StoreWrite:
+        """A write of documents, uploaded as they are added and committed at once."""
+        return StoreWrite(self, merge_timeout_s)
+
+
+def documents_for(
+    analysis_version: str, analyses: Iterable[StoredAnalysis],
+    checksums: dict[tuple[str, int], str],
+) -> dict[str, bytes]:
+    """The store's documents {path: bytes} for analyses and (lakeFS checksum, size) → SHA-256."""
+    documents = {analysis_path(analysis_version, a.sha256): a.to_json() for a in analyses}
+    documents.update({
+        checksum_path(checksum, size): json.dumps({"sha256": sha256}).encode()
+        for (checksum, size), sha256 in checksums.items()
+    })
+    return documents
+
+
+class StoreWrite:
+    """New store entries uploaded as they come, then applied as one commit.
+
+    Nobody stages changes on the store's branch by hand, so the entries go to a
+    temporary branch (created with the first entry) only to make them one atomic
+    merge. A run adds each measured batch's entries while later batches are still
+    being measured, so its uploads overlap with measuring. Use as a context manager:
+    a write that is not committed leaves nothing in the store.
+
+    Args:
+        store: the store.
+        merge_timeout_s: how long to retry a merge into a dirty store branch.
+    """
+
+    def __init__(self, store: MetricsStore, merge_timeout_s: float) -> None:
+        self.store = store
+        self.merge_timeout_s = merge_timeout_s
+        self.temp_branch = f"{TEMP_BRANCH_PREFIX}{int(time.time())}-store-{os.urandom(4).hex()}"
+        self._uploads: BackgroundUploads | None = None
+
+    def add(self, documents: dict[str, bytes]) -> None:
+        """Queue documents {path: bytes} for upload; returns at once."""
         if not documents:
+            return
+        if self._uploads is None:
+            self.store.ensure()
+            lakefs = self.store.lakefs
+            lakefs.create_branch(self.store.repository, self.temp_branch, STORE_BRANCH)
+            self._uploads = BackgroundUploads(lakefs, self.store.repository, self.temp_branch)
+        self._uploads.add(documents.items())
+
+    def commit(self, message: str) -> str | None:
+        """Wait for the uploads, commit and merge them; return the merge (None if nothing added)."""
+        if self._uploads is None:
             return None
-        self.ensure()
-        temp = f"{TEMP_BRANCH_PREFIX}{int(time.time())}-store-{os.urandom(4).hex()}"
-        self.lakefs.create_branch(self.repository, temp, STORE_BRANCH)
-        try:
-            self.lakefs.upload_many(self.repository, temp, documents.items())
-            self.lakefs.commit(self.repository, temp, message, allow_empty=True)
-            return merge_with_retry(
-                self.lakefs, self.repository, temp, STORE_BRANCH, message, {}, merge_timeout_s,
-                strategy="source-wins",
-            )
-        finally:
-            self.lakefs.delete_branch(self.repository, temp)
+        self._uploads.wait()
+        lakefs, repository = self.store.lakefs, self.store.repository
+        lakefs.commit(repository, self.temp_branch, message, allow_empty=True)
+        # Entries are content-addressed: two runs that measured the same bytes wrote
+        # equivalent entries, and either may stay.
+        return merge_with_retry(lakefs, repository, self.temp_branch, STORE_BRANCH, message, {},
+                                self.merge_timeout_s, strategy="source-wins")
+
+    def __enter__(self) -> StoreWrite:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._uploads is not None:
+            self._uploads.__exit__(exc_type, exc, tb)
+            self.store.lakefs.delete_branch(self.store.repository, self.temp_branch)

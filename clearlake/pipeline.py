@@ -8,10 +8,13 @@ A run of a branch, in four steps that `flows/classify.py` orchestrates:
    removed ones are deleted. The first run of a branch takes everything.
 2. `measure_batch` (on a Dask worker) reuses stored metrics by content hash, reads
    from lakeFS only what the metrics store has never seen, and measures it.
-3. `label` classifies from metrics alone (no decoding), in the flow's process.
-4. `write_back` stores new metrics in the shared store, then writes one record per
-   image and the branch's table through a temporary branch, committed and merged
-   back with a signed marker: one atomic change that never sweeps up anyone's work.
+3. `label` classifies from metrics alone (no decoding), in the flow's process, batch
+   by batch as the batches finish; each batch's new store entries (`store_documents`)
+   and records (`record_files`) are uploaded right away, while later batches are
+   still being measured, to temporary branches of the store and of the branch.
+4. The store's entries are committed and merged, then `write_back` adds deletions
+   and the branch's updated table, and commits and merges the results with a
+   signed marker: one atomic change that never sweeps up anyone's work.
 
 Results live under `_clearlake/` on the branch itself:
 
@@ -34,14 +37,14 @@ import itertools
 import json
 import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clearlake import __version__
 from clearlake.errors import NotFoundError
-from clearlake.metrics_store import MetricsStore, StoredAnalysis
+from clearlake.metrics_store import MetricsStore, StoredAnalysis, documents_for
 from clearlake.provenance import ResultsMarker, latest_results
 from clearlake.quality.analyse import ANALYSIS_VERSION, analyse
 from clearlake.quality.classifier import Model
@@ -50,12 +53,15 @@ from clearlake.quality.types import Outcome
 from clearlake.store import LakeFS, ObjectInfo
 from clearlake.transaction import Transaction
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 RESULTS_ROOT = "_clearlake/"
 RECORDS_PREFIX = "_clearlake/records/"
 TABLES_PREFIX = "_clearlake/tables/"
 MODEL_PATH = "_clearlake/model/model.json"
 NEVER_INPUTS = (RESULTS_ROOT, "_lakefs_actions/")
-DEFAULT_BATCH_SIZE = 64
+DEFAULT_BATCH_SIZE = 256  # chosen by bench.pipeline (bench/README.md)
 PACKAGED_MODEL = "packaged"
 
 
@@ -241,9 +247,23 @@ def input_changes(
             yield from lakefs.diff(repository, left, right, entry.path, three_dot=three_dot)
 
 
-def batches(items: Sequence[Datum], size: int) -> list[list[Datum]]:
-    """Split datums into batches of at most `size` (a Prefect task each)."""
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+def batches(items: Sequence[Datum], size: int, workers: int = 1) -> list[list[Datum]]:
+    """Split datums into batches (a Prefect task each) of at most `size` images.
+
+    Batches shrink towards the end, each to a 2 × `workers`-th of what is left but
+    not below `size` // 4: large batches make Prefect's per-task overhead rare (about
+    0.35 s of a worker per task), and small last ones let the workers finish
+    together and leave few results to upload after the last batch.
+    """
+    smallest = max(1, size // 4)
+    result = []
+    start = 0
+    while start < len(items):
+        share = -(-(len(items) - start) // (2 * workers))  # ceiling division
+        count = min(size, max(smallest, share))
+        result.append(list(items[start : start + count]))
+        start += count
+    return result
 
 
 # -- 2. measure ------------------------------------------------------------------------------
@@ -338,13 +358,19 @@ def failed_batch(datums: Sequence[Datum], reason: str, run_id: str, commit: str)
     ]
 
 
-def remember(store: MetricsStore, measured: Sequence[Measured], origin: str) -> str | None:
-    """Add what this run computed, and the SHA-256s it learned, to the shared store."""
+def store_documents(measured: Sequence[Measured]) -> dict[str, bytes]:
+    """The shared store's new documents: what was computed, and the SHA-256s learned."""
     computed = [m.analysis for m in measured if m.origin == "computed"]
     learned = {(m.checksum, m.analysis.size): m.analysis.sha256
                for m in measured if m.learned_sha256 and m.analysis.sha256}
-    return store.put(ANALYSIS_VERSION, computed, learned,
-                     f"clearlake: {len(computed)} analyses from {origin}")
+    return documents_for(ANALYSIS_VERSION, computed, learned)
+
+
+def remember(store: MetricsStore, measured: Sequence[Measured], origin: str) -> str | None:
+    """Add what was computed, and the SHA-256s learned, to the shared store as one commit."""
+    computed = sum(1 for m in measured if m.origin == "computed")
+    return store.put_documents(store_documents(measured),
+                               f"clearlake: {computed} analyses from {origin}")
 
 
 # -- 3. label --------------------------------------------------------------------------------
@@ -431,27 +457,37 @@ def table_path(branch: str) -> str:
     return f"{TABLES_PREFIX}{branch}.parquet"
 
 
-def read_table(lakefs: LakeFS, repository: str, ref: str, branch: str) -> list[dict[str, Any]]:
-    """The records in the table of `branch` at `ref` ([] if it has none yet)."""
+def load_table(lakefs: LakeFS, repository: str, ref: str, branch: str) -> pa.Table | None:
+    """The table of `branch` at `ref` (None if it has none yet)."""
     import pyarrow.parquet as pq
 
     try:
         data = lakefs.get_object(repository, ref, table_path(branch))
     except NotFoundError:
+        return None
+    return pq.read_table(io.BytesIO(data))
+
+
+def table_records(table: pa.Table | None) -> list[dict[str, Any]]:
+    """The records a table holds (read back from its `record` column)."""
+    if table is None:
         return []
-    rows = pq.read_table(io.BytesIO(data)).to_pylist()
-    return [json.loads(row["record"]) for row in rows]
+    return [json.loads(text) for text in table.column("record").to_pylist()]
 
 
-def table_bytes(records: Sequence[dict[str, Any]]) -> bytes:
-    """A Parquet table of records: flat columns to query, plus each whole record as JSON.
+def read_table(lakefs: LakeFS, repository: str, ref: str, branch: str) -> list[dict[str, Any]]:
+    """The records in the table of `branch` at `ref` ([] if it has none yet)."""
+    return table_records(load_table(lakefs, repository, ref, branch))
+
+
+def records_table(records: Sequence[dict[str, Any]]) -> pa.Table:
+    """Records as a table: flat columns to query, plus each whole record as JSON.
 
     Columns: path, label, outcome, reason, p_<class>, every metric, sha256, size,
     width, height, model_id, source_commit, run_id, origin, and `record` (the JSON
     the table is read back from, so no column layout is ever guessed).
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     classes = sorted({c for r in records for c in (r["probabilities"] or {})})
     metric_names = list(dict.fromkeys(n for r in records for n in (r["metrics"] or {})))
@@ -472,52 +508,65 @@ def table_bytes(records: Sequence[dict[str, Any]]) -> bytes:
                        ("origin", pa.string())):
         columns[name] = pa.array([r[name] for r in records], kind)
     columns["record"] = pa.array([json.dumps(r, sort_keys=True) for r in records], pa.string())
+    return pa.table(columns)
+
+
+def updated_table(
+    base: pa.Table | None, new_records: Sequence[dict[str, Any]], removed: Sequence[str]
+) -> bytes:
+    """The branch's table as Parquet: `base` with `new_records` in place of rows of the
+    same path and the rows of `removed` paths dropped, sorted by path.
+
+    Kept rows are copied column by column, never decoded into records: a run that
+    changes 10 images in a table of 10,000 does not rebuild the other 9,990.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    tables = [records_table(new_records)]
+    if base is not None:
+        replaced = pa.array([r["path"] for r in new_records] + list(removed), pa.string())
+        tables.insert(0, base.filter(pc.invert(pc.is_in(base["path"], value_set=replaced))))
+    # A new model or metric set brings columns the kept rows lack: those are null there.
+    table = pa.concat_tables(tables, promote_options="default").sort_by("path")
     sink = io.BytesIO()
-    pq.write_table(pa.table(columns), sink, compression="zstd")
+    pq.write_table(table, sink, compression="zstd")
     return sink.getvalue()
 
 
-@dataclass(frozen=True)
-class WriteBack:
-    """What `write_back` did: the merge commit, or the branch left pending."""
-
-    merge_commit: str | None
-    pending_branch: str | None = None
+def record_files(records: Iterable[dict[str, Any]]) -> Iterator[tuple[str, bytes]]:
+    """(path, bytes) of each record's own object under `_clearlake/records/`."""
+    for r in records:
+        yield record_path(r["path"]), json.dumps(r, sort_keys=True, indent=1).encode()
 
 
 def write_back(
-    lakefs: LakeFS,
-    repository: str,
+    tx: Transaction,
     branch: str,
-    base_records: Sequence[dict[str, Any]],
+    base: pa.Table | None,
     new_records: Sequence[dict[str, Any]],
     removed: Sequence[str],
     metadata: dict[str, str],
     message: str,
-    merge_timeout_s: float,
-) -> WriteBack:
-    """Apply records, deletions and the updated table to `branch` as one signed merge.
+) -> str:
+    """Finish a run's results as one signed merge: deletions and the updated table join
+    the records already queued on `tx` (see `record_files`); return the merge commit.
 
     Args:
-        base_records: the branch's table before this run.
-        new_records: records this run wrote (replacing those with the same path).
+        tx: the run's open transaction on `branch`.
+        branch: the branch.
+        base: the branch's table before this run.
+        new_records: every record this run wrote (they replace those of the same path).
         removed: image paths whose records are deleted.
 
     Raises:
         clearlake.transaction.MergePending: the branch stayed dirty; the committed
             temporary branch is kept for reconcile to merge.
     """
-    replaced = {r["path"] for r in new_records} | set(removed)
-    table = sorted([r for r in base_records if r["path"] not in replaced] + list(new_records),
-                   key=lambda r: r["path"])
-    with Transaction(lakefs, repository, branch, merge_timeout_s=merge_timeout_s) as tx:
-        lakefs.upload_many(repository, tx.temp_branch, (
-            (record_path(r["path"]), json.dumps(r, sort_keys=True, indent=1).encode())
-            for r in new_records
-        ))
-        tx.delete([record_path(p) for p in removed])
-        tx.upload(table_path(branch), table_bytes(table))
-        return WriteBack(tx.commit(message, metadata))
+    tx.delete([record_path(p) for p in removed])
+    tx.upload(table_path(branch), updated_table(base, new_records, removed))
+    return tx.commit(message, metadata)
 
 
 def tally(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:

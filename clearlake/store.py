@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import TracebackType
 
 import lakefs_sdk
 import urllib3
@@ -420,3 +421,50 @@ class LakeFS:
             if not page.pagination.has_more:
                 return
             after = page.pagination.next_offset
+
+
+class BackgroundUploads:
+    """Objects staged on one branch by a few threads while the caller goes on.
+
+    Each upload is a round trip; queued here, they overlap with whatever the caller
+    does next (a run keeps measuring while its results are uploaded). Use as a
+    context manager: leaving it cancels what has not started.
+
+    Args:
+        lakefs: the lakeFS client.
+        repository: the repository.
+        branch: the branch the objects are staged on.
+        workers: concurrent uploads.
+    """
+
+    def __init__(self, lakefs: LakeFS, repository: str, branch: str, workers: int = 4) -> None:
+        self.lakefs = lakefs
+        self.repository = repository
+        self.branch = branch
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload")
+        self._queued: list[Future[ObjectInfo]] = []
+
+    def add(self, items: Iterable[tuple[str, bytes]]) -> None:
+        """Queue uploads of (path, bytes) items; returns at once."""
+        self._queued += [
+            self._pool.submit(self.lakefs.upload_object, self.repository, self.branch, path, data)
+            for path, data in items
+        ]
+
+    def wait(self) -> int:
+        """Block until every queued upload is done; return how many; raise the first error."""
+        queued, self._queued = self._queued, []
+        for future in queued:
+            future.result()
+        return len(queued)
+
+    def __enter__(self) -> BackgroundUploads:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Iterable
 from types import TracebackType
 
 from clearlake.errors import DirtyBranchError, NotFoundError
-from clearlake.store import LakeFS
+from clearlake.store import BackgroundUploads, LakeFS
 
 TEMP_BRANCH_PREFIX = "clearlake-tx-"
 
@@ -95,6 +96,7 @@ class Transaction:
         self.temp_branch = f"{TEMP_BRANCH_PREFIX}{int(time.time())}-{secrets.token_hex(4)}"
         self.base_commit: str | None = None
         self._keep_temp_branch = False
+        self._uploads = BackgroundUploads(lakefs, repository, self.temp_branch)
 
     def __enter__(self) -> Transaction:
         self.base_commit = self.lakefs.create_branch(self.repository, self.temp_branch, self.branch)
@@ -106,6 +108,7 @@ class Transaction:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._uploads.__exit__(exc_type, exc, tb)
         if not self._keep_temp_branch:
             self.lakefs.delete_branch(self.repository, self.temp_branch)
 
@@ -113,13 +116,18 @@ class Transaction:
         """Stage `data` at `path`."""
         self.lakefs.upload_object(self.repository, self.temp_branch, path, data)
 
+    def upload_in_background(self, items: Iterable[tuple[str, bytes]]) -> None:
+        """Queue (path, bytes) items to stage while the caller goes on; `commit` waits for them."""
+        self._uploads.add(items)
+
     def delete(self, paths: list[str]) -> None:
         """Stage the deletion of `paths`."""
         if paths:
             self.lakefs.delete_objects(self.repository, self.temp_branch, paths)
 
     def commit(self, message: str, metadata: dict[str, str] | None = None) -> str:
-        """Commit the staged changes and merge them into the branch; return the merge commit.
+        """Commit the staged changes (once queued uploads are done) and merge them into the
+        branch; return the merge commit.
 
         The commit and the merge carry the same metadata, so the change is recognisable
         on the branch whichever of the two a reader looks at.
@@ -129,6 +137,7 @@ class Transaction:
                 temporary branch is kept for a later `finish_pending`.
         """
         metadata = metadata or {}
+        self._uploads.wait()
         self.lakefs.commit(self.repository, self.temp_branch, message, metadata, allow_empty=True)
         try:
             return merge_with_retry(

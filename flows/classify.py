@@ -11,6 +11,7 @@ import contextlib
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger, task
@@ -20,17 +21,33 @@ from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 
 from clearlake import pipeline
+from clearlake.config import DASK_WORKER_MALLOC_ENV
 from clearlake.metrics_store import MetricsStore
 from clearlake.provenance import signing_key
 from clearlake.store import LakeFS
-from clearlake.transaction import MergePending
+from clearlake.transaction import MergePending, Transaction
 
 if TYPE_CHECKING:
+    from distributed import LocalCluster
     from prefect_dask import DaskTaskRunner
 
 DASK_ADDRESS_ENV = "CLEARLAKE_DASK_ADDRESS"
 LOCK_LEASE_S = 60.0  # Prefect's minimum; renewed while the run lives, freed soon after it dies
 BATCH_RETRIES = 2
+
+
+def local_cluster(**cluster_kwargs: Any) -> LocalCluster:
+    """A Dask LocalCluster whose worker processes start with `DASK_WORKER_MALLOC_ENV`.
+
+    Dask's nanny puts `distributed.nanny.pre-spawn-environ` into a worker's
+    environment before starting it, the only time glibc reads it.
+    """
+    import dask
+    from distributed import LocalCluster
+
+    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ"), **DASK_WORKER_MALLOC_ENV}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        return LocalCluster(**cluster_kwargs)
 
 
 def dask_task_runner(address: str | None) -> DaskTaskRunner:
@@ -45,8 +62,9 @@ def dask_task_runner(address: str | None) -> DaskTaskRunner:
         return DaskTaskRunner(address=address)
     cores = len(os.sched_getaffinity(0))
     return DaskTaskRunner(
+        cluster_class=local_cluster,
         cluster_kwargs={"n_workers": cores, "threads_per_worker": 1, "processes": True,
-                        "dashboard_address": None}
+                        "dashboard_address": None},
     )
 
 
@@ -64,37 +82,43 @@ def measure_batch(
 
 
 def measure_on_dask(
-    repository: str, commit: str, batches: list[list[pipeline.Datum]], run_id: str,
+    repository: str, commit: str, datums: list[pipeline.Datum], batch_size: int, run_id: str,
     address: str | None,
-) -> list[pipeline.Measured]:
-    """Map the batches over a Dask cluster, each a Prefect task run of its own.
+) -> Iterator[list[pipeline.Measured]]:
+    """Map batches of datums over a Dask cluster, each a Prefect task run of its own; yield
+    each batch's measurements as soon as it finishes, so the caller can write them meanwhile.
+
+    Batches hold at most `batch_size` images and shrink towards the end to the
+    cluster's size (see `pipeline.batches`).
 
     The batches go to the task runner directly rather than through a subflow: a
     subflow's parameters are stored by the Prefect server (512 KiB at most), and a
     task's are not. A batch that still fails after its retries gives typed 'failed'
     records for its images instead of failing the run.
     """
-    measured: list[pipeline.Measured] = []
+    from distributed import as_completed
+
     with dask_task_runner(address) as runner:
-        futures = [
-            runner.submit(measure_batch, parameters={
+        # Worker threads that have joined so far (none yet: size batches as for one).
+        workers = max(1, sum(runner.client.nthreads().values()))
+        submitted = {}
+        for batch in pipeline.batches(datums, batch_size, workers):
+            future = runner.submit(measure_batch, parameters={
                 "repository": repository, "commit": commit,
                 "datums": [vars(d) for d in batch], "run_id": run_id})
-            for batch in batches
-        ]
-        for batch, future in zip(batches, futures, strict=True):
-            # Read the outcome from Dask itself: the Prefect server learns task states
-            # through events, a moment later than the future completes.
-            dask_future = future.wrapped_future
+            submitted[future.wrapped_future] = (batch, future)
+        # Outcomes come from Dask itself: the Prefect server learns task states through
+        # events, a moment later than the future completes.
+        for dask_future in as_completed(submitted, loop=runner.client.loop):
+            batch, future = submitted.pop(dask_future)
             error = dask_future.exception()
             state = dask_future.result() if error is None else None
             if state is not None and state.is_completed():
-                measured.extend(pipeline.Measured.from_dict(m) for m in future.result())
+                yield [pipeline.Measured.from_dict(m) for m in future.result()]
             else:
                 why = state.message if state is not None else f"{type(error).__name__}: {error}"
                 reason = f"batch failed after {BATCH_RETRIES} retries: {why}"
-                measured.extend(pipeline.failed_batch(batch, reason, run_id, commit))
-    return measured
+                yield pipeline.failed_batch(batch, reason, run_id, commit)
 
 
 def branch_lock(repository: str, branch: str) -> str:
@@ -140,7 +164,7 @@ def classify_commit(
         commit: the commit to process; default the branch head as of the start.
         prefix: only images under this folder.
         glob: fnmatch pattern below `prefix`; default any image extension.
-        batch_size: images per Dask task.
+        batch_size: most images per Dask task (batches shrink towards the end of a run).
         dask_address: an existing Dask scheduler; default `CLEARLAKE_DASK_ADDRESS`, else a
             LocalCluster sized to the machine.
         merge_timeout_s: how long to retry the merge while the branch has uncommitted
@@ -185,46 +209,55 @@ def _classify(
                 the_plan.source_commit[:12], len(the_plan.to_measure), len(the_plan.removed),
                 ", relabelling all (model changed)" if the_plan.relabel_all else "")
 
-    measured: list[pipeline.Measured] = []
-    if the_plan.to_measure:
-        measured = measure_on_dask(repository, the_plan.source_commit,
-                                   pipeline.batches(the_plan.to_measure, batch_size), run_id,
-                                   dask_address)
-    clock.lap("measure")
+    # The results transaction and the store's write are open while batches are measured:
+    # each batch's records and store entries are uploaded as soon as it finishes.
+    with (Transaction(lakefs, repository, branch, merge_timeout_s=merge_timeout_s) as results,
+          MetricsStore(lakefs).write() as new_entries):
+        measured: list[pipeline.Measured] = []
+        new_records: list[dict[str, Any]] = []
+        if the_plan.to_measure:
+            for batch in measure_on_dask(repository, the_plan.source_commit,
+                                         the_plan.to_measure, batch_size, run_id, dask_address):
+                measured += batch
+                new_entries.add(pipeline.store_documents(batch))
+                labelled = pipeline.label(batch, model, the_plan.source_commit, run_id)
+                results.upload_in_background(pipeline.record_files(labelled))
+                new_records += labelled
+        clock.lap("measure")
 
-    pipeline.remember(MetricsStore(lakefs), measured,
-                      f"{repository}@{the_plan.source_commit[:12]}")
-    clock.lap("store")
+        origins = Counter(m.origin for m in measured)
+        new_entries.commit(f"clearlake: {origins['computed']} analyses from "
+                           f"{repository}@{the_plan.source_commit[:12]}")
+        clock.lap("store")
 
-    head = lakefs.head(repository, branch)
-    base = pipeline.read_table(lakefs, repository, head, branch)
-    if not base and the_plan.previous and the_plan.previous.branch != branch:
-        # A new branch inherits the results of the branch it was created from.
-        base = pipeline.read_table(lakefs, repository, head, the_plan.previous.branch)
-    new_records = pipeline.label(measured, model, the_plan.source_commit, run_id)
-    if the_plan.relabel_all:
-        replaced = {r["path"] for r in new_records} | set(the_plan.removed)
-        kept = [r for r in base if r["path"] not in replaced]
-        new_records += pipeline.relabel(kept, model, run_id)
-    clock.lap("label")
+        head = lakefs.head(repository, branch)
+        base = pipeline.load_table(lakefs, repository, head, branch)
+        if base is None and the_plan.previous and the_plan.previous.branch != branch:
+            # A new branch inherits the results of the branch it was created from.
+            base = pipeline.load_table(lakefs, repository, head, the_plan.previous.branch)
+        if the_plan.relabel_all:
+            replaced = {r["path"] for r in new_records} | set(the_plan.removed)
+            kept = [r for r in pipeline.table_records(base) if r["path"] not in replaced]
+            relabelled = pipeline.relabel(kept, model, run_id)
+            results.upload_in_background(pipeline.record_files(relabelled))
+            new_records += relabelled
+        clock.lap("label")
 
-    origins = Counter(m.origin for m in measured)
-    counts = {"computed": origins.get("computed", 0), "reused": origins.get("reused", 0),
-              "failed": sum(1 for m in measured if m.analysis.outcome != "ok"),
-              "removed": len(the_plan.removed),
-              "relabelled": len(new_records) - len(measured)}
-    retry = [m.path for m in measured if m.origin == "failed"]
-    marker = pipeline.marker_for(the_plan, run_id, model, model_commit, counts, retry)
-    message = (f"clearlake: {counts['computed']} computed, {counts['reused']} reused, "
-               f"{counts['removed']} removed at {the_plan.source_commit[:12]}")
-    try:
-        written = pipeline.write_back(lakefs, repository, branch, base, new_records,
-                                      the_plan.removed, marker.to_metadata(key), message,
-                                      merge_timeout_s)
-        status, results_commit, pending = "merged", written.merge_commit, None
-    except MergePending as error:
-        logger.warning("%s", error)
-        status, results_commit, pending = "pending", None, error.temp_branch
+        counts = {"computed": origins["computed"], "reused": origins["reused"],
+                  "failed": sum(1 for m in measured if m.analysis.outcome != "ok"),
+                  "removed": len(the_plan.removed),
+                  "relabelled": len(new_records) - len(measured)}
+        retry = [m.path for m in measured if m.origin == "failed"]
+        marker = pipeline.marker_for(the_plan, run_id, model, model_commit, counts, retry)
+        try:
+            results_commit = pipeline.write_back(
+                results, branch, base, new_records, the_plan.removed, marker.to_metadata(key),
+                f"clearlake: {counts['computed']} computed, {counts['reused']} reused, "
+                f"{counts['removed']} removed at {the_plan.source_commit[:12]}")
+            status, pending = "merged", None
+        except MergePending as error:
+            logger.warning("%s", error)
+            status, results_commit, pending = "pending", None, error.temp_branch
     clock.lap("write_back")
 
     summary = {"status": status, "source_commit": the_plan.source_commit,

@@ -43,8 +43,9 @@ def train_classifier(
     labelled = training.parse_labels(
         lakefs.get_object(repository, commit, labels_path), f"{repository}@{ref}:{labels_path}")
     datums = training.datums_for(lakefs, repository, commit, labelled, image_prefix)
-    measured = measure_on_dask(repository, commit, pipeline.batches(datums, batch_size), run_id,
-                               dask_address)
+    measured = [m for batch in measure_on_dask(repository, commit, datums, batch_size, run_id,
+                                               dask_address)
+                for m in batch]
     pipeline.remember(MetricsStore(lakefs), measured, f"training on {repository}@{commit[:12]}")
     model = training.fit(labelled, measured, image_prefix)
     model_commit = training.commit_model(lakefs, repository, ref, model, labels_path, commit,

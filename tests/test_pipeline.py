@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from clearlake import pipeline
+from clearlake.config import DASK_WORKER_MALLOC_ENV
 from clearlake.errors import NotFoundError
 from clearlake.lineage import lineage
 from clearlake.provenance import ResultsMarker, signing_key
@@ -239,3 +241,48 @@ def test_two_processed_branches_merge_without_conflicts(
     assert set(records_on(lakefs, repo)) == {"shared/0.jpg", "left/0.jpg", "left/1.jpg",
                                              "right/0.jpg", "right/1.jpg"}
     assert len(pipeline.read_table(lakefs, repo, "main", "main")) == 5
+
+
+def test_local_cluster_workers_start_with_the_malloc_environment() -> None:
+    from distributed import Client
+
+    from flows.classify import local_cluster
+
+    with (local_cluster(n_workers=1, threads_per_worker=1, processes=True,
+                        dashboard_address=None) as cluster,
+          Client(cluster, set_as_default=False) as client):
+        seen = client.run(lambda: {k: os.environ.get(k) for k in DASK_WORKER_MALLOC_ENV})
+    assert list(seen.values()) == [DASK_WORKER_MALLOC_ENV]  # not Dask's MALLOC_TRIM_THRESHOLD_
+
+
+def _record(path: str, label: str, probabilities: dict[str, float]) -> dict[str, Any]:
+    return {"path": path, "label": label, "outcome": "ok", "reason": "",
+            "probabilities": probabilities, "metrics": {"blur": 1.0}, "sha256": path * 2,
+            "size": 10, "width": 4, "height": 3, "model_id": "m", "source_commit": "c",
+            "run_id": "r", "origin": "computed", "computed_at": {"path": path}}
+
+
+def test_the_table_update_replaces_removes_adds_and_keeps_other_rows_intact() -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    base = [_record(p, "good", {"good": 0.9}) for p in ("a.jpg", "b.jpg", "c.jpg", "d.jpg")]
+    base_table = pq.read_table(pa.BufferReader(pipeline.updated_table(None, base, [])))
+    new = [_record("b.jpg", "soft", {"soft": 0.8}), _record("aa.jpg", "soft", {"soft": 0.7})]
+
+    table = pq.read_table(pa.BufferReader(pipeline.updated_table(base_table, new, ["c.jpg"])))
+    assert table.column("path").to_pylist() == ["a.jpg", "aa.jpg", "b.jpg", "d.jpg"]
+    assert pipeline.table_records(table) == [base[0], new[1], new[0], base[3]]
+    # A class only the new records have: a column that is null for the kept rows.
+    assert table.column("p_soft").to_pylist() == [None, 0.7, 0.8, None]
+    assert table.column("p_good").to_pylist() == [0.9, None, None, 0.9]
+
+
+def test_batches_are_large_then_shrink_so_the_workers_finish_together() -> None:
+    datums = [pipeline.Datum(f"{i}.jpg", "c", 1) for i in range(1000)]
+    sizes = [len(b) for b in pipeline.batches(datums, 256, workers=2)]
+    assert [d for b in pipeline.batches(datums, 256, workers=2) for d in b] == datums
+    assert sizes[0] == 250 and max(sizes) <= 256  # a quarter of the work: one of 2 × 2 shares
+    assert sizes == sorted(sizes, reverse=True)
+    assert min(sizes[:-1]) == 64  # never below a quarter of the batch size, but for the rest
+    assert len(pipeline.batches(datums, 256, workers=8)) > len(sizes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from clearlake.errors import NotFoundError, PermissionDeniedError
+from clearlake.metrics_store import MetricsStore
 from clearlake.store import LakeFS
 from clearlake.transaction import MergePending, Transaction, finish_pending
 
@@ -68,6 +69,40 @@ def test_failed_transaction_leaves_nothing(lakefs: LakeFS, repo: str) -> None:
         raise RuntimeError("the run died")
     assert lakefs.head(repo, "main") == before
     assert [name for name, _ in lakefs.list_branches(repo)] == ["main"]
+
+
+def test_uploads_queued_in_the_background_are_committed_or_left_nowhere(
+    lakefs: LakeFS, repo: str
+) -> None:
+    with Transaction(lakefs, repo, "main") as tx:
+        tx.upload_in_background((f"_clearlake/r/{i:02d}.json", b"{}") for i in range(40))
+        merged = tx.commit("results")  # waits for every queued upload
+    assert len(list(lakefs.list_objects(repo, merged, "_clearlake/r/"))) == 40
+
+    before = lakefs.head(repo, "main")
+    with pytest.raises(RuntimeError), Transaction(lakefs, repo, "main") as tx:
+        tx.upload_in_background((f"_clearlake/s/{i:02d}.json", b"{}") for i in range(40))
+        raise RuntimeError("the run died while measuring")
+    assert lakefs.head(repo, "main") == before
+    assert [name for name, _ in lakefs.list_branches(repo)] == ["main"]
+
+
+def test_a_store_write_makes_one_commit_and_nothing_when_empty(lakefs: LakeFS, repo: str) -> None:
+    store = MetricsStore(lakefs, f"{repo}-store")
+    with store.write() as writing:
+        assert writing.commit("nothing new") is None
+    assert not lakefs.repository_exists(store.repository)  # not even created
+    try:
+        with store.write() as writing:
+            writing.add({"a.json": b"1"})
+            writing.add({"b.json": b"2"})
+            merged = writing.commit("two entries")
+        assert merged == lakefs.head(store.repository, "main")
+        assert lakefs.get_object(store.repository, "main", "a.json") == b"1"
+        assert lakefs.get_object(store.repository, "main", "b.json") == b"2"
+        assert [name for name, _ in lakefs.list_branches(store.repository)] == ["main"]
+    finally:
+        lakefs.delete_repository(store.repository)
 
 
 def test_diff_pages_past_one_thousand_changes(lakefs: LakeFS, repo: str) -> None:

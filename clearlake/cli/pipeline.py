@@ -34,7 +34,9 @@ def classify(
     commit: Annotated[str | None, typer.Option(help="Commit to process (default: head).")] = None,
     prefix: Annotated[str, typer.Option(help="Only images under this folder.")] = "",
     glob: Annotated[str | None, typer.Option(help="fnmatch pattern below the prefix.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per Dask task.")] = 64,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Most images per Dask task (default: the flow's).")
+    ] = None,
     dask_address: Annotated[
         str | None, typer.Option(help="Existing Dask scheduler (default: a LocalCluster).")
     ] = None,
@@ -43,9 +45,11 @@ def classify(
     use_stack_prefect()
     from flows.classify import classify_commit
 
+    # The default batch size lives in one place, the flow (chosen by bench.pipeline).
+    sizing = {} if batch_size is None else {"batch_size": batch_size}
     try:
         summary = classify_commit(repository, branch, commit=commit, prefix=prefix, glob=glob,
-                                  batch_size=batch_size, dask_address=dask_address)
+                                  dask_address=dask_address, **sizing)
     except LakeFSError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(code=1) from error
