@@ -8,6 +8,7 @@ label, and write the results back as one signed merge.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections import Counter
@@ -68,11 +69,20 @@ def dask_task_runner(address: str | None) -> DaskTaskRunner:
     )
 
 
+@functools.cache
+def _one_thread_per_worker() -> None:
+    """Dask runs one worker process per core: OpenCV's own threads would oversubscribe them."""
+    from clearlake.quality.score import use_one_thread
+
+    use_one_thread()
+
+
 @task(retries=BATCH_RETRIES, retry_delay_seconds=1, cache_policy=NO_CACHE)
 def measure_batch(
     repository: str, commit: str, datums: list[dict[str, Any]], run_id: str
 ) -> list[dict[str, Any]]:
     """Measure one batch on a Dask worker, reading bytes from lakeFS itself."""
+    _one_thread_per_worker()
     lakefs = LakeFS()  # the worker's own credentials: none travel in task parameters
     measured = pipeline.measure_batch(
         lakefs, MetricsStore(lakefs), repository, commit,

@@ -8,7 +8,9 @@ import threading
 import time
 from typing import Any
 
+import cv2
 import pytest
+from distributed import Client
 
 from clearlake import pipeline
 from clearlake.config import DASK_WORKER_MALLOC_ENV
@@ -46,7 +48,7 @@ def records_on(lakefs: LakeFS, repo: str, ref: str = "main") -> dict[str, dict[s
 
 
 def test_first_run_then_only_the_change_then_nothing(
-    lakefs: LakeFS, repo: str, classify: Any
+    lakefs: LakeFS, repo: str, classify: Any, dask_address: str
 ) -> None:
     seed = unique_seed()
     images = {f"images/{i:02d}.jpg": photo(seed + i) for i in range(50)}
@@ -56,6 +58,8 @@ def test_first_run_then_only_the_change_then_nothing(
     first = classify(repo)
     assert first["status"] == "merged"
     assert first["counts"]["computed"] == 50 and first["counts"]["reused"] == 0
+    with Client(dask_address, set_as_default=False) as client:  # workers that measured
+        assert set(client.run(cv2.getNumThreads).values()) == {1}  # one OpenCV thread each
     records = records_on(lakefs, repo)
     assert set(records) == {p for p in images if p.startswith("images/")}
     assert {r["source_commit"] for r in records.values()} == {first_source}
@@ -244,8 +248,6 @@ def test_two_processed_branches_merge_without_conflicts(
 
 
 def test_local_cluster_workers_start_with_the_malloc_environment() -> None:
-    from distributed import Client
-
     from flows.classify import local_cluster
 
     with (local_cluster(n_workers=1, threads_per_worker=1, processes=True,

@@ -310,15 +310,22 @@ def _init_worker(cache_path: str | None, max_pixels: int, version: str) -> None:
     global _worker_cache, _worker_max_pixels
     if version != ANALYSIS_VERSION:  # a worker must compute what the parent caches
         raise RuntimeError(f"worker computes {ANALYSIS_VERSION}, the parent expects {version}")
-    # One process per core already uses every core; OpenCV's and OpenBLAS's own
-    # thread pools would oversubscribe them (and OpenBLAS threads spin while waiting).
-    cv2.setNumThreads(1)
+    use_one_thread()
     quiet_opencv()
+    _worker_cache = MetricsCache(Path(cache_path), readonly=True) if cache_path else None
+    _worker_max_pixels = max_pixels
+
+
+def use_one_thread() -> None:
+    """Keep OpenCV and BLAS in this process to one thread each.
+
+    One worker process per core already uses every core; OpenCV's and OpenBLAS's
+    own thread pools would oversubscribe them (and their threads spin while waiting).
+    """
+    cv2.setNumThreads(1)
     from threadpoolctl import threadpool_limits  # scikit-learn's dependency
 
     threadpool_limits(1)
-    _worker_cache = MetricsCache(Path(cache_path), readonly=True) if cache_path else None
-    _worker_max_pixels = max_pixels
 
 
 def quiet_opencv() -> None:
