@@ -121,3 +121,26 @@ def test_up_refuses_a_port_taken_by_another_program(tmp_path: Path) -> None:
         stack = Stack(home=tmp_path, ports={**ports, "lakefs": taken})
         with pytest.raises(StackError, match=f"port {taken} for lakefs is in use"):
             stack.up(report=lambda line: None)
+
+
+def test_dask_workers_keep_numpy_temporaries_on_the_heap(stack: Stack) -> None:
+    from distributed import Client
+
+    from clearlake.config import DASK_WORKER_MALLOC_ENV
+
+    with Client(stack.dask_address, timeout=30) as client:
+        client.wait_for_workers(len(os.sched_getaffinity(0)), timeout=60)
+        environments = client.run(lambda: dict(os.environ))
+    for environment in environments.values():
+        assert {k: environment.get(k) for k in DASK_WORKER_MALLOC_ENV} == DASK_WORKER_MALLOC_ENV
+
+
+def test_the_work_pool_starts_runs_through_the_forkserver(stack: Stack) -> None:
+    from prefect.client.orchestration import get_client
+
+    from clearlake.stack.services import WORK_POOL
+
+    with get_client(sync_client=True) as client:
+        pool = client.read_work_pool(WORK_POOL)
+    command = pool.base_job_template["variables"]["properties"]["command"]["default"]
+    assert "forkserver.py launch" in command and str(stack.forkserver_socket) in command

@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from clearlake.config import (
+    DASK_WORKER_MALLOC_ENV,
     DEFAULT_PORTS,
     LOOPBACK,
     PROJECT_DIR,
@@ -258,7 +259,10 @@ class Stack:
                      "--preload", "flows.classify"],
             health_url=None,
             url=f"{cores} worker processes",
-            env={**self.client_env(), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+            env={**self.client_env(), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+                 # Dask's nanny gives each worker the environment in this setting;
+                 # Dask merges this one into its default.
+                 "DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON": repr(DASK_WORKER_MALLOC_ENV)},
         )
 
     @property
