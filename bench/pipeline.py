@@ -93,7 +93,7 @@ IMAGE_PREFIX = "images/"
 CROP_H, CROP_W = 768, 1024
 CANVAS_SIDE = 1536
 CHANGED = 10
-DEFAULT_BATCH_SIZES = (16, 32, 64, 128)
+DEFAULT_BATCH_SIZES = (64, 128, 256, 512)
 # The Prefect server refuses flow-run parameters over 512 KiB, and the measuring
 # subflow takes every datum as a parameter (~90 bytes each): ~5,700 images at most.
 SETUP_FIRST = 4000
