@@ -1,8 +1,8 @@
 """The `classify-commit` flow: measure and label what a lakeFS commit changed.
 
 Thin orchestration of `clearlake.pipeline`: plan in this process, measure batches
-of images on a Dask cluster (a subflow, so the cluster can be chosen per run),
-label, and write the results back as one signed merge.
+of images on a Dask cluster (chosen per run), label and upload each batch's results
+as it finishes, and apply them to the branch as one signed merge.
 """
 
 from __future__ import annotations
