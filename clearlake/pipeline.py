@@ -30,6 +30,7 @@ run rewrites `tables/B.parquet`.
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import hashlib
 import io
@@ -62,6 +63,7 @@ TABLES_PREFIX = "_clearlake/tables/"
 MODEL_PATH = "_clearlake/model/model.json"
 NEVER_INPUTS = (RESULTS_ROOT, "_lakefs_actions/")
 DEFAULT_BATCH_SIZE = 256  # chosen by bench.pipeline (bench/README.md)
+TABLE_GROUP_ROWS = 1024  # rows per Parquet row group: the most a table update decodes at once
 PACKAGED_MODEL = "packaged"
 
 
@@ -457,22 +459,22 @@ def table_path(branch: str) -> str:
     return f"{TABLES_PREFIX}{branch}.parquet"
 
 
-def load_table(lakefs: LakeFS, repository: str, ref: str, branch: str) -> pa.Table | None:
-    """The table of `branch` at `ref` (None if it has none yet)."""
-    import pyarrow.parquet as pq
-
+def load_table(lakefs: LakeFS, repository: str, ref: str, branch: str) -> bytes | None:
+    """The table of `branch` at `ref`, as its Parquet bytes (None if it has none yet)."""
     try:
-        data = lakefs.get_object(repository, ref, table_path(branch))
+        return lakefs.get_object(repository, ref, table_path(branch))
     except NotFoundError:
         return None
-    return pq.read_table(io.BytesIO(data))
 
 
-def table_records(table: pa.Table | None) -> list[dict[str, Any]]:
-    """The records a table holds (read back from its `record` column)."""
+def table_records(table: bytes | None) -> list[dict[str, Any]]:
+    """The records a Parquet table holds (read back from its `record` column)."""
+    import pyarrow.parquet as pq
+
     if table is None:
         return []
-    return [json.loads(text) for text in table.column("record").to_pylist()]
+    rows = pq.read_table(io.BytesIO(table), columns=["record"]).column("record")
+    return [json.loads(text) for text in rows.to_pylist()]
 
 
 def read_table(lakefs: LakeFS, repository: str, ref: str, branch: str) -> list[dict[str, Any]]:
@@ -512,27 +514,54 @@ def records_table(records: Sequence[dict[str, Any]]) -> pa.Table:
 
 
 def updated_table(
-    base: pa.Table | None, new_records: Sequence[dict[str, Any]], removed: Sequence[str]
+    base: bytes | None, new_records: Sequence[dict[str, Any]], removed: Sequence[str]
 ) -> bytes:
     """The branch's table as Parquet: `base` with `new_records` in place of rows of the
     same path and the rows of `removed` paths dropped, sorted by path.
 
-    Kept rows are copied column by column, never decoded into records: a run that
-    changes 10 images in a table of 10,000 does not rebuild the other 9,990.
+    Streamed one row group at a time: kept rows are copied column by column, never
+    decoded into records, and the flow never holds more of the old table decoded
+    than one group, so its memory does not grow with the repository. `base` is
+    sorted by path, so each group is merged with the new rows that sort before its
+    last path, and the rest follow at the end.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    tables = [records_table(new_records)]
-    if base is not None:
-        replaced = pa.array([r["path"] for r in new_records] + list(removed), pa.string())
-        tables.insert(0, base.filter(pc.invert(pc.is_in(base["path"], value_set=replaced))))
-    # A new model or metric set brings columns the kept rows lack: those are null there.
-    table = pa.concat_tables(tables, promote_options="default").sort_by("path")
+    new = records_table(new_records).sort_by("path")
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
+    if base is None:
+        pq.write_table(new, sink, compression="zstd", row_group_size=TABLE_GROUP_ROWS)
+        return sink.getvalue()
+    old = pq.ParquetFile(io.BytesIO(base))
+    # A new model or metric set brings columns the kept rows lack: those are null there.
+    schema = pa.unify_schemas([old.schema_arrow, new.schema], promote_options="default")
+    replaced = pa.array([r["path"] for r in new_records] + list(removed), pa.string())
+    new_paths = new.column("path").to_pylist()
+    merged = 0  # rows of `new` written so far
+    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+        for group in old.iter_batches(batch_size=TABLE_GROUP_ROWS):
+            if group.num_rows == 0:
+                continue
+            kept = pa.Table.from_batches([group])
+            kept = kept.filter(pc.invert(pc.is_in(kept["path"], value_set=replaced)))
+            until = bisect.bisect_right(new_paths, group.column("path")[-1].as_py())
+            chunk = pa.concat_tables([_conform(kept, schema),
+                                      _conform(new.slice(merged, until - merged), schema)])
+            writer.write_table(chunk.sort_by("path"), row_group_size=TABLE_GROUP_ROWS)
+            merged = until
+        writer.write_table(_conform(new.slice(merged), schema), row_group_size=TABLE_GROUP_ROWS)
     return sink.getvalue()
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with `schema`'s columns in its order; those it lacks are all null."""
+    import pyarrow as pa
+
+    columns = [table.column(f.name).cast(f.type) if f.name in table.column_names
+               else pa.nulls(table.num_rows, f.type) for f in schema]
+    return pa.table(columns, schema=schema)
 
 
 def record_files(records: Iterable[dict[str, Any]]) -> Iterator[tuple[str, bytes]]:
@@ -544,7 +573,7 @@ def record_files(records: Iterable[dict[str, Any]]) -> Iterator[tuple[str, bytes
 def write_back(
     tx: Transaction,
     branch: str,
-    base: pa.Table | None,
+    base: bytes | None,
     new_records: Sequence[dict[str, Any]],
     removed: Sequence[str],
     metadata: dict[str, str],

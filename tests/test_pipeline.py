@@ -269,15 +269,36 @@ def test_the_table_update_replaces_removes_adds_and_keeps_other_rows_intact() ->
     import pyarrow.parquet as pq
 
     base = [_record(p, "good", {"good": 0.9}) for p in ("a.jpg", "b.jpg", "c.jpg", "d.jpg")]
-    base_table = pq.read_table(pa.BufferReader(pipeline.updated_table(None, base, [])))
+    base_table = pipeline.updated_table(None, base, [])
     new = [_record("b.jpg", "soft", {"soft": 0.8}), _record("aa.jpg", "soft", {"soft": 0.7})]
 
-    table = pq.read_table(pa.BufferReader(pipeline.updated_table(base_table, new, ["c.jpg"])))
+    updated = pipeline.updated_table(base_table, new, ["c.jpg"])
+    table = pq.read_table(pa.BufferReader(updated))
     assert table.column("path").to_pylist() == ["a.jpg", "aa.jpg", "b.jpg", "d.jpg"]
-    assert pipeline.table_records(table) == [base[0], new[1], new[0], base[3]]
+    assert pipeline.table_records(updated) == [base[0], new[1], new[0], base[3]]
     # A class only the new records have: a column that is null for the kept rows.
     assert table.column("p_soft").to_pylist() == [None, 0.7, 0.8, None]
     assert table.column("p_good").to_pylist() == [0.9, None, None, 0.9]
+
+
+def test_the_table_update_streams_group_by_group_and_stays_sorted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(pipeline, "TABLE_GROUP_ROWS", 3)
+    base = [_record(f"{i:02d}.jpg", "good", {"good": 0.9}) for i in range(0, 20, 2)]
+    table = pipeline.updated_table(None, base, [])
+    # New rows before, between and after the old groups; one replaced, one removed.
+    new = [_record(p, "soft", {"soft": 0.5}) for p in ("00.jpg", "05.jpg", "07.jpg", "31.jpg")]
+    updated = pipeline.updated_table(table, new, ["10.jpg"])
+
+    paths = [r["path"] for r in pipeline.table_records(updated)]
+    expected = sorted({r["path"] for r in base + new} - {"10.jpg"})
+    assert paths == expected
+    groups = pq.ParquetFile(pa.BufferReader(updated)).metadata
+    assert max(groups.row_group(i).num_rows for i in range(groups.num_row_groups)) <= 3 + 2
 
 
 def test_batches_are_large_then_shrink_so_the_workers_finish_together() -> None:
