@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from types import TracebackType
 from typing import Any
 
 from clearlake.errors import NotFoundError
-from clearlake.store import BackgroundUploads, LakeFS
-from clearlake.transaction import TEMP_BRANCH_PREFIX, merge_with_retry
+from clearlake.store import LakeFS
+from clearlake.transaction import Transaction
 
 DEFAULT_STORE_REPOSITORY = "clearlake-metrics"
 STORE_BRANCH = "main"
@@ -110,16 +109,6 @@ class MetricsStore:
         found = self._read_json(analysis_path(analysis_version, sha256))
         return StoredAnalysis(**found) if found else None
 
-    def put(
-        self,
-        analysis_version: str,
-        analyses: Iterable[StoredAnalysis],
-        checksums: dict[tuple[str, int], str],
-        message: str,
-    ) -> str | None:
-        """Add analyses and checksum mappings as one commit; return it (None if nothing new)."""
-        return self.put_documents(documents_for(analysis_version, analyses, checksums), message)
-
     def put_documents(
         self, documents: dict[str, bytes], message: str, merge_timeout_s: float = 120.0
     ) -> str | None:
@@ -149,11 +138,12 @@ def documents_for(
 class StoreWrite:
     """New store entries uploaded as they come, then applied as one commit.
 
-    Nobody stages changes on the store's branch by hand, so the entries go to a
-    temporary branch (created with the first entry) only to make them one atomic
-    merge. A run adds each measured batch's entries while later batches are still
-    being measured, so its uploads overlap with measuring. Use as a context manager:
-    a write that is not committed leaves nothing in the store.
+    A `Transaction` on the store's branch, opened with the first entry (a write with
+    nothing to add creates nothing) and merged 'source-wins': entries are
+    content-addressed, so two runs that measured the same bytes wrote equivalent
+    entries and either may stay. A run adds each measured batch's entries while later
+    batches are still being measured, so its uploads overlap with measuring. Use as a
+    context manager: a write that is not committed leaves nothing in the store.
 
     Args:
         store: the store.
@@ -163,31 +153,22 @@ class StoreWrite:
     def __init__(self, store: MetricsStore, merge_timeout_s: float) -> None:
         self.store = store
         self.merge_timeout_s = merge_timeout_s
-        self.temp_branch = f"{TEMP_BRANCH_PREFIX}{int(time.time())}-store-{os.urandom(4).hex()}"
-        self._uploads: BackgroundUploads | None = None
+        self._tx: Transaction | None = None
 
     def add(self, documents: dict[str, bytes]) -> None:
         """Queue documents {path: bytes} for upload; returns at once."""
         if not documents:
             return
-        if self._uploads is None:
+        if self._tx is None:
             self.store.ensure()
-            lakefs = self.store.lakefs
-            lakefs.create_branch(self.store.repository, self.temp_branch, STORE_BRANCH)
-            self._uploads = BackgroundUploads(lakefs, self.store.repository, self.temp_branch)
-        self._uploads.add(documents.items())
+            self._tx = Transaction(self.store.lakefs, self.store.repository, STORE_BRANCH,
+                                   merge_timeout_s=self.merge_timeout_s, strategy="source-wins")
+            self._tx.__enter__()
+        self._tx.upload_in_background(documents.items())
 
     def commit(self, message: str) -> str | None:
         """Wait for the uploads, commit and merge them; return the merge (None if nothing added)."""
-        if self._uploads is None:
-            return None
-        self._uploads.wait()
-        lakefs, repository = self.store.lakefs, self.store.repository
-        lakefs.commit(repository, self.temp_branch, message, allow_empty=True)
-        # Entries are content-addressed: two runs that measured the same bytes wrote
-        # equivalent entries, and either may stay.
-        return merge_with_retry(lakefs, repository, self.temp_branch, STORE_BRANCH, message, {},
-                                self.merge_timeout_s, strategy="source-wins")
+        return self._tx.commit(message) if self._tx is not None else None
 
     def __enter__(self) -> StoreWrite:
         return self
@@ -198,6 +179,5 @@ class StoreWrite:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._uploads is not None:
-            self._uploads.__exit__(exc_type, exc, tb)
-            self.store.lakefs.delete_branch(self.store.repository, self.temp_branch)
+        if self._tx is not None:
+            self._tx.__exit__(exc_type, exc, tb)

@@ -84,15 +84,24 @@ class Transaction:
         repository: the repository.
         branch: the branch to change.
         merge_timeout_s: how long to retry a merge refused because `branch` is dirty.
+        strategy: lakeFS's merge strategy for conflicts ('source-wins', 'dest-wins');
+            None fails the merge on a conflict.
     """
 
     def __init__(
-        self, lakefs: LakeFS, repository: str, branch: str, *, merge_timeout_s: float = 60.0
+        self,
+        lakefs: LakeFS,
+        repository: str,
+        branch: str,
+        *,
+        merge_timeout_s: float = 60.0,
+        strategy: str | None = None,
     ) -> None:
         self.lakefs = lakefs
         self.repository = repository
         self.branch = branch
         self.merge_timeout_s = merge_timeout_s
+        self.strategy = strategy
         self.temp_branch = f"{TEMP_BRANCH_PREFIX}{int(time.time())}-{secrets.token_hex(4)}"
         self.base_commit: str | None = None
         self._keep_temp_branch = False
@@ -148,6 +157,7 @@ class Transaction:
                 message,
                 metadata,
                 self.merge_timeout_s,
+                strategy=self.strategy,
             )
         except DirtyBranchError as error:
             self._keep_temp_branch = True
