@@ -31,9 +31,7 @@ LOOPBACK = "127.0.0.1"
 # also freezes glibc's mmap threshold at 128 KiB: every NumPy temporary of a metric
 # (megabytes per image) is then mapped, page-faulted in and unmapped again. Serving
 # blocks up to 64 MiB from the heap and trimming it only past 128 MiB free avoids that:
-# `analyse` of 64 1024-px JPEGs, one process, 442k page faults and 2.17 CPU s under
-# Dask's setting, 219k and 1.76 s under glibc's defaults, 12 and 1.28 s with these,
-# at the same peak RSS (bench/README.md, `pipeline`).
+# about 0.55 × the CPU of Dask's setting at the same peak RSS (`python -m bench.worker_env`).
 DASK_WORKER_MALLOC_ENV: dict[str, str] = {
     "MALLOC_MMAP_THRESHOLD_": str(64 * 2**20),
     "MALLOC_TRIM_THRESHOLD_": str(128 * 2**20),

@@ -143,7 +143,7 @@ def _accepts_connections(path: Path) -> bool:
 SERVICE_NAMES = ("lakefs", "prefect", "dask-scheduler", "bridge", "flow-forkserver",
                  "dask-workers", "prefect-worker")
 # What flow-run processes import, some of it lazily (scikit-learn to label, pyarrow for
-# the results table: 0.8 s of a one-image run); the forkserver imports it all once.
+# the results table); the forkserver imports it all once.
 FLOW_RUN_PRELOAD = ("prefect.engine", "prefect.flow_engine", "prefect_dask", "flows.classify",
                     "flows.reconcile", "flows.train", "sklearn.naive_bayes", "sklearn.pipeline",
                     "sklearn.preprocessing", "pyarrow.parquet", "pyarrow.compute",
