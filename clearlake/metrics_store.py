@@ -23,7 +23,6 @@ import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from types import TracebackType
-from typing import Any
 
 from clearlake.errors import NotFoundError
 from clearlake.store import LakeFS
@@ -93,21 +92,24 @@ class MetricsStore:
         """Create the store's repository if it does not exist yet."""
         self.lakefs.create_repository(self.repository, f"local://{self.repository}", STORE_BRANCH)
 
-    def _read_json(self, path: str) -> Any | None:
+    def _read_existing(self, paths: Iterable[str]) -> dict[str, bytes]:
         try:
-            return json.loads(self.lakefs.get_object(self.repository, STORE_BRANCH, path))
-        except NotFoundError:
-            return None
+            return self.lakefs.read_existing(self.repository, STORE_BRANCH, paths)
+        except NotFoundError:  # no store yet: it knows nothing
+            return {}
 
-    def sha256_for(self, checksum: str, size: int) -> str | None:
-        """The SHA-256 an earlier read learned for this lakeFS checksum and size."""
-        found = self._read_json(checksum_path(checksum, size))
-        return found["sha256"] if found else None
+    def sha256s_for(self, objects: Iterable[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """The SHA-256s earlier reads learned, by lakeFS (checksum, size), for those known."""
+        by_path = {checksum_path(checksum, size): (checksum, size) for checksum, size in objects}
+        found = self._read_existing(by_path)
+        return {by_path[path]: json.loads(data)["sha256"] for path, data in found.items()}
 
-    def get(self, analysis_version: str, sha256: str) -> StoredAnalysis | None:
-        """The stored analysis of `sha256`, None when these bytes were never measured."""
-        found = self._read_json(analysis_path(analysis_version, sha256))
-        return StoredAnalysis(**found) if found else None
+    def get_many(self, analysis_version: str, sha256s: Iterable[str]) -> dict[str, StoredAnalysis]:
+        """The stored analyses of those of `sha256s` whose bytes were measured before."""
+        paths = [analysis_path(analysis_version, sha256) for sha256 in sha256s]
+        found = self._read_existing(paths)
+        analyses = (StoredAnalysis(**json.loads(data)) for data in found.values())
+        return {analysis.sha256: analysis for analysis in analyses}
 
     def put_documents(
         self, documents: dict[str, bytes], message: str, merge_timeout_s: float = 120.0

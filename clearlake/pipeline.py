@@ -65,6 +65,8 @@ NEVER_INPUTS = (RESULTS_ROOT, "_lakefs_actions/")
 DEFAULT_BATCH_SIZE = 256  # chosen by bench.pipeline (bench/README.md)
 TABLE_GROUP_ROWS = 1024  # rows per Parquet row group: the most a table update decodes at once
 PACKAGED_MODEL = "packaged"
+READ_CHUNK_IMAGES = 64  # images whose SHA-256s are looked up in the store together
+READ_CHUNK_BYTES = 64 << 20  # image bytes a measuring batch reads ahead, at most
 
 
 # -- inputs ----------------------------------------------------------------------------------
@@ -311,40 +313,69 @@ def measure_batch(
 ) -> list[Measured]:
     """Measure a batch of images, reusing stored metrics wherever the bytes are known.
 
-    Store lookups and reads of image bytes are network round trips, so they run on
-    `io_threads` threads while this thread decodes and measures.
+    The store is asked in bulk (a missing entry costs a request like a found one):
+    first for the whole batch by lakeFS checksum, which spares reading every image
+    whose bytes it knows; then the rest are read a chunk at a time, on `io_threads`
+    threads while this thread measures the chunk before, and each chunk's SHA-256s
+    are looked up together before anything is decoded.
     """
-
-    def fetch(datum: Datum) -> tuple[Datum, StoredAnalysis | None, bytes | None, str | None]:
-        sha256 = store.sha256_for(datum.checksum, datum.size)
-        if sha256 is not None and (stored := store.get(ANALYSIS_VERSION, sha256)):
-            return datum, stored, None, sha256
-        data = lakefs.get_object(repository, commit, datum.path)
-        sha256 = hashlib.sha256(data).hexdigest()
-        return datum, store.get(ANALYSIS_VERSION, sha256), data, sha256
-
+    known = store.sha256s_for((d.checksum, d.size) for d in datums)
+    stored = store.get_many(ANALYSIS_VERSION, set(known.values()))
     results = []
+    to_read = []
+    for datum in datums:
+        sha256 = known.get((datum.checksum, datum.size))
+        if sha256 in stored:
+            results.append(Measured(datum.path, datum.checksum, stored[sha256], "reused", False))
+        else:
+            to_read.append(datum)
+
+    def read(datum: Datum) -> tuple[Datum, bytes, str]:
+        data = lakefs.get_object(repository, commit, datum.path)
+        return datum, data, hashlib.sha256(data).hexdigest()
+
+    chunks = _read_chunks(to_read)
     with ThreadPoolExecutor(max_workers=io_threads) as pool:
-        for datum, stored, data, sha256 in pool.map(fetch, datums):
-            learned = data is not None
-            if stored is not None:
-                results.append(Measured(datum.path, datum.checksum, stored, "reused", learned))
-                continue
-            assert data is not None and sha256 is not None
-            analysis = analyse(data, sha256=sha256)
-            stored = StoredAnalysis(
-                sha256=analysis.sha256,
-                size=analysis.size,
-                outcome=str(analysis.outcome),
-                reason=analysis.reason,
-                width=analysis.width,
-                height=analysis.height,
-                metrics=analysis.metrics,
-                computed_at={"repository": repository, "commit": commit, "path": datum.path,
-                             "run_id": run_id},
-            )
-            results.append(Measured(datum.path, datum.checksum, stored, "computed", True))
+        reading = [pool.submit(read, datum) for datum in next(chunks, [])]
+        while reading:
+            chunk = [future.result() for future in reading]
+            reading = [pool.submit(read, datum) for datum in next(chunks, [])]
+            stored = store.get_many(ANALYSIS_VERSION, {sha256 for _, _, sha256 in chunk})
+            for datum, data, sha256 in chunk:
+                if sha256 in stored:
+                    results.append(Measured(datum.path, datum.checksum, stored[sha256], "reused",
+                                            True))
+                    continue
+                analysis = analyse(data, sha256=sha256)
+                computed = StoredAnalysis(
+                    sha256=analysis.sha256,
+                    size=analysis.size,
+                    outcome=str(analysis.outcome),
+                    reason=analysis.reason,
+                    width=analysis.width,
+                    height=analysis.height,
+                    metrics=analysis.metrics,
+                    computed_at={"repository": repository, "commit": commit, "path": datum.path,
+                                 "run_id": run_id},
+                )
+                results.append(Measured(datum.path, datum.checksum, computed, "computed", True))
     return results
+
+
+def _read_chunks(datums: Sequence[Datum]) -> Iterator[list[Datum]]:
+    """Consecutive datums, at most `READ_CHUNK_IMAGES` and `READ_CHUNK_BYTES` at a time (one
+    image larger than that alone): a batch holds two chunks' bytes, the one being measured
+    and the next being read."""
+    chunk: list[Datum] = []
+    size = 0
+    for datum in datums:
+        if chunk and (len(chunk) == READ_CHUNK_IMAGES or size + datum.size > READ_CHUNK_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(datum)
+        size += datum.size
+    if chunk:
+        yield chunk
 
 
 def failed_batch(datums: Sequence[Datum], reason: str, run_id: str, commit: str) -> list[Measured]:

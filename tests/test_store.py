@@ -112,3 +112,48 @@ def test_diff_pages_past_one_thousand_changes(lakefs: LakeFS, repo: str) -> None
     assert len(list(lakefs.diff(repo, before, after))) == 1005
     folders = list(lakefs.diff(repo, before, after, delimiter="/"))
     assert [(f.path, f.change) for f in folders] == [("many/", "prefix")]
+
+
+class _CountingLakeFS(LakeFS):
+    """The real client, counting the requests `read_existing` makes."""
+
+    def __init__(self, lakefs: LakeFS) -> None:
+        super().__init__(lakefs.settings)
+        self.pages = self.reads = 0
+
+    def _list_paths(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.pages += 1
+        return super()._list_paths(*args, **kwargs)
+
+    def get_object(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.reads += 1
+        return super().get_object(*args, **kwargs)
+
+
+def test_read_existing_lists_a_dense_lookup_and_reads_only_what_exists(
+    lakefs: LakeFS, repo: str
+) -> None:
+    lakefs.upload_many(repo, "main", ((f"keys/{i:04d}.json", b"%d" % i) for i in range(0, 600, 2)))
+    counting = _CountingLakeFS(lakefs)
+    sought = [f"keys/{i:04d}.json" for i in range(0, 600, 3)]  # every other one exists
+    found = counting.read_existing(repo, "main", sought + ["nowhere/else.json"])
+    assert found == {f"keys/{i:04d}.json": b"%d" % i for i in range(0, 600, 6)}
+    assert counting.reads == len(found)  # no request for any missing object
+    assert counting.pages == 2  # 300 entries: a first small page, then the rest
+
+
+def test_read_existing_reads_one_by_one_where_listing_would_cost_more(
+    lakefs: LakeFS, repo: str
+) -> None:
+    lakefs.upload_many(repo, "main", ((f"keys/{i:04d}.json", b"%d" % i) for i in range(1000)))
+    counting = _CountingLakeFS(lakefs)
+    # The first page after 'keys/0000.jsonx' answers for it alone: 200 entries for one path.
+    found = counting.read_existing(repo, "main", ["keys/0000.jsonx", "keys/0999.json"])
+    assert found == {"keys/0999.json": b"999"}
+    assert (counting.pages, counting.reads) == (1, 1)
+
+
+def test_a_store_that_does_not_exist_yet_knows_nothing(lakefs: LakeFS, repo: str) -> None:
+    store = MetricsStore(lakefs, f"{repo}-nostore")
+    assert store.sha256s_for([("abc", 1), ("def", 2)]) == {}
+    assert store.get_many("v1", ["00" * 32, "ff" * 32]) == {}

@@ -1,0 +1,188 @@
+"""Benchmark: finding which of many store entries exist, by listing against one GET each.
+
+Run ``python -m bench.lookup [--store N] [--repeat K]``. On a stack this benchmark
+starts itself (state in a temporary folder), a repository laid out like the
+metrics store's checksum map (``checksums/<md5>-<size>.json``, random keys) holds
+0 and then N entries. For lookups of 8, 64, 256 and 2,048 keys that all miss (new
+images: what a run asks the store for each one), it measures both ways of finding
+out what exists:
+
+- **one GET each**: the per-key lookup clearlake did before, on four threads, a
+  404 meaning absent;
+- **``LakeFS.read_existing``**: lakeFS's listing walked over the sorted keys,
+  falling back to one GET each where the listing is too dense to be worth it.
+
+Each is timed ``--repeat`` times (median reported; a sample repeats a small lookup
+until it has asked for 2,048 keys, and is divided back to one lookup), as wall time
+and as CPU seconds of this process (the client) plus lakeFS's process; the ratio is the walk's CPU
+against one GET each. It also reports the unit costs behind
+``clearlake.store.ENTRIES_PER_LOOKUP``: client + lakeFS CPU per 404 GET and per
+entry of a listing page of 1,000 (parsed as ``read_existing`` parses it), and the
+client's CPU per entry when the SDK's generated models parse the page instead.
+Nothing is asserted; the load average before and after is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from clearlake.errors import NotFoundError
+from clearlake.metrics_store import checksum_path
+from clearlake.store import LakeFS
+
+REPOSITORY = "bench-lookup"
+LOOKUPS = (8, 64, 256, 2048)
+SAMPLE_KEYS = 2048
+
+
+def _cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) of process `pid` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _random_paths(count: int) -> list[str]:
+    return [checksum_path(secrets.token_hex(16), 100_000 + i) for i in range(count)]
+
+
+def _one_get_each(lakefs: LakeFS, paths: list[str]) -> dict[str, bytes]:
+    def read(path: str) -> tuple[str, bytes | None]:
+        try:
+            return path, lakefs.get_object(REPOSITORY, "main", path)
+        except NotFoundError:
+            return path, None
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return {path: data for path, data in pool.map(read, paths) if data is not None}
+
+
+class _Meter:
+    """Wall time and client + lakeFS CPU seconds of a call."""
+
+    def __init__(self, lakefs_pid: int) -> None:
+        self.lakefs_pid = lakefs_pid
+
+    def __call__(self, call: Callable[[], Any]) -> dict[str, float]:
+        client, server, wall = time.process_time(), _cpu_of(self.lakefs_pid), time.perf_counter()
+        call()
+        return {"wall_s": time.perf_counter() - wall,
+                "client_cpu_s": time.process_time() - client,
+                "lakefs_cpu_s": _cpu_of(self.lakefs_pid) - server}
+
+
+def _median(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+def _compare(lakefs: LakeFS, meter: _Meter, lookups: int, repeat: int) -> dict[str, Any]:
+    """Both ways, interleaved, over fresh missing keys each time; each sample repeats the
+    lookup until it has asked for `SAMPLE_KEYS` keys (lakeFS's CPU clock ticks in 10 ms)."""
+    ways = {"one_get_each": lambda paths: _one_get_each(lakefs, paths),
+            "read_existing": lambda paths: lakefs.read_existing(REPOSITORY, "main", paths)}
+    rounds = max(1, SAMPLE_KEYS // lookups)
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in ways}
+    for _ in range(repeat):
+        for name, way in ways.items():
+            keys = [_random_paths(lookups) for _ in range(rounds)]
+            sample = meter(lambda way=way, keys=keys: [way(paths) for paths in keys])
+            runs[name].append({k: v / rounds for k, v in sample.items()})
+    result: dict[str, Any] = {name: _median(r) for name, r in runs.items()}
+    cpu = {name: r["client_cpu_s"] + r["lakefs_cpu_s"] for name, r in result.items()}
+    result["cpu_ratio"] = cpu["read_existing"] / cpu["one_get_each"]
+    result["wall_ratio"] = result["read_existing"]["wall_s"] / result["one_get_each"]["wall_s"]
+    return result
+
+
+def _unit_costs(lakefs: LakeFS, meter: _Meter) -> dict[str, float]:
+    """CPU per 404 GET and per listed entry (a store of at least 1,000 entries)."""
+    misses = _random_paths(500)
+    get = meter(lambda: [_one_get_each(lakefs, [p]) for p in misses])
+    pages = 20
+    listing = meter(lambda: [lakefs._list_paths(REPOSITORY, "main", "checksums/", after="",
+                                                amount=1000) for _ in range(pages)])
+    modelled = meter(lambda: [lakefs.objects.list_objects(REPOSITORY, "main", prefix="checksums/",
+                                                          amount=1000) for _ in range(pages)])
+    per_get = (get["client_cpu_s"] + get["lakefs_cpu_s"]) / len(misses)
+    per_entry = (listing["client_cpu_s"] + listing["lakefs_cpu_s"]) / (pages * 1000)
+    return {"get_404_cpu_ms": 1000 * per_get, "listed_entry_cpu_ms": 1000 * per_entry,
+            "entries_per_get": per_get / per_entry,
+            "listed_entry_client_cpu_ms": 1000 * listing["client_cpu_s"] / (pages * 1000),
+            "modelled_entry_client_cpu_ms": 1000 * modelled["client_cpu_s"] / (pages * 1000)}
+
+
+def benchmark(store_size: int, repeat: int) -> dict[str, Any]:
+    from clearlake.config import lakefs_settings
+    from clearlake.stack.install import install_lakefs
+    from clearlake.stack.services import Stack, free_loopback_ports
+
+    figures: dict[str, Any] = {"load_before": os.getloadavg(), "store": store_size,
+                               "repeat": repeat, "by_store_size": {}}
+    install_lakefs(report=lambda line: None)
+    with tempfile.TemporaryDirectory(prefix="clearlake-bench-lookup-") as home:
+        stack = Stack(home=Path(home), ports=free_loopback_ports())
+        stack.up(report=lambda line: None, deploy=False)
+        try:
+            lakefs = LakeFS(lakefs_settings(Path(home)))
+            meter = _Meter(next(s.pid for s in stack.status() if s.name == "lakefs"))
+            lakefs.create_repository(REPOSITORY, f"local://{REPOSITORY}")
+            for size in (0, store_size):
+                lakefs.upload_many(REPOSITORY, "main",
+                                   ((p, b'{"sha256":""}') for p in _random_paths(size)))
+                if size:
+                    lakefs.commit(REPOSITORY, "main", f"{size} entries")
+                figures["by_store_size"][size] = {
+                    n: _compare(lakefs, meter, n, repeat) for n in LOOKUPS}
+                print(f"store of {size}: done", flush=True)
+            if store_size >= 1000:
+                figures["unit"] = _unit_costs(lakefs, meter)
+        finally:
+            stack.down(report=lambda line: None)
+    figures["load_after"] = os.getloadavg()
+    return figures
+
+
+def report(figures: dict[str, Any]) -> None:
+    print(f"\nload average before {figures['load_before']}, after {figures['load_after']}; "
+          f"median of {figures['repeat']}")
+    print("| store entries | lookups (all miss) | one GET each: wall / CPU ms | read_existing: "
+          "wall / CPU ms | CPU ratio | wall ratio |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for size, by_lookups in figures["by_store_size"].items():
+        for n, r in by_lookups.items():
+            cells = [f"{1000 * r[w]['wall_s']:.1f} / "
+                     f"{1000 * (r[w]['client_cpu_s'] + r[w]['lakefs_cpu_s']):.1f}"
+                     for w in ("one_get_each", "read_existing")]
+            print(f"| {size} | {n} | {cells[0]} | {cells[1]} | {r['cpu_ratio']:.2f} | "
+                  f"{r['wall_ratio']:.2f} |")
+    if "unit" in figures:
+        u = figures["unit"]
+        print(f"\nCPU (client + lakeFS): a 404 GET {u['get_404_cpu_ms']:.2f} ms, a listed entry "
+              f"{u['listed_entry_cpu_ms']:.4f} ms: one GET ≈ {u['entries_per_get']:.0f} entries")
+        print(f"client CPU per listed entry: {u['listed_entry_client_cpu_ms']:.4f} ms parsed as "
+              f"JSON, {u['modelled_entry_client_cpu_ms']:.4f} ms through the SDK's models")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", type=int, default=5000, help="entries in the larger store")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per way (median reported)")
+    parser.add_argument("--json", type=Path, default=None, help="write all figures here")
+    args = parser.parse_args(argv)
+    figures = benchmark(args.store, args.repeat)
+    report(figures)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
