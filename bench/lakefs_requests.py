@@ -1,11 +1,17 @@
-"""Benchmark: finding which of many store entries exist, by listing against one GET each.
+"""Benchmark: what clearlake's lakeFS requests cost, each way against the one it replaced.
 
-Run ``python -m bench.lookup [--store N] [--repeat K]``. On a stack this benchmark
-starts itself (state in a temporary folder), a repository laid out like the
+Run ``python -m bench.lakefs_requests [--store N] [--repeat K]``. On a stack this
+benchmark starts itself (state in a temporary folder):
+
+1. **Single-object requests.** Client CPU per upload of a 1.2 kB document and per
+   read of it, through the generated SDK and through ``LakeFS.upload_object`` /
+   ``get_object`` (plain ``http.client``); the ratio is clearlake's against the SDK's.
+   lakeFS's own CPU per request is reported beside it.
+2. **Lookups.** A repository laid out like the
 metrics store's checksum map (``checksums/<md5>-<size>.json``, random keys) holds
 0 and then N entries. For lookups of 8, 64, 256 and 2,048 keys that all miss (new
-images: what a run asks the store for each one), it measures both ways of finding
-out what exists:
+images: what a run asks the store for each one), both ways of finding out what
+exists:
 
 - **one GET each**: the per-key lookup clearlake did before, on four threads, a
   404 meaning absent;
@@ -40,9 +46,10 @@ from clearlake.errors import NotFoundError
 from clearlake.metrics_store import checksum_path
 from clearlake.store import LakeFS
 
-REPOSITORY = "bench-lookup"
+REPOSITORY = "bench-requests"
 LOOKUPS = (8, 64, 256, 2048)
 SAMPLE_KEYS = 2048
+SINGLE_REQUESTS = 2000
 
 
 def _cpu_of(pid: int) -> float:
@@ -103,6 +110,39 @@ def _compare(lakefs: LakeFS, meter: _Meter, lookups: int, repeat: int) -> dict[s
     return result
 
 
+def _single_objects(lakefs: LakeFS, meter: _Meter, count: int) -> dict[str, Any]:
+    """Client and lakeFS CPU per upload and per read, through the SDK and through `LakeFS`."""
+    document = b"x" * 1200
+
+    def sdk_upload(path: str) -> None:
+        lakefs.client.call_api(
+            "/repositories/{repository}/branches/{branch}/objects", "POST",
+            path_params={"repository": REPOSITORY, "branch": "main"},
+            query_params=[("path", path)],
+            header_params={"Content-Type": "application/octet-stream",
+                           "Accept": "application/json"},
+            body=document, response_types_map={"201": "ObjectStats"}, auth_settings=["basic_auth"],
+            _return_http_data_only=True)
+
+    ways = {
+        "sdk": (sdk_upload, lambda path: lakefs.objects.get_object(REPOSITORY, "main", path)),
+        "clearlake": (lambda path: lakefs.upload_object(REPOSITORY, "main", path, document),
+                      lambda path: lakefs.get_object(REPOSITORY, "main", path)),
+    }
+    result: dict[str, Any] = {}
+    for name, (upload, read) in ways.items():
+        paths = [f"single/{name}/{i:05d}.json" for i in range(count)]
+        uploads = meter(lambda upload=upload, paths=paths: [upload(p) for p in paths])
+        reads = meter(lambda read=read, paths=paths: [read(p) for p in paths])
+        result[name] = {f"{what}_{key}_ms": 1000 * run[key] / count
+                        for what, run in (("upload", uploads), ("read", reads))
+                        for key in ("client_cpu_s", "lakefs_cpu_s")}
+    for what in ("upload", "read"):
+        result[f"{what}_client_ratio"] = (result["clearlake"][f"{what}_client_cpu_s_ms"]
+                                          / result["sdk"][f"{what}_client_cpu_s_ms"])
+    return result
+
+
 def _unit_costs(lakefs: LakeFS, meter: _Meter) -> dict[str, float]:
     """CPU per 404 GET and per listed entry (a store of at least 1,000 entries)."""
     misses = _random_paths(500)
@@ -128,13 +168,14 @@ def benchmark(store_size: int, repeat: int) -> dict[str, Any]:
     figures: dict[str, Any] = {"load_before": os.getloadavg(), "store": store_size,
                                "repeat": repeat, "by_store_size": {}}
     install_lakefs(report=lambda line: None)
-    with tempfile.TemporaryDirectory(prefix="clearlake-bench-lookup-") as home:
+    with tempfile.TemporaryDirectory(prefix="clearlake-bench-requests-") as home:
         stack = Stack(home=Path(home), ports=free_loopback_ports())
         stack.up(report=lambda line: None, deploy=False)
         try:
             lakefs = LakeFS(lakefs_settings(Path(home)))
             meter = _Meter(next(s.pid for s in stack.status() if s.name == "lakefs"))
             lakefs.create_repository(REPOSITORY, f"local://{REPOSITORY}")
+            figures["single"] = _single_objects(lakefs, meter, SINGLE_REQUESTS)
             for size in (0, store_size):
                 lakefs.upload_many(REPOSITORY, "main",
                                    ((p, b'{"sha256":""}') for p in _random_paths(size)))
@@ -154,6 +195,15 @@ def benchmark(store_size: int, repeat: int) -> dict[str, Any]:
 def report(figures: dict[str, Any]) -> None:
     print(f"\nload average before {figures['load_before']}, after {figures['load_after']}; "
           f"median of {figures['repeat']}")
+    single = figures["single"]
+    print("| per request (ms of CPU) | SDK client | clearlake client | ratio | lakeFS |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for what in ("upload", "read"):
+        sdk, ours = single["sdk"], single["clearlake"]
+        print(f"| {what} of 1.2 kB | {sdk[f'{what}_client_cpu_s_ms']:.2f} | "
+              f"{ours[f'{what}_client_cpu_s_ms']:.2f} | {single[f'{what}_client_ratio']:.2f} | "
+              f"{ours[f'{what}_lakefs_cpu_s_ms']:.2f} |")
+    print()
     print("| store entries | lookups (all miss) | one GET each: wall / CPU ms | read_existing: "
           "wall / CPU ms | CPU ratio | wall ratio |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
