@@ -135,6 +135,17 @@ def test_dask_workers_keep_numpy_temporaries_on_the_heap(stack: Stack) -> None:
         assert {k: environment.get(k) for k in DASK_WORKER_MALLOC_ENV} == DASK_WORKER_MALLOC_ENV
 
 
+def test_dask_workers_are_ready_before_their_first_batch(stack: Stack) -> None:
+    from distributed import Client
+
+    with Client(stack.dask_address, timeout=30) as client:
+        client.wait_for_workers(len(os.sched_getaffinity(0)), timeout=60)
+        # A lambda travels by value; a function of this module would need `tests` importable.
+        ready = client.run(lambda: ("prefect_aws" in sys.modules,
+                                    sys.modules["cv2"].getNumThreads()))
+    assert set(ready.values()) == {(True, 1)}  # Prefect's collections loaded, one OpenCV thread
+
+
 def test_the_work_pool_starts_runs_through_the_forkserver(stack: Stack) -> None:
     from prefect.client.orchestration import get_client
 

@@ -25,6 +25,24 @@ def test_bad_credentials_are_permission_denied(lakefs: LakeFS, repo: str) -> Non
     assert repo in str(caught.value)
 
 
+def test_object_requests_are_typed_and_keep_awkward_paths_intact(
+    lakefs: LakeFS, repo: str
+) -> None:
+    intruder = LakeFS.connect(lakefs.settings.endpoint, "AKIAIOSFODNN7EXAMPLE", "wrong")
+    with pytest.raises(PermissionDeniedError):
+        intruder.upload_object(repo, "main", "x.json", b"{}")
+    with pytest.raises(PermissionDeniedError):
+        intruder.get_object(repo, "main", "x.json")
+    with pytest.raises(NotFoundError) as caught:
+        lakefs.get_object(repo, "main", "no/such object.jpg")
+    assert caught.value.path == "no/such object.jpg"
+    awkward = "odd names/a b+c?d=e&f#g%20h ünï.jpg"
+    stats = lakefs.upload_object(repo, "main", awkward, b"bytes")
+    assert (stats.path, stats.size) == (awkward, 5)
+    assert lakefs.get_object(repo, "main", awkward) == b"bytes"
+    assert lakefs.get_object(repo, "main", awkward) == b"bytes"  # the kept-alive connection
+
+
 def test_create_repository_twice_is_harmless(lakefs: LakeFS, repo: str) -> None:
     assert lakefs.create_repository(repo, f"local://{repo}") is False
 
@@ -136,7 +154,7 @@ def test_read_existing_lists_a_dense_lookup_and_reads_only_what_exists(
     lakefs.upload_many(repo, "main", ((f"keys/{i:04d}.json", b"%d" % i) for i in range(0, 600, 2)))
     counting = _CountingLakeFS(lakefs)
     sought = [f"keys/{i:04d}.json" for i in range(0, 600, 3)]  # every other one exists
-    found = counting.read_existing(repo, "main", sought + ["nowhere/else.json"])
+    found = counting.read_existing(repo, "main", [*sought, "nowhere/else.json"])
     assert found == {f"keys/{i:04d}.json": b"%d" % i for i in range(0, 600, 6)}
     assert counting.reads == len(found)  # no request for any missing object
     assert counting.pages == 2  # 300 entries: a first small page, then the rest
