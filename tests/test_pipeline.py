@@ -19,6 +19,7 @@ from clearlake.lineage import lineage
 from clearlake.provenance import ResultsMarker, signing_key
 from clearlake.stack.services import Stack
 from clearlake.store import LakeFS
+from clearlake.transaction import TEMP_BRANCH_PREFIX
 from tests.pipeline_support import commit_images, photo, unique_seed
 
 
@@ -117,11 +118,14 @@ def test_a_commit_landing_during_the_run_is_neither_swept_in_nor_lost(
     # A user is mid-upload: the branch is dirty, so the results merge must wait.
     lakefs.upload_object(repo, "main", "img/late.jpg", photo(seed + 50))
 
-    def user_commits_soon() -> None:
-        time.sleep(2.0)
+    def user_commits_once_the_run_has_planned() -> None:
+        # The run opens its results transaction (a temporary branch) after planning.
+        deadline = time.monotonic() + 60
+        while not lakefs.list_branches(repo, TEMP_BRANCH_PREFIX) and time.monotonic() < deadline:
+            time.sleep(0.05)
         lakefs.commit(repo, "main", "the user's own commit")
 
-    user = threading.Thread(target=user_commits_soon)
+    user = threading.Thread(target=user_commits_once_the_run_has_planned)
     user.start()
     summary = classify(repo, merge_timeout_s=60.0)
     user.join()
