@@ -7,21 +7,20 @@ benchmark starts itself (state in a temporary folder):
    read of it, through the generated SDK and through ``LakeFS.upload_object`` /
    ``get_object`` (plain ``http.client``); the ratio is clearlake's against the SDK's.
    lakeFS's own CPU per request is reported beside it.
-2. **Lookups.** A repository laid out like the
-metrics store's checksum map (``checksums/<md5>-<size>.json``, random keys) holds
-0 and then N entries. For lookups of 8, 64, 256 and 2,048 keys that all miss (new
-images: what a run asks the store for each one), both ways of finding out what
-exists:
+2. **Lookups.** A repository laid out like the metrics store's checksum map
+   (``checksums/<md5>-<size>.json``, random keys) holds 0 and then N entries. For
+   lookups of 8, 64, 256 and 2,048 keys that all miss (new images: what a run asks
+   the store for each one), both ways of finding out what exists:
 
-- **one GET each**: the per-key lookup clearlake did before, on four threads, a
-  404 meaning absent;
-- **``LakeFS.read_existing``**: lakeFS's listing walked over the sorted keys,
-  falling back to one GET each where the listing is too dense to be worth it.
+   - **one GET each**: the per-key lookup clearlake did before, on four threads, a
+     404 meaning absent;
+   - **``LakeFS.read_existing``**: lakeFS's listing walked over the sorted keys,
+     falling back to one GET each where the listing is too dense to be worth it.
 
 Each is timed ``--repeat`` times (median reported; a sample repeats a small lookup
 until it has asked for 2,048 keys, and is divided back to one lookup), as wall time
-and as CPU seconds of this process (the client) plus lakeFS's process; the ratio is the walk's CPU
-against one GET each. It also reports the unit costs behind
+and as CPU seconds of this process (the client) plus lakeFS's process; the ratio is
+the walk's CPU against one GET each. It also reports the unit costs behind
 ``clearlake.store.ENTRIES_PER_LOOKUP``: client + lakeFS CPU per 404 GET and per
 entry of a listing page of 1,000 (parsed as ``read_existing`` parses it), and the
 client's CPU per entry when the SDK's generated models parse the page instead.

@@ -39,7 +39,7 @@ from clearlake.errors import (
 
 PAGE_SIZE = 1000
 # Finding which of many paths exist (`LakeFS.read_existing`): one lookup costs lakeFS and
-# the client about as much as listing this many entries (`python -m bench.lakefs_requests`), so a
+# the client as much as listing 120-210 entries (`python -m bench.lakefs_requests`), so a
 # listing page is worth its cost while it answers for at least one path per this many.
 ENTRIES_PER_LOOKUP = 100
 FIRST_WALK_PAGE = 2 * ENTRIES_PER_LOOKUP  # small: in a sparse listing it is the only page
@@ -86,7 +86,7 @@ class _ObjectRequests:
     """Single-object reads and uploads over `http.client`, a keep-alive connection per thread.
 
     A run reads every new image and uploads three small documents per image: the
-    generated client spends about twice the CPU of a plain request on each
+    generated client spends 1.4–2.2 × the client CPU of a plain request on each
     (`python -m bench.lakefs_requests`). Errors come back as the SDK's
     `ApiException`, so `_translate` types them like any other call's.
     """
@@ -116,19 +116,22 @@ class _ObjectRequests:
     ) -> bytes:
         url = f"{self._base}/{resource}?path={_quote(path)}"
         headers = {"Authorization": self._authorization, **(headers or {})}
-        for attempt in (1, 2):
-            connection = self._connection()
-            try:
-                connection.request(method, url, body=body, headers=headers)
-                response = connection.getresponse()
-                data = response.read()
-                break
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                # A keep-alive connection the server closed: once more on a fresh one.
-                connection.close()
-                self._local.connection = None
-                if attempt == 2:
-                    raise
+        try:
+            return self._send(method, url, body, headers)
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            # A kept-alive connection the server had closed: once more on a fresh one.
+            return self._send(method, url, body, headers)
+
+    def _send(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> bytes:
+        connection = self._connection()
+        try:
+            connection.request(method, url, body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException):
+            connection.close()  # in an unknown state: the next request opens a new one
+            self._local.connection = None
+            raise
         if response.status >= 300:
             error = ApiException(status=response.status, reason=response.reason)
             error.body = data.decode(errors="replace")
@@ -442,7 +445,8 @@ class LakeFS:
     ) -> tuple[list[str], bool]:
         """One page of paths under `prefix` after `after`, and whether more follow.
 
-        Parsed from the raw JSON: the generated models cost ~60 µs an entry."""
+        Parsed from the raw JSON: the generated models cost the client ~7 × as much an
+        entry (`python -m bench.lakefs_requests`)."""
         with _translate("list objects", repository, ref, prefix or None):
             response = self.objects.list_objects_with_http_info(
                 repository, ref, prefix=prefix, after=after, amount=amount,
