@@ -340,9 +340,10 @@ def measure_batch(
         while reading:
             chunk = [future.result() for future in reading]
             reading = [pool.submit(read, datum) for datum in next(chunks, [])]
-            stored = store.get_many(ANALYSIS_VERSION, {sha256 for _, _, sha256 in chunk})
+            stored.update(store.get_many(ANALYSIS_VERSION,
+                                         {sha256 for _, _, sha256 in chunk} - stored.keys()))
             for datum, data, sha256 in chunk:
-                if sha256 in stored:
+                if sha256 in stored:  # measured before, or earlier in this batch (a copy)
                     results.append(Measured(datum.path, datum.checksum, stored[sha256], "reused",
                                             True))
                     continue
@@ -359,6 +360,7 @@ def measure_batch(
                                  "run_id": run_id},
                 )
                 results.append(Measured(datum.path, datum.checksum, computed, "computed", True))
+                stored[sha256] = computed
     return results
 
 

@@ -16,6 +16,7 @@ from clearlake import pipeline
 from clearlake.config import DASK_WORKER_MALLOC_ENV
 from clearlake.errors import NotFoundError
 from clearlake.lineage import lineage
+from clearlake.metrics_store import MetricsStore
 from clearlake.provenance import ResultsMarker, signing_key
 from clearlake.stack.services import Stack
 from clearlake.store import LakeFS
@@ -108,6 +109,28 @@ def test_deletions_renames_copies_and_a_corrupt_image(
     assert records["b/copy.jpg"]["origin"] == "reused"
     assert records["b/copy.jpg"]["computed_at"]["path"] == "a/2.jpg"
     assert {r["path"] for r in pipeline.read_table(lakefs, repo, "main", "main")} == set(records)
+
+
+def test_copies_within_one_batch_are_measured_once(lakefs: LakeFS, repo: str) -> None:
+    seed = unique_seed()
+    images = {"a/original.jpg": photo(seed), "b/copy.jpg": photo(seed),
+              "c/other.jpg": photo(seed + 1)}
+    source = commit_images(lakefs, repo, images)
+    datums = [pipeline.Datum(path, *_checksum_and_size(lakefs, repo, source, path))
+              for path in images]
+    store = MetricsStore(lakefs, f"{repo}-store")  # new: it has measured nothing
+
+    measured = pipeline.measure_batch(lakefs, store, repo, source, datums, "run-1")
+
+    assert [(m.path, m.origin) for m in measured] == [
+        ("a/original.jpg", "computed"), ("b/copy.jpg", "reused"), ("c/other.jpg", "computed")]
+    assert measured[1].analysis == measured[0].analysis  # computed at a/original.jpg
+    assert measured[1].learned_sha256  # its checksum is worth remembering too
+
+
+def _checksum_and_size(lakefs: LakeFS, repo: str, ref: str, path: str) -> tuple[str, int]:
+    info = lakefs.stat_object(repo, ref, path)
+    return info.checksum, info.size
 
 
 def test_a_commit_landing_during_the_run_is_neither_swept_in_nor_lost(
