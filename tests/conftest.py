@@ -12,6 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 
+# A Prefect call that finds no API URL (a thread outside the stack fixture's settings
+# context, say) must fail, not start a hidden temporary server and pass against it.
+# Set before Prefect is imported: its root settings are read from the environment then.
+os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
+
 from clearlake.config import lakefs_settings
 from clearlake.stack.install import install_lakefs, lakectl_environment
 from clearlake.stack.services import Stack, free_loopback_ports

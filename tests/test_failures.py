@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
 import signal
 import subprocess
@@ -41,7 +42,9 @@ def test_a_dask_worker_killed_mid_batch(
     commit_images(lakefs, repo, images)
     with Client(dask_address) as client:
         outcome: dict[str, Any] = {}
-        run = threading.Thread(target=lambda: outcome.update(classify(repo)))
+        # The thread runs in this test's context: the stack's Prefect settings travel in it.
+        run = threading.Thread(target=contextvars.copy_context().run,
+                               args=(lambda: outcome.update(classify(repo)),))
         run.start()
         busy = wait_for(lambda: [w for w, keys in client.processing().items() if keys]
                         or not run.is_alive())
