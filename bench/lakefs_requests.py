@@ -17,7 +17,16 @@ benchmark starts itself (state in a temporary folder):
    - **``LakeFS.read_existing``**: lakeFS's listing walked over the sorted keys,
      falling back to one GET each where the listing is too dense to be worth it.
 
-Each is timed ``--repeat`` times (median reported; a sample repeats a small lookup
+3. **Image reads.** Client and lakeFS CPU, and wall time, per read of a 120 kB
+   object (a 1024-px JPEG's size), one after another, by each way a batch could read
+   its bytes: the SDK's ``get_object``; ``LakeFS.get_object``; lakeFS's S3 gateway
+   through boto3's ``get_object`` and through prefect-aws's ``S3Bucket.read_path``
+   (boto3's transfer manager: a HEAD, then ranged GETs); and presigned URLs, where
+   the blockstore gives them (``stat_object(presign=True)``; the local blockstore
+   answers with a ``local://`` address, which is reported). Every way's bytes are
+   checked against what was uploaded.
+
+Lookups are timed ``--repeat`` times (median reported; a sample repeats a small lookup
 until it has asked for 2,048 keys, and is divided back to one lookup), as wall time
 and as CPU seconds of this process (the client) plus lakeFS's process; the ratio is
 the walk's CPU against one GET each. It also reports the unit costs behind
@@ -41,6 +50,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import lakefs_sdk
+
 from clearlake.errors import NotFoundError
 from clearlake.metrics_store import checksum_path
 from clearlake.store import LakeFS
@@ -49,6 +60,8 @@ REPOSITORY = "bench-requests"
 LOOKUPS = (8, 64, 256, 2048)
 SAMPLE_KEYS = 2048
 SINGLE_REQUESTS = 2000
+IMAGE_READS = 500
+IMAGE_BYTES = 120_000
 
 
 def _cpu_of(pid: int) -> float:
@@ -142,6 +155,53 @@ def _single_objects(lakefs: LakeFS, meter: _Meter, count: int) -> dict[str, Any]
     return result
 
 
+def _image_reads(lakefs: LakeFS, meter: _Meter, count: int) -> dict[str, Any]:
+    """Client and lakeFS CPU and wall time per read of an image-sized object, each way."""
+    from prefect_aws import AwsClientParameters, AwsCredentials, S3Bucket
+
+    settings = lakefs.settings
+    images = {f"images/{i:05d}.jpg": os.urandom(IMAGE_BYTES) for i in range(count)}
+    lakefs.upload_many(REPOSITORY, "main", images.items())
+    commit = lakefs.commit(REPOSITORY, "main", f"{count} image-sized objects")
+    credentials = AwsCredentials(
+        aws_access_key_id=settings.access_key_id,
+        aws_secret_access_key=settings.secret_access_key.get_secret_value(),
+        region_name="us-east-1",
+        aws_client_parameters=AwsClientParameters(
+            endpoint_url=settings.endpoint, config={"s3": {"addressing_style": "path"}}))
+    s3 = credentials.get_s3_client()
+    bucket = S3Bucket(bucket_name=REPOSITORY, credentials=credentials)
+    ways: dict[str, Callable[[str], bytes]] = {
+        "sdk": lambda path: bytes(lakefs.objects.get_object(REPOSITORY, commit, path)),
+        "clearlake": lambda path: lakefs.get_object(REPOSITORY, commit, path),
+        "s3_gateway_boto3": lambda path: s3.get_object(
+            Bucket=REPOSITORY, Key=f"{commit}/{path}")["Body"].read(),
+        "s3_bucket_block": lambda path: bucket.read_path(f"{commit}/{path}"),
+    }
+    result: dict[str, Any] = {}
+    for name, read in ways.items():
+        for path in list(images)[:2]:  # warm: clients, connections
+            read(path)
+        wrong = []
+        run = meter(lambda read=read, wrong=wrong: wrong.extend(
+            path for path, data in images.items() if read(path) != data))
+        if wrong:
+            raise RuntimeError(f"{name} read {len(wrong)} objects wrong, e.g. {wrong[0]}")
+        result[name] = {key.replace("_s", "_ms"): 1000 * value / count
+                        for key, value in run.items()}
+    ours = result["clearlake"]
+    for name in ways:
+        result[name]["cpu_ratio_to_clearlake"] = (
+            (result[name]["client_cpu_ms"] + result[name]["lakefs_cpu_ms"])
+            / (ours["client_cpu_ms"] + ours["lakefs_cpu_ms"]))
+    try:
+        stats = lakefs.objects.stat_object(REPOSITORY, commit, next(iter(images)), presign=True)
+        result["presigned"] = f"gives {stats.physical_address.split('://')[0]}:// addresses"
+    except lakefs_sdk.ApiException as error:
+        result["presigned"] = f"refused: {error.status} {(error.body or error.reason).strip()}"
+    return result
+
+
 def _unit_costs(lakefs: LakeFS, meter: _Meter) -> dict[str, float]:
     """CPU per 404 GET and per listed entry (a store of at least 1,000 entries)."""
     misses = _random_paths(500)
@@ -175,6 +235,7 @@ def benchmark(store_size: int, repeat: int) -> dict[str, Any]:
             meter = _Meter(next(s.pid for s in stack.status() if s.name == "lakefs"))
             lakefs.create_repository(REPOSITORY, f"local://{REPOSITORY}")
             figures["single"] = _single_objects(lakefs, meter, SINGLE_REQUESTS)
+            figures["image_reads"] = _image_reads(lakefs, meter, IMAGE_READS)
             for size in (0, store_size):
                 lakefs.upload_many(REPOSITORY, "main",
                                    ((p, b'{"sha256":""}') for p in _random_paths(size)))
@@ -202,6 +263,15 @@ def report(figures: dict[str, Any]) -> None:
         print(f"| {what} of 1.2 kB | {sdk[f'{what}_client_cpu_s_ms']:.2f} | "
               f"{ours[f'{what}_client_cpu_s_ms']:.2f} | {single[f'{what}_client_ratio']:.2f} | "
               f"{ours[f'{what}_lakefs_cpu_s_ms']:.2f} |")
+    reads = figures["image_reads"]
+    print(f"\n| read of {IMAGE_BYTES // 1000} kB, per read | wall ms | client CPU ms | "
+          "lakeFS CPU ms | CPU ratio to clearlake |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, r in reads.items():
+        if isinstance(r, dict):
+            print(f"| {name} | {r['wall_ms']:.2f} | {r['client_cpu_ms']:.2f} | "
+                  f"{r['lakefs_cpu_ms']:.2f} | {r['cpu_ratio_to_clearlake']:.2f} |")
+    print(f"presigned URLs: the blockstore {reads['presigned']}")
     print()
     print("| store entries | lookups (all miss) | one GET each: wall / CPU ms | read_existing: "
           "wall / CPU ms | CPU ratio | wall ratio |")
