@@ -1,7 +1,7 @@
-"""The few errors clearlake raises for lakeFS trouble.
+"""The few errors clearlake raises: lakeFS trouble, the stack, a configuration.
 
 Every lakeFS call goes through `clearlake.store`, which turns SDK exceptions into
-these, each naming the repository, ref and path involved.
+`LakeFSError`s, each naming the repository, ref and path involved.
 """
 
 from __future__ import annotations
@@ -76,3 +76,7 @@ class UnavailableError(LakeFSError):
 
 class StackError(ClearlakeError):
     """The local stack could not be installed, started or stopped."""
+
+
+class ConfigurationError(ClearlakeError):
+    """A parameter, setting or block that cannot be used as given."""

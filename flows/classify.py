@@ -23,6 +23,7 @@ from prefect.runtime import flow_run
 
 from clearlake import pipeline
 from clearlake.config import DASK_WORKER_MALLOC_ENV
+from clearlake.errors import ConfigurationError
 from clearlake.metrics_store import MetricsStore
 from clearlake.provenance import signing_key
 from clearlake.store import LakeFS
@@ -51,14 +52,30 @@ def local_cluster(**cluster_kwargs: Any) -> LocalCluster:
         return LocalCluster(**cluster_kwargs)
 
 
+def resolve_dask_address(address: str | None, cluster_block: str | None) -> str | None:
+    """The Dask scheduler a run uses: `address`, else the saved `DaskCluster` block named
+    `cluster_block`, else `CLEARLAKE_DASK_ADDRESS`; None for a LocalCluster."""
+    if address and cluster_block:
+        raise ConfigurationError("give a Dask address or a DaskCluster block, not both")
+    if cluster_block:
+        from blocks import DaskCluster
+
+        try:
+            return DaskCluster.load(cluster_block).address
+        except ValueError as error:  # Prefect's "Unable to find block document named …"
+            raise ConfigurationError(
+                f"no DaskCluster block named {cluster_block!r}: save one first, e.g. "
+                f"DaskCluster(address='tcp://host:8786').save({cluster_block!r})") from error
+    return address or os.environ.get(DASK_ADDRESS_ENV)
+
+
 def dask_task_runner(address: str | None) -> DaskTaskRunner:
-    """An existing Dask cluster by address (parameter, then `CLEARLAKE_DASK_ADDRESS`), else a
-    LocalCluster with one single-threaded worker process per core (measuring is CPU-bound)."""
+    """The Dask cluster at `address`, else a LocalCluster with one single-threaded worker
+    process per core (measuring is CPU-bound)."""
     # Imported here: it pulls in distributed (seconds of start-up) which a run that
     # finds nothing to measure never needs.
     from prefect_dask import DaskTaskRunner
 
-    address = address or os.environ.get(DASK_ADDRESS_ENV)
     if address:
         return DaskTaskRunner(address=address)
     cores = len(os.sched_getaffinity(0))
@@ -114,7 +131,8 @@ def measure_on_dask(
     each batch's measurements as soon as it finishes, so the caller can write them meanwhile.
 
     Batches hold at most `batch_size` images and shrink towards the end to the
-    cluster's size (see `pipeline.batches`).
+    cluster's size (see `pipeline.batches`). `address` is a scheduler's (see
+    `resolve_dask_address`); None starts a LocalCluster for the run.
 
     The batches go to the task runner directly rather than through a subflow: a
     subflow's parameters are stored by the Prefect server (512 KiB at most), and a
@@ -179,6 +197,7 @@ def classify_commit(
     glob: str | None = None,
     batch_size: int = pipeline.DEFAULT_BATCH_SIZE,
     dask_address: str | None = None,
+    dask_cluster: str | None = None,
     merge_timeout_s: float = 60.0,
 ) -> dict[str, Any]:
     """Classify the images a commit added or changed on a branch, and commit the results.
@@ -192,17 +211,19 @@ def classify_commit(
         batch_size: most images per Dask task (batches shrink towards the end of a run).
         dask_address: an existing Dask scheduler; default `CLEARLAKE_DASK_ADDRESS`, else a
             LocalCluster sized to the machine.
+        dask_cluster: instead of `dask_address`, the name of a saved `DaskCluster` block.
         merge_timeout_s: how long to retry the merge while the branch has uncommitted
             changes before leaving the results pending for `reconcile`.
 
     Returns:
         A summary: status ('up_to_date', 'merged' or 'pending'), counts, commits.
     """
+    address = resolve_dask_address(dask_address, dask_cluster)  # a bad one fails before the lock
     lock = branch_lock(repository, branch)
     ensure_lock(lock)
     # Runs of one branch queue here: a run plans from what the previous one wrote.
     with concurrency(lock, occupy=1, strict=True, lease_duration=LOCK_LEASE_S):
-        return _classify(repository, branch, commit, prefix, glob, batch_size, dask_address,
+        return _classify(repository, branch, commit, prefix, glob, batch_size, address,
                          merge_timeout_s)
 
 

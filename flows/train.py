@@ -10,7 +10,7 @@ from prefect.runtime import flow_run
 from clearlake import pipeline, training
 from clearlake.metrics_store import MetricsStore
 from clearlake.store import LakeFS
-from flows.classify import measure_on_dask
+from flows.classify import measure_on_dask, resolve_dask_address
 
 
 @flow(name="train-classifier", log_prints=True)
@@ -21,6 +21,7 @@ def train_classifier(
     image_prefix: str = "",
     batch_size: int = pipeline.DEFAULT_BATCH_SIZE,
     dask_address: str | None = None,
+    dask_cluster: str | None = None,
 ) -> dict[str, Any]:
     """Train the Naive Bayes model on a labels file and commit it under `_clearlake/model/`.
 
@@ -35,7 +36,9 @@ def train_classifier(
         image_prefix: folder the CSV's paths are relative to.
         batch_size: images per Dask task.
         dask_address: an existing Dask scheduler (default as for classify-commit).
+        dask_cluster: instead of `dask_address`, the name of a saved `DaskCluster` block.
     """
+    address = resolve_dask_address(dask_address, dask_cluster)
     logger = get_run_logger()
     run_id = str(flow_run.id or "local")
     lakefs = LakeFS()
@@ -44,7 +47,7 @@ def train_classifier(
         lakefs.get_object(repository, commit, labels_path), f"{repository}@{ref}:{labels_path}")
     datums = training.datums_for(lakefs, repository, commit, labelled, image_prefix)
     measured = [m for batch in measure_on_dask(repository, commit, datums, batch_size, run_id,
-                                               dask_address)
+                                               address)
                 for m in batch]
     pipeline.remember(MetricsStore(lakefs), measured, f"training on {repository}@{commit[:12]}")
     model = training.fit(labelled, measured, image_prefix)

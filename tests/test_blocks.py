@@ -1,4 +1,4 @@
-"""The lakeFS blocks against a real lakeFS and a real Prefect server."""
+"""clearlake's blocks against a real lakeFS, Prefect server and Dask scheduler."""
 
 from __future__ import annotations
 
@@ -10,10 +10,14 @@ import pytest
 from PIL import Image
 from prefect.blocks.core import Block
 from prefect.testing.standard_test_suites import BlockStandardTestSuite
+from pydantic import ValidationError
 
-from blocks import LakeFSCredentials, LakeFSRepository
+from blocks import DaskCluster, LakeFSCredentials, LakeFSRepository
+from blocks import dask as dask_block
 from blocks.lakefs import LOGO_PATH
+from clearlake.errors import ConfigurationError
 from clearlake.stack.install import LAKEFS_MODULE, LAKEFS_VERSION
+from clearlake.stack.services import Stack
 from clearlake.store import LakeFS
 
 
@@ -45,6 +49,36 @@ class TestLakeFSRepositoryStandards(_OfflineLogoCheck, BlockStandardTestSuite):
     @pytest.fixture
     def block(self) -> type[Block]:
         return LakeFSRepository
+
+
+class TestDaskClusterStandards(BlockStandardTestSuite):
+    @pytest.fixture
+    def block(self) -> type[Block]:
+        return DaskCluster
+
+    def test_has_a_valid_image(self, block: type[Block]) -> None:
+        """Offline: the logo URL names a file of the installed `distributed` release."""
+        import distributed
+
+        assert str(block._logo_url).endswith(
+            f"/{dask_block.DISTRIBUTED_VERSION}/{dask_block.LOGO_PATH}")
+        image = Image.open(Path(distributed.__file__).parent.parent / dask_block.LOGO_PATH)
+        assert image.width == image.height
+        assert 1000 > image.width > 45
+
+
+def test_a_dask_cluster_block_names_the_scheduler_a_run_uses(stack: Stack, repo: str) -> None:
+    from flows.classify import resolve_dask_address
+
+    DaskCluster(address=f" {stack.dask_address} ").save(f"dask-{repo}", overwrite=True)
+    assert resolve_dask_address(None, f"dask-{repo}") == stack.dask_address
+    assert resolve_dask_address("tcp://10.0.0.5:8786", None) == "tcp://10.0.0.5:8786"
+    with pytest.raises(ConfigurationError, match="not both"):
+        resolve_dask_address("tcp://10.0.0.5:8786", f"dask-{repo}")
+    with pytest.raises(ConfigurationError, match="no DaskCluster block named 'nowhere'"):
+        resolve_dask_address(None, "nowhere")
+    with pytest.raises(ValidationError, match="not a Dask scheduler address"):
+        DaskCluster(address="10.0.0.5")
 
 
 @pytest.fixture

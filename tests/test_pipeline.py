@@ -111,6 +111,24 @@ def test_deletions_renames_copies_and_a_corrupt_image(
     assert {r["path"] for r in pipeline.read_table(lakefs, repo, "main", "main")} == set(records)
 
 
+def test_a_run_on_the_cluster_a_dask_cluster_block_names(
+    lakefs: LakeFS, repo: str, dask_address: str
+) -> None:
+    from distributed import get_task_stream
+
+    from blocks import DaskCluster
+    from flows.classify import classify_commit
+
+    seed = unique_seed()
+    commit_images(lakefs, repo, {f"img/{i}.jpg": photo(seed + i) for i in range(3)})
+    DaskCluster(address=dask_address).save(f"cluster-{repo}", overwrite=True)
+    with Client(dask_address, set_as_default=False) as client, \
+            get_task_stream(client) as stream:
+        summary = classify_commit(repo, "main", dask_cluster=f"cluster-{repo}")
+    assert summary["counts"]["computed"] == 3
+    assert any(task["key"].startswith("measure_batch") for task in stream.data)
+
+
 def test_copies_within_one_batch_are_measured_once(lakefs: LakeFS, repo: str) -> None:
     seed = unique_seed()
     images = {"a/original.jpg": photo(seed), "b/copy.jpg": photo(seed),

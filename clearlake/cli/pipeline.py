@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from clearlake.cli.app import app
-from clearlake.errors import LakeFSError
+from clearlake.errors import ClearlakeError, LakeFSError
 
 console = Console()
 
@@ -40,6 +40,9 @@ def classify(
     dask_address: Annotated[
         str | None, typer.Option(help="Existing Dask scheduler (default: a LocalCluster).")
     ] = None,
+    dask_cluster: Annotated[
+        str | None, typer.Option(help="Or a saved DaskCluster block, by name.")
+    ] = None,
 ) -> None:
     """Run the classify-commit flow for a branch now, and print its summary."""
     use_stack_prefect()
@@ -49,8 +52,9 @@ def classify(
     sizing = {} if batch_size is None else {"batch_size": batch_size}
     try:
         summary = classify_commit(repository, branch, commit=commit, prefix=prefix, glob=glob,
-                                  dask_address=dask_address, **sizing)
-    except LakeFSError as error:
+                                  dask_address=dask_address, dask_cluster=dask_cluster,
+                                  **sizing)
+    except ClearlakeError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(code=1) from error
     console.print_json(json.dumps(summary))
