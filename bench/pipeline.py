@@ -33,8 +33,10 @@ Method, in one run:
    the cluster's start-up, a client's connection to it, the gap between the
    flow's start and its first batch starting on a worker (planning, task
    runner set-up and connection, as the flow sees it), the flow's own phase
-   seconds (plan, measure, store, label, write_back), and an **empty run** — a
-   commit that adds a text file and changes no image.
+   seconds (plan, measure, store, label, write_back), the lakeFS steps of its two
+   transactions (results and metrics store: temporary branch, waiting for the last
+   uploads, commit, merge), and an **empty run** — a commit that adds a text file
+   and changes no image.
 5. **Batch size.** The full measurement for each of ``--batch-sizes`` on the
    first ``--sweep-images`` images (a branch per run, a fresh metrics store per
    run, so every run measures everything), against a baseline of the same
@@ -386,6 +388,7 @@ class Bench:
             "error": _error_of(text) if failed else None,
             "counts": summary.get("counts", {}),
             "phases_s": summary.get("seconds", {}),
+            "transaction_s": summary.get("transaction_seconds", {}),
             "process_wall_s": wall,
             "flow_peak_mib": peak.kib / 1024,
             "worker_peak_mib": max((_vm_hwm_kib(p) or 0) for p in self.worker_pids) / 1024,
@@ -838,6 +841,7 @@ def report(f: dict[str, Any]) -> None:
         ("RATIO run / baseline", f"{f['ratio']:.2f}  (target ≤ 1.5, goal ≤ 1.2)"),
         ("  counts", json.dumps(full["counts"])),
         ("  phases s", _phases(full["phases_s"])),
+        ("  fixed: branch, commit, merge s", _transactions(full)),
         ("  CPU s", f"{_cpu(full)} vs baseline {f['baseline_before']['cpu_seconds']:.0f} / "
                     f"{f['baseline_after']['cpu_seconds']:.0f}"),
         ("  batches", _batches(full)),
@@ -856,6 +860,7 @@ def report(f: dict[str, Any]) -> None:
                              f"{empty['process_wall_s']:.1f} s) — phases "
                              f"{_phases(empty['phases_s'])}"),
         ("  empty run: requests", _kinds(empty["requests"])),
+        ("  empty run: branch, commit, merge s", _transactions(empty)),
         (f"incremental: {CHANGED} of {f['incremental_base']}",
          f"{inc['run_s']:.1f} s{_failure(inc)} (process wall {inc['process_wall_s']:.1f} s)"
          " — phases "
@@ -949,6 +954,12 @@ def _s(value: float | None) -> str:
 
 def _phases(phases: dict[str, float]) -> str:
     return " ".join(f"{k} {v:.2f}" for k, v in phases.items()) or "-"
+
+
+def _transactions(run: dict[str, Any]) -> str:
+    """The lakeFS steps of a run's two transactions: its results and the metrics store."""
+    steps = run.get("transaction_s", {})
+    return "; ".join(f"{name}: {_phases(steps.get(name, {}))}" for name in ("results", "store"))
 
 
 def _batches(run: dict[str, Any]) -> str:

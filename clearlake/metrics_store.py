@@ -172,6 +172,11 @@ class StoreWrite:
         """Wait for the uploads, commit and merge them; return the merge (None if nothing added)."""
         return self._tx.commit(message) if self._tx is not None else None
 
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Seconds of each step of the write's transaction (see `Transaction.seconds`)."""
+        return self._tx.seconds if self._tx is not None else {}
+
     def __enter__(self) -> StoreWrite:
         return self
 

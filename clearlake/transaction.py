@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 from clearlake.errors import DirtyBranchError, NotFoundError
@@ -104,12 +105,25 @@ class Transaction:
         self.strategy = strategy
         self.temp_branch = f"{TEMP_BRANCH_PREFIX}{int(time.time())}-{secrets.token_hex(4)}"
         self.base_commit: str | None = None
+        # Seconds of each step: creating the branch, waiting for queued uploads after the
+        # last was queued, the commit, the merge (with its retries). A run reports them.
+        self.seconds: dict[str, float] = {}
         self._keep_temp_branch = False
         self._uploads = BackgroundUploads(lakefs, repository, self.temp_branch)
 
     def __enter__(self) -> Transaction:
-        self.base_commit = self.lakefs.create_branch(self.repository, self.temp_branch, self.branch)
+        with self._timed("branch"):
+            self.base_commit = self.lakefs.create_branch(self.repository, self.temp_branch,
+                                                         self.branch)
         return self
+
+    @contextmanager
+    def _timed(self, step: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[step] = round(time.perf_counter() - started, 3)
 
     def __exit__(
         self,
@@ -146,19 +160,23 @@ class Transaction:
                 temporary branch is kept for a later `finish_pending`.
         """
         metadata = metadata or {}
-        self._uploads.wait()
-        self.lakefs.commit(self.repository, self.temp_branch, message, metadata, allow_empty=True)
+        with self._timed("uploads"):
+            self._uploads.wait()
+        with self._timed("commit"):
+            self.lakefs.commit(self.repository, self.temp_branch, message, metadata,
+                               allow_empty=True)
         try:
-            return merge_with_retry(
-                self.lakefs,
-                self.repository,
-                self.temp_branch,
-                self.branch,
-                message,
-                metadata,
-                self.merge_timeout_s,
-                strategy=self.strategy,
-            )
+            with self._timed("merge"):
+                return merge_with_retry(
+                    self.lakefs,
+                    self.repository,
+                    self.temp_branch,
+                    self.branch,
+                    message,
+                    metadata,
+                    self.merge_timeout_s,
+                    strategy=self.strategy,
+                )
         except DirtyBranchError as error:
             self._keep_temp_branch = True
             raise MergePending(

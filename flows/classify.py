@@ -308,7 +308,8 @@ def _classify(
 
     summary = {"status": status, "source_commit": the_plan.source_commit,
                "results_commit": results_commit, "pending_branch": pending,
-               "counts": counts, **pipeline.tally(new_records), "seconds": clock.laps}
+               "counts": counts, **pipeline.tally(new_records), "seconds": clock.laps,
+               "transaction_seconds": {"results": results.seconds, "store": new_entries.seconds}}
     _publish_artifacts(repository, branch, summary, new_records)
     logger.info("%s", {k: v for k, v in summary.items() if k != "labels"})
     return summary

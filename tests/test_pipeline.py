@@ -60,6 +60,8 @@ def test_first_run_then_only_the_change_then_nothing(
     first = classify(repo)
     assert first["status"] == "merged"
     assert first["counts"]["computed"] == 50 and first["counts"]["reused"] == 0
+    assert {name: set(steps) for name, steps in first["transaction_seconds"].items()} == {
+        name: {"branch", "uploads", "commit", "merge"} for name in ("results", "store")}
     with Client(dask_address, set_as_default=False) as client:  # workers that measured
         assert set(client.run(cv2.getNumThreads).values()) == {1}  # one OpenCV thread each
     records = records_on(lakefs, repo)

@@ -96,6 +96,7 @@ def test_uploads_queued_in_the_background_are_committed_or_left_nowhere(
         tx.upload_in_background((f"_clearlake/r/{i:02d}.json", b"{}") for i in range(40))
         merged = tx.commit("results")  # waits for every queued upload
     assert len(list(lakefs.list_objects(repo, merged, "_clearlake/r/"))) == 40
+    assert set(tx.seconds) == {"branch", "uploads", "commit", "merge"}  # what a run reports
 
     before = lakefs.head(repo, "main")
     with pytest.raises(RuntimeError), Transaction(lakefs, repo, "main") as tx:
@@ -109,6 +110,7 @@ def test_a_store_write_makes_one_commit_and_nothing_when_empty(lakefs: LakeFS, r
     store = MetricsStore(lakefs, f"{repo}-store")
     with store.write() as writing:
         assert writing.commit("nothing new") is None
+        assert writing.seconds == {}
     assert not lakefs.repository_exists(store.repository)  # not even created
     try:
         with store.write() as writing:
