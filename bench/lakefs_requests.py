@@ -22,9 +22,9 @@ benchmark starts itself (state in a temporary folder):
    its bytes: the SDK's ``get_object``; ``LakeFS.get_object``; lakeFS's S3 gateway
    through boto3's ``get_object`` and through prefect-aws's ``S3Bucket.read_path``
    (boto3's transfer manager: a HEAD, then ranged GETs); and presigned URLs, where
-   the blockstore gives them (``stat_object(presign=True)``; the local blockstore
-   answers with a ``local://`` address, which is reported). Every way's bytes are
-   checked against what was uploaded.
+   the blockstore gives them (``stat_object(presign=True)``: its answer is reported;
+   the local blockstore refuses). Every way's bytes are checked against what was
+   uploaded.
 
 Lookups are timed ``--repeat`` times (median reported; a sample repeats a small lookup
 until it has asked for 2,048 keys, and is divided back to one lookup), as wall time
