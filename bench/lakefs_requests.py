@@ -46,13 +46,11 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import lakefs_sdk
 
-from clearlake.errors import NotFoundError
 from clearlake.metrics_store import checksum_path
 from clearlake.store import LakeFS
 
@@ -75,14 +73,8 @@ def _random_paths(count: int) -> list[str]:
 
 
 def _one_get_each(lakefs: LakeFS, paths: list[str]) -> dict[str, bytes]:
-    def read(path: str) -> tuple[str, bytes | None]:
-        try:
-            return path, lakefs.get_object(REPOSITORY, "main", path)
-        except NotFoundError:
-            return path, None
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return {path: data for path, data in pool.map(read, paths) if data is not None}
+    """The per-key lookup clearlake did before `read_existing`: a GET each, 404 = absent."""
+    return lakefs._read_each(REPOSITORY, "main", paths, threads=4)
 
 
 class _Meter:

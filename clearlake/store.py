@@ -414,9 +414,15 @@ class LakeFS:
         pending = sorted(set(paths))
         if len(pending) > 1:
             pending = self._walk_to_existing(repository, ref, pending)
+        return self._read_each(repository, ref, pending, threads=threads)
+
+    def _read_each(
+        self, repository: str, ref: str, paths: Iterable[str], *, threads: int
+    ) -> dict[str, bytes]:
+        """The bytes of those of `paths` that exist, one GET each on `threads` threads."""
         with ThreadPoolExecutor(max_workers=threads) as pool:
             found = pool.map(lambda path: (path, self._read_if_exists(repository, ref, path)),
-                             pending)
+                             paths)
             return {path: data for path, data in found if data is not None}
 
     def _walk_to_existing(self, repository: str, ref: str, pending: list[str]) -> list[str]:
