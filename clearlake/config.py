@@ -21,7 +21,12 @@ from pydantic import SecretStr
 
 DEFAULT_PORTS: dict[str, int] = {
     "lakefs": 8000, "prefect": 4200, "bridge": 8765, "dask": 8786, "dask-dashboard": 8787,
+    # The S3 server's endpoint; its internal ports follow it (clearlake/stack/seaweedfs.py).
+    "s3": 8333, "postgres": 5433,
 }
+# Where new repositories keep their data, as a prefix the repository's name is appended
+# to (`s3://team-bucket/lakefs/`); unset, lakeFS's own `default_namespace_prefix`.
+STORAGE_NAMESPACE_ENV = "CLEARLAKE_STORAGE_NAMESPACE"
 # The source checkout (where prefect.yaml lives) when clearlake is installed editable.
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
@@ -69,6 +74,9 @@ class StackSecrets:
         lakefs_encrypt_key: lakeFS's key for encrypting its auth data at rest.
         webhook_secret: shared secret lakeFS sends to the webhook bridge.
         signing_key: HMAC key that marks clearlake's own results commits.
+        s3_access_key_id: the stack's S3 server's access key id (lakeFS's blockstore).
+        s3_secret_access_key: its secret key.
+        postgres_password: the password of the stack's PostgreSQL superuser.
     """
 
     lakefs_access_key_id: str
@@ -76,27 +84,38 @@ class StackSecrets:
     lakefs_encrypt_key: SecretStr
     webhook_secret: SecretStr
     signing_key: SecretStr
+    s3_access_key_id: str
+    s3_secret_access_key: SecretStr
+    postgres_password: SecretStr
+
+    @staticmethod
+    def _generate() -> dict[str, str]:
+        return {
+            # Access key ids look like AWS ones: 'AKIA' + 16 upper-case characters.
+            "lakefs_access_key_id": "AKIAJ" + secrets.token_hex(8).upper()[:15],
+            "lakefs_secret_access_key": secrets.token_urlsafe(30),
+            "lakefs_encrypt_key": secrets.token_urlsafe(32),
+            "webhook_secret": secrets.token_urlsafe(32),
+            "signing_key": secrets.token_urlsafe(32),
+            "s3_access_key_id": "AKIAS" + secrets.token_hex(8).upper()[:15],
+            "s3_secret_access_key": secrets.token_urlsafe(30),
+            "postgres_password": secrets.token_urlsafe(24),
+        }
 
     @classmethod
     def load_or_create(cls, home: Path) -> StackSecrets:
-        """Read `secrets.json`, generating it (mode 0600) on first use."""
+        """Read `secrets.json`, generating it (mode 0600) on first use.
+
+        A file from an older clearlake gains the secrets it lacks; those it has are
+        kept, since lakeFS's data is encrypted with them."""
         path = home / "secrets.json"
-        if path.exists():
-            raw = json.loads(path.read_text())
-        else:
-            raw = {
-                # lakeFS access key ids look like AWS ones: 'AKIA' + 16 upper-case characters.
-                "lakefs_access_key_id": "AKIAJ" + secrets.token_hex(8).upper()[:15],
-                "lakefs_secret_access_key": secrets.token_urlsafe(30),
-                "lakefs_encrypt_key": secrets.token_urlsafe(32),
-                "webhook_secret": secrets.token_urlsafe(32),
-                "signing_key": secrets.token_urlsafe(32),
-            }
+        raw = json.loads(path.read_text()) if path.exists() else {}
+        missing = {k: v for k, v in cls._generate().items() if k not in raw}
+        if missing:
+            raw.update(missing)
             write_private(path, json.dumps(raw, indent=2))
-        return cls(
-            lakefs_access_key_id=raw["lakefs_access_key_id"],
-            **{k: SecretStr(v) for k, v in raw.items() if k != "lakefs_access_key_id"},
-        )
+        plain = ("lakefs_access_key_id", "s3_access_key_id")
+        return cls(**{k: v if k in plain else SecretStr(v) for k, v in raw.items()})
 
 
 def recorded_ports(home: Path | None = None) -> dict[str, int]:
@@ -110,11 +129,20 @@ def recorded_ports(home: Path | None = None) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class LakeFSSettings:
-    """How to reach lakeFS: endpoint and credentials."""
+    """How to reach lakeFS: endpoint and credentials.
+
+    Attributes:
+        endpoint: base URL, without /api/v1.
+        access_key_id: the access key id.
+        secret_access_key: the secret key.
+        storage_namespace: prefix of new repositories' storage namespaces; None means
+            what the lakeFS server suggests (its `default_namespace_prefix`).
+    """
 
     endpoint: str
     access_key_id: str
     secret_access_key: SecretStr
+    storage_namespace: str | None = None
 
 
 def lakefs_settings(home: Path | None = None) -> LakeFSSettings:
@@ -136,7 +164,8 @@ def lakefs_settings(home: Path | None = None) -> LakeFSSettings:
         )
     if not endpoint:
         endpoint = f"http://{LOOPBACK}:{recorded_ports(home)['lakefs']}"
-    return LakeFSSettings(endpoint.rstrip("/"), key_id, SecretStr(secret))
+    return LakeFSSettings(endpoint.rstrip("/"), key_id, SecretStr(secret),
+                          os.environ.get(STORAGE_NAMESPACE_ENV) or None)
 
 
 def prefect_api_url(home: Path | None = None) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from clearlake.errors import StackError
-from clearlake.stack import install
+from clearlake.stack import install, seaweedfs
 from clearlake.stack.services import (
     SERVICE_NAMES,
     Stack,
@@ -46,16 +46,20 @@ def _up_twice_then_down(home: Path, ports: dict[str, int], env: dict[str, str]) 
     first = run_cli("stack", "up", home=home, env=env)
     assert f"http://127.0.0.1:{ports['lakefs']}" in first.stdout
 
+    assert "blockstore: s3" in first.stdout  # the default profile
+    names = [s.name for phase in Stack(home).services() for s in phase]
+    assert set(names) == set(SERVICE_NAMES) - {"postgres"}
+
     def pids() -> dict[str, int]:
         return {name: json.loads((home / "run" / f"{name}.json").read_text())["pid"]
-                for name in SERVICE_NAMES}
+                for name in names}
 
     started = pids()
     second = run_cli("stack", "up", home=home)  # remembers the ports it was given
-    assert second.stdout.count("already running") == len(SERVICE_NAMES)
+    assert second.stdout.count("already running") == len(names)
     assert pids() == started
     status = run_cli("stack", "status", home=home).stdout
-    assert status.count("healthy") == len(SERVICE_NAMES)
+    assert status.count("healthy") == len(names)
 
     # Secrets are the owner's only.
     assert stat.S_IMODE((home / "secrets.json").stat().st_mode) == 0o600
@@ -64,9 +68,10 @@ def _up_twice_then_down(home: Path, ports: dict[str, int], env: dict[str, str]) 
     for pid in started.values():
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
     assert all(port_is_free(p) for p in ports.values())
+    assert all(port_is_free(p) for p in seaweedfs.internal_ports(ports["s3"]).values())
     stopped = run_cli("stack", "status", home=home, check=False)
-    assert stopped.returncode == 1 and stopped.stdout.count("stopped") == len(SERVICE_NAMES)
-    assert (home / "lakefs" / "metadata").exists()  # data kept
+    assert stopped.returncode == 1 and stopped.stdout.count("stopped") == len(names)
+    assert (home / "lakefs" / "metadata").exists() and (home / "s3" / "data").exists()
 
 
 def test_lakefs_serves_its_real_web_ui(stack: Stack) -> None:

@@ -109,7 +109,7 @@ def show_summary(branch: str, results: dict[str, Any]) -> None:
     console.print(worst)
     ui = stack.prefect_api_url.removesuffix("/api")
     console.print(
-        f"results in the lakeFS UI: {stack.lakefs_url}/repositories/{DEMO_REPO}/objects"
+        f"results in the lakeFS UI: {stack.lakefs_url}/repositories/{DEMO_REPO}/object"
         f"?ref={branch}&path={table_path(branch)}\n"
         f"the run in the Prefect UI: {ui}/runs/flow-run/{marker.run_id}"
     )
@@ -129,14 +129,15 @@ def demo(
     from clearlake.store import LakeFS
     from clearlake.transaction import commit_changed_files
 
-    step("1. Start the local stack: lakeFS (web UI), Prefect (server, worker), Dask, bridge")
+    step("1. Start the local stack: an S3 server, lakeFS over it (web UI), Prefect (server, "
+         "worker), Dask, bridge")
     install_lakefs(report=console.print)
     stack = Stack()
     stack.up(report=console.print)
     lakefs = LakeFS()
 
     step(f"2. Create the repository {DEMO_REPO!r} with clearlake's lakeFS actions")
-    created = lakefs.create_repository(DEMO_REPO, f"local://{DEMO_REPO}")
+    created = lakefs.create_repository(DEMO_REPO)
     console.print(f"repository {DEMO_REPO!r} {'created' if created else 'already exists'}")
     install_actions(lakefs, DEMO_REPO, "main", render_actions(stack.bridge_url))
     commit_changed_files(lakefs, DEMO_REPO, "main", {POLICY_PATH: POLICY},

@@ -19,11 +19,13 @@ app.add_typer(stack_app, name="stack")
 
 @stack_app.command()
 def install() -> None:
-    """Build lakeFS and lakectl from their Go module (cached; free the second time)."""
-    from clearlake.stack.install import install_lakefs
+    """Build lakeFS and lakectl from their Go module (cached; free the second time), and
+    check the S3 server's binary."""
+    from clearlake.stack.install import install_lakefs, verify_seaweedfs
 
     try:
         install_lakefs(report=console.print)
+        verify_seaweedfs(report=console.print)
     except StackError as error:
         raise fail(error) from error
 
@@ -34,15 +36,27 @@ def up(
     prefect_port: Annotated[int | None, typer.Option(help="Prefect port (default 4200).")] = None,
     bridge_port: Annotated[int | None, typer.Option(help="Bridge port (default 8765).")] = None,
     dask_port: Annotated[int | None, typer.Option(help="Dask scheduler (default 8786).")] = None,
+    s3_port: Annotated[int | None, typer.Option(
+        help="S3 server (default 8333; it also takes the next 8 ports and that + 10008).")] = None,
+    postgres_port: Annotated[int | None, typer.Option(
+        help="PostgreSQL, with --database postgres (default 5433).")] = None,
+    blockstore: Annotated[str | None, typer.Option(
+        help="Where lakeFS keeps the bytes of a new state directory: 's3' (the stack's S3 "
+             "server, default) or 'local' (lakeFS's local blockstore). Kept once chosen.")] = None,
+    database: Annotated[str | None, typer.Option(
+        help="lakeFS's and Prefect's database for a new state directory: 'sqlite' (default; "
+             "lakeFS's local KV) or 'postgres'. Kept once chosen.")] = None,
 ) -> None:
-    """Start lakeFS, Prefect (server, worker, deployments), Dask and the bridge. Harmless twice."""
+    """Start the S3 server, lakeFS, Prefect (server, worker, deployments), Dask and the bridge.
+    Harmless twice."""
     from clearlake.stack.install import install_lakefs, lakectl_binary
     from clearlake.stack.services import Stack
 
     chosen = {"lakefs": lakefs_port, "prefect": prefect_port, "bridge": bridge_port,
-              "dask": dask_port}
-    stack = Stack(ports={name: port for name, port in chosen.items() if port})
+              "dask": dask_port, "s3": s3_port, "postgres": postgres_port}
     try:
+        stack = Stack(ports={name: port for name, port in chosen.items() if port},
+                      blockstore=blockstore, database=database)
         install_lakefs(report=console.print)
         stack.up(report=console.print)
     except StackError as error:
@@ -50,7 +64,9 @@ def up(
     console.print(
         f"\n[bold]lakeFS[/bold]    {stack.lakefs_url}  (web UI; user admin, keys in "
         f"{stack.home / 'secrets.json'})\n"
-        f"[bold]Prefect[/bold]   {stack.prefect_api_url.removesuffix('/api')}\n"
+        + (f"[bold]S3[/bold]        {stack.s3_endpoint}  (SeaweedFS; lakeFS's blockstore, bucket "
+           f"clearlake; keys in the same file)\n" if stack.profile.blockstore == "s3" else "")
+        + f"[bold]Prefect[/bold]   {stack.prefect_api_url.removesuffix('/api')}\n"
         f"[bold]Dask[/bold]      {stack.dask_address}  (dashboard {stack.dask_dashboard_url})\n"
         f"[bold]bridge[/bold]    {stack.bridge_url}/lakefs/events\n"
         f"lakectl:  {lakectl_binary()}  (point it at the stack: eval \"$(clearlake env)\")\n"
@@ -89,8 +105,8 @@ def status() -> None:
 @stack_app.command()
 def logs(
     service: Annotated[str, typer.Argument(
-        help="lakefs, prefect, dask-scheduler, bridge, flow-forkserver, dask-workers or "
-             "prefect-worker.")],
+        help="s3, postgres, lakefs, prefect, dask-scheduler, bridge, flow-forkserver, "
+             "dask-workers or prefect-worker.")],
     lines: Annotated[int, typer.Option("-n", help="How many of the last lines.")] = 50,
 ) -> None:
     """Print the last lines of a service's log."""

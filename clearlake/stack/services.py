@@ -5,6 +5,13 @@ Each service runs in its own session (process group) with its output in
 `<home>/run/<name>.json`, so `down` stops exactly the processes `up` started (a
 recycled pid is recognised by its different start time) and never anything else.
 Data stays in the state directory across `down`/`up`.
+
+A stack has a profile, chosen when its state directory is made and recorded in
+`stack.json`: the blockstore (`s3`: lakeFS over the stack's own S3 server, the
+default; `local`: lakeFS's local blockstore) and the database (`sqlite`: lakeFS's
+local KV and Prefect on SQLite, the default; `postgres`: both on the stack's
+PostgreSQL). Repositories live where the profile put them, so a state directory
+keeps its profile; one made before profiles existed used the local blockstore.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -37,13 +45,17 @@ from clearlake.config import (
     write_private,
 )
 from clearlake.errors import StackError
-from clearlake.stack import forkserver, install
+from clearlake.stack import forkserver, install, seaweedfs
+
+if TYPE_CHECKING:
+    from clearlake.stack.postgres import Postgres
 
 Report = Callable[[str], None]
 HEALTH_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 20.0
 WEBHOOK_SECRET_ENV = "LAKEFSACTION_CLEARLAKE_WEBHOOK_SECRET"
 WORK_POOL = "clearlake"
+POSTGRES_DATABASES = ("lakefs", "prefect")
 # Prefect's defaults poll for scheduled runs every 10 s and make a run wait up to
 # 30 s for a free concurrency slot; a commit should start its run within seconds.
 WORKER_QUERY_SECONDS = "1"
@@ -59,10 +71,12 @@ class Service:
         port: the port it listens on, if any (checked to be free before starting).
         command: how to start it.
         health_url: answers 2xx when healthy.
-        health_socket: a Unix socket that accepts connections when healthy. With
-            neither, a service is healthy while it runs.
+        health_socket: a Unix socket that accepts connections when healthy.
+        health_check: answers True when healthy. With none of the three, a service
+            is healthy while it runs.
         url: what to show a person.
         env: extra environment (may hold secrets: never printed).
+        more_ports: other ports it opens (checked to be free before starting).
     """
 
     name: str
@@ -72,6 +86,8 @@ class Service:
     url: str
     env: dict[str, str] = field(default_factory=dict, repr=False)
     health_socket: Path | None = None
+    health_check: Callable[[], bool] | None = None
+    more_ports: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -97,6 +113,7 @@ def free_loopback_ports() -> dict[str, int]:
         with socket.socket() as s:
             s.bind((LOOPBACK, 0))
             ports[name] = s.getsockname()[1]
+    ports["s3"] = seaweedfs.free_s3_port(port_is_free)
     return ports
 
 
@@ -140,14 +157,43 @@ def _accepts_connections(path: Path) -> bool:
     return True
 
 
-SERVICE_NAMES = ("lakefs", "prefect", "dask-scheduler", "bridge", "flow-forkserver",
-                 "dask-workers", "prefect-worker")
+# In start order; `down` stops them in reverse.
+SERVICE_NAMES = ("s3", "postgres", "lakefs", "prefect", "dask-scheduler", "bridge",
+                 "flow-forkserver", "dask-workers", "prefect-worker")
 # What flow-run processes import, some of it lazily (scikit-learn to label, pyarrow for
 # the results table); the forkserver imports it all once.
 FLOW_RUN_PRELOAD = ("prefect.engine", "prefect.flow_engine", "prefect_dask", "flows.classify",
                     "flows.reconcile", "flows.train", "sklearn.naive_bayes", "sklearn.pipeline",
                     "sklearn.preprocessing", "pyarrow.parquet", "pyarrow.compute",
                     "pyarrow.dataset")
+
+
+BLOCKSTORES = ("s3", "local")
+DATABASES = ("sqlite", "postgres")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Where a stack keeps its data.
+
+    Attributes:
+        blockstore: 's3' (the stack's S3 server) or 'local' (lakeFS's local blockstore).
+        database: 'sqlite' (lakeFS local KV, Prefect on SQLite) or 'postgres'.
+    """
+
+    blockstore: str = "s3"
+    database: str = "sqlite"
+
+
+def recorded_profile(home: Path) -> Profile | None:
+    """The profile the state directory `home` was made with; None for a new one."""
+    path = home / "stack.json"
+    recorded = json.loads(path.read_text()) if path.exists() else {}
+    if "blockstore" in recorded:
+        return Profile(recorded["blockstore"], recorded.get("database", "sqlite"))
+    if (home / "lakefs" / "metadata").exists():
+        return Profile("local", "sqlite")  # made before clearlake ran lakeFS over S3
+    return None
 
 
 class Stack:
@@ -158,9 +204,21 @@ class Stack:
         ports: ports per service name; unset ones come from environment variables
             (`CLEARLAKE_LAKEFS_PORT`, `CLEARLAKE_PREFECT_PORT`), then from the last
             `up`, then the defaults (lakeFS 8000, Prefect 4200).
+        blockstore: 's3' or 'local' for a new state directory (default 's3').
+        database: 'sqlite' or 'postgres' for a new state directory (default 'sqlite').
+
+    Raises:
+        StackError: the state directory was made with another blockstore or database.
     """
 
-    def __init__(self, home: Path | None = None, ports: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        home: Path | None = None,
+        ports: dict[str, int] | None = None,
+        *,
+        blockstore: str | None = None,
+        database: str | None = None,
+    ) -> None:
         self.home = (home or state_dir()).resolve()
         chosen = recorded_ports(self.home)
         for name in DEFAULT_PORTS:
@@ -168,6 +226,24 @@ class Stack:
                 chosen[name] = int(env_port)
         chosen.update(ports or {})
         self.ports = chosen
+        self.profile = self._choose_profile(blockstore, database)
+
+    def _choose_profile(self, blockstore: str | None, database: str | None) -> Profile:
+        if blockstore not in (None, *BLOCKSTORES):
+            raise StackError(f"unknown blockstore {blockstore!r}: choose one of {BLOCKSTORES}")
+        if database not in (None, *DATABASES):
+            raise StackError(f"unknown database {database!r}: choose one of {DATABASES}")
+        recorded = recorded_profile(self.home)
+        if recorded is None:
+            return Profile(blockstore or Profile.blockstore, database or Profile.database)
+        for name, wanted, kept in (("blockstore", blockstore, recorded.blockstore),
+                                   ("database", database, recorded.database)):
+            if wanted is not None and wanted != kept:
+                raise StackError(
+                    f"the state directory {self.home} was made with {name} {kept!r}, and its "
+                    f"repositories live there: it cannot switch to {wanted!r}. Start a stack "
+                    f"with {name} {wanted!r} in another state directory (CLEARLAKE_HOME).")
+        return recorded
 
     # -- layout ------------------------------------------------------------------------
     def log_path(self, name: str) -> Path:
@@ -193,6 +269,11 @@ class Stack:
         return f"http://{LOOPBACK}:{self.ports['bridge']}"
 
     @property
+    def s3_endpoint(self) -> str:
+        """The stack's S3 server (with the `s3` blockstore)."""
+        return seaweedfs.endpoint(self.ports["s3"])
+
+    @property
     def dask_address(self) -> str:
         """The Dask scheduler's address."""
         return f"tcp://{LOOPBACK}:{self.ports['dask']}"
@@ -215,13 +296,53 @@ class Stack:
 
     # -- services ----------------------------------------------------------------------
     def services(self) -> list[list[Service]]:
-        """The stack's services in start phases: each phase is healthy before the next."""
+        """The stack's services in start phases: each phase is healthy before the next.
+
+        The first phase holds the stores lakeFS and Prefect keep their data in, if the
+        profile has any; the deployments are applied before the last phase."""
         secrets = StackSecrets.load_or_create(self.home)
-        return [
-            [self._lakefs(secrets), self._prefect(), self._dask_scheduler(), self._bridge(),
-             self._flow_forkserver()],
-            [self._dask_workers(), self._prefect_worker()],
-        ]
+        stores = []
+        if self.profile.blockstore == "s3":
+            stores.append(self._s3(secrets))
+        if self.profile.database == "postgres":
+            stores.append(self._postgres(secrets))
+        servers = [self._lakefs(secrets), self._prefect(secrets), self._dask_scheduler(),
+                   self._bridge(), self._flow_forkserver()]
+        workers = [self._dask_workers(), self._prefect_worker()]
+        return [phase for phase in (stores, servers, workers) if phase]
+
+    def _s3(self, secrets: StackSecrets) -> Service:
+        root = self.home / "s3"
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        (self.home / "run").mkdir(parents=True, exist_ok=True)
+        return Service(
+            name="s3",
+            port=self.ports["s3"],
+            command=seaweedfs.command(install.weed_binary(), root / "data", self.home / "run",
+                                      self.ports["s3"]),
+            health_url=f"{self.s3_endpoint}/healthz",
+            url=f"{self.s3_endpoint}  (SeaweedFS, bucket {seaweedfs.BUCKET})",
+            env=seaweedfs.environment(secrets.s3_access_key_id,
+                                      secrets.s3_secret_access_key.get_secret_value()),
+            more_ports=tuple(seaweedfs.internal_ports(self.ports["s3"]).values()),
+        )
+
+    def _postgres_server(self, secrets: StackSecrets) -> Postgres:
+        from clearlake.stack.postgres import Postgres
+
+        return Postgres(self.home, self.ports["postgres"], secrets.postgres_password)
+
+    def _postgres(self, secrets: StackSecrets) -> Service:
+        server = self._postgres_server(secrets)
+        return Service(
+            name="postgres",
+            port=self.ports["postgres"],
+            command=server.command(),
+            health_url=None,
+            health_check=server.is_ready,
+            url=f"postgresql://{LOOPBACK}:{self.ports['postgres']}  (databases lakefs, prefect)",
+            env=server.env(),
+        )
 
     def _bridge(self) -> Service:
         return Service(
@@ -334,20 +455,6 @@ class Stack:
 
     def _lakefs(self, secrets: StackSecrets) -> Service:
         root = self.home / "lakefs"
-        config = {
-            "listen_address": f"{LOOPBACK}:{self.ports['lakefs']}",
-            "database": {"type": "local", "local": {"path": str(root / "metadata")}},
-            "blockstore": {"type": "local", "local": {"path": str(root / "data")}},
-            "committed": {"local_cache": {"dir": str(root / "cache")}},
-            "actions": {"enabled": True},
-            "installation": {"user_name": "admin"},
-            # No telemetry, no version checks: this machine talks only to loopback.
-            "stats": {"enabled": False},
-            "security": {"check_latest_version": False},
-        }
-        config_path = root / "config.yaml"
-        config_path.parent.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         # Secrets go through the environment, never into the config file.
         env = {
             "LAKEFS_AUTH_ENCRYPT_SECRET_KEY": secrets.lakefs_encrypt_key.get_secret_value(),
@@ -358,6 +465,40 @@ class Stack:
             # Read by the action files as {{ ENV.LAKEFSACTION_CLEARLAKE_WEBHOOK_SECRET }}.
             WEBHOOK_SECRET_ENV: secrets.webhook_secret.get_secret_value(),
         }
+        if self.profile.blockstore == "s3":
+            blockstore = {
+                "type": "s3",
+                # What clearlake (and lakeFS's UI) names new repositories' namespaces after.
+                "default_namespace_prefix": f"s3://{seaweedfs.BUCKET}/",
+                "s3": {"endpoint": self.s3_endpoint, "force_path_style": True,
+                       "discover_bucket_region": False, "region": "us-east-1"},
+            }
+            env["LAKEFS_BLOCKSTORE_S3_CREDENTIALS_ACCESS_KEY_ID"] = secrets.s3_access_key_id
+            env["LAKEFS_BLOCKSTORE_S3_CREDENTIALS_SECRET_ACCESS_KEY"] = (
+                secrets.s3_secret_access_key.get_secret_value())
+        else:
+            blockstore = {"type": "local", "default_namespace_prefix": "local://",
+                          "local": {"path": str(root / "data")}}
+        if self.profile.database == "postgres":
+            database: dict = {"type": "postgres"}
+            env["LAKEFS_DATABASE_POSTGRES_CONNECTION_STRING"] = (
+                self._postgres_server(secrets).lakefs_connection_string())
+        else:
+            database = {"type": "local", "local": {"path": str(root / "metadata")}}
+        config = {
+            "listen_address": f"{LOOPBACK}:{self.ports['lakefs']}",
+            "database": database,
+            "blockstore": blockstore,
+            "committed": {"local_cache": {"dir": str(root / "cache")}},
+            "actions": {"enabled": True},
+            "installation": {"user_name": "admin"},
+            # No telemetry, no version checks: this machine talks only to loopback.
+            "stats": {"enabled": False},
+            "security": {"check_latest_version": False},
+        }
+        config_path = root / "config.yaml"
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         return Service(
             name="lakefs",
             port=self.ports["lakefs"],
@@ -367,12 +508,15 @@ class Stack:
             env=env,
         )
 
-    def _prefect(self) -> Service:
+    def _prefect(self, secrets: StackSecrets) -> Service:
         root = self.home / "prefect"
         root.mkdir(parents=True, exist_ok=True)
+        database = (self._postgres_server(secrets).prefect_connection_url()
+                    if self.profile.database == "postgres"
+                    else f"sqlite+aiosqlite:///{root / 'prefect.db'}")
         env = {
             "PREFECT_HOME": str(root),
-            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{root / 'prefect.db'}",
+            "PREFECT_API_DATABASE_CONNECTION_URL": database,
             "PREFECT_UI_API_URL": self.prefect_api_url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_API_URL": self.prefect_api_url,
@@ -421,11 +565,25 @@ class Stack:
         """
         if not install.is_installed():
             raise StackError("lakeFS is not built yet: run `clearlake stack install` first")
+        if self.profile.blockstore == "s3":
+            install.verify_seaweedfs(report)
         self.home.mkdir(parents=True, exist_ok=True)
-        write_private(self.home / "stack.json", json.dumps({"ports": self.ports}, indent=2))
+        if self.profile.database == "postgres":
+            from clearlake.stack.postgres import PREFECT_EXTENSIONS
+
+            postgres = self._postgres_server(StackSecrets.load_or_create(self.home))
+            postgres.initialize()
+            postgres.check_extensions(PREFECT_EXTENSIONS)
+        write_private(self.home / "stack.json", json.dumps(
+            {"ports": self.ports, "blockstore": self.profile.blockstore,
+             "database": self.profile.database}, indent=2))
+        report(f"blockstore: {self.profile.blockstore}"
+               + (f" (SeaweedFS at {self.s3_endpoint}, bucket {seaweedfs.BUCKET})"
+                  if self.profile.blockstore == "s3" else " (lakeFS's local blockstore)")
+               + f"; database: {self.profile.database}")
         phases = self.services()
         for number, phase in enumerate(phases):
-            if number == 1 and deploy:
+            if number == len(phases) - 1 and deploy:
                 self.deploy(report)
             for service in phase:
                 if self._running_pid(service.name) is not None:
@@ -436,13 +594,41 @@ class Stack:
             for service in phase:
                 self._wait_healthy(service)
                 report(f"{service.name}: healthy — {service.url}")
+                if service.name == "postgres":
+                    self._postgres_server(StackSecrets.load_or_create(self.home)
+                                          ).ensure_databases(POSTGRES_DATABASES)
+                if service.name == "lakefs" and self.profile.database == "postgres":
+                    self._set_up_lakefs_admin(StackSecrets.load_or_create(self.home))
+
+    def _set_up_lakefs_admin(self, secrets: StackSecrets) -> None:
+        """Create lakeFS's admin with the stack's keys, once.
+
+        lakeFS creates the `installation` user itself only on its local KV store
+        (cmd/lakefs/cmd/run.go); on PostgreSQL the stack calls its setup API right after
+        lakeFS is healthy. lakeFS answers 409 once it is set up.
+        """
+        body = json.dumps({"username": "admin", "key": {
+            "access_key_id": secrets.lakefs_access_key_id,
+            "secret_access_key": secrets.lakefs_secret_access_key.get_secret_value()}})
+        request = urllib.request.Request(
+            f"{self.lakefs_url}/api/v1/setup_lakefs", data=body.encode(), method="POST",
+            headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30):
+                pass
+        except urllib.error.HTTPError as error:
+            if error.code != 409:
+                raise StackError(f"lakeFS refused its set-up: {error.code} "
+                                 f"{error.read().decode(errors='replace')[:300]}") from error
 
     def _start(self, service: Service) -> None:
-        if service.port is not None and not port_is_free(service.port):
-            raise StackError(
-                f"port {service.port} for {service.name} is in use by another program; "
-                f"choose another with {port_variable(service.name)}"
-            )
+        ports = ([service.port] if service.port is not None else []) + list(service.more_ports)
+        for port in ports:
+            if not port_is_free(port):
+                raise StackError(
+                    f"port {port} for {service.name} is in use by another program; "
+                    f"choose another with {port_variable(service.name)}"
+                )
         log = self.log_path(service.name)
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
@@ -467,6 +653,8 @@ class Stack:
             return False
         if service.health_socket is not None:
             return _accepts_connections(service.health_socket)
+        if service.health_check is not None:
+            return service.health_check()
         return service.health_url is None or _is_healthy(service.health_url)
 
     def _wait_healthy(self, service: Service) -> None:
