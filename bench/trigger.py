@@ -311,7 +311,7 @@ def inflow_runs(ctx: dict[str, Any], count: int) -> list[dict[str, Any]]:
 
     lakefs, stack = ctx["lakefs"], ctx["stack"]
     repo = f"bench-inflow-{secrets.token_hex(3)}"
-    lakefs.create_repository(repo, f"local://{repo}")
+    lakefs.create_repository(repo)
     seed = ctx["seed"] + 10_000
     rows = []
     for index in range(count + 1):
@@ -513,7 +513,7 @@ def measure(args: argparse.Namespace, stack: Any, home: Path, result: dict[str, 
     lakefs = LakeFS(lakefs_settings(home))
     key = signing_key()
     repo = f"bench-trigger-{secrets.token_hex(3)}"
-    lakefs.create_repository(repo, f"local://{repo}")
+    lakefs.create_repository(repo)
     settings = lakefs.settings
     env = lakectl_environment(settings.endpoint, settings.access_key_id,
                               settings.secret_access_key.get_secret_value())

@@ -90,7 +90,7 @@ class MetricsStore:
 
     def ensure(self) -> None:
         """Create the store's repository if it does not exist yet."""
-        self.lakefs.create_repository(self.repository, f"local://{self.repository}", STORE_BRANCH)
+        self.lakefs.create_repository(self.repository, default_branch=STORE_BRANCH)
 
     def _read_existing(self, paths: Iterable[str]) -> dict[str, bytes]:
         try:

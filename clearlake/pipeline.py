@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from clearlake import __version__
-from clearlake.errors import NotFoundError
+from clearlake.errors import LakeFSError, NotFoundError, PermissionDeniedError
 from clearlake.metrics_store import MetricsStore, StoredAnalysis, documents_for
 from clearlake.provenance import ResultsMarker, latest_results
 from clearlake.quality.analyse import ANALYSIS_VERSION, analyse
@@ -310,6 +310,8 @@ def measure_batch(
     datums: Sequence[Datum],
     run_id: str,
     io_threads: int = 4,
+    *,
+    presigned: bool = False,
 ) -> list[Measured]:
     """Measure a batch of images, reusing stored metrics wherever the bytes are known.
 
@@ -318,6 +320,11 @@ def measure_batch(
     whose bytes it knows; then the rest are read a chunk at a time, on `io_threads`
     threads while this thread measures the chunk before, and each chunk's SHA-256s
     are looked up together before anything is decoded.
+
+    With `presigned` (a blockstore that presigns), the images' bytes come straight
+    from the object store: lakeFS is asked for the batch's URLs in a few listing
+    requests. A URL the store refuses (expired) is presigned once more; an image
+    that still cannot be read is a 'failed' record, retried by the next run.
     """
     known = store.sha256s_for((d.checksum, d.size) for d in datums)
     stored = store.get_many(ANALYSIS_VERSION, set(known.values()))
@@ -330,8 +337,19 @@ def measure_batch(
         else:
             to_read.append(datum)
 
-    def read(datum: Datum) -> tuple[Datum, bytes, str]:
-        data = lakefs.get_object(repository, commit, datum.path)
+    urls = (lakefs.presigned_urls(repository, commit, [d.path for d in to_read])
+            if presigned and to_read else {})
+
+    def read(datum: Datum) -> tuple[Datum, bytes | str, str]:
+        """The datum, its bytes and their SHA-256; or why a presigned read failed, and ''."""
+        if not presigned:
+            data = lakefs.get_object(repository, commit, datum.path)
+        else:
+            try:
+                data = _read_presigned(lakefs, repository, commit, datum.path,
+                                       urls.get(datum.path))
+            except LakeFSError as error:
+                return datum, f"could not read the image from the object store: {error}", ""
         return datum, data, hashlib.sha256(data).hexdigest()
 
     chunks = _read_chunks(to_read)
@@ -341,8 +359,12 @@ def measure_batch(
             chunk = [future.result() for future in reading]
             reading = [pool.submit(read, datum) for datum in next(chunks, [])]
             stored.update(store.get_many(ANALYSIS_VERSION,
-                                         {sha256 for _, _, sha256 in chunk} - stored.keys()))
+                                         {sha256 for _, _, sha256 in chunk if sha256}
+                                         - stored.keys()))
             for datum, data, sha256 in chunk:
+                if isinstance(data, str):
+                    results += failed_batch([datum], data, run_id, commit)
+                    continue
                 if sha256 in stored:  # measured before, or earlier in this batch (a copy)
                     results.append(Measured(datum.path, datum.checksum, stored[sha256], "reused",
                                             True))
@@ -362,6 +384,20 @@ def measure_batch(
                 results.append(Measured(datum.path, datum.checksum, computed, "computed", True))
                 stored[sha256] = computed
     return results
+
+
+def _read_presigned(
+    lakefs: LakeFS, repository: str, commit: str, path: str, url: str | None
+) -> bytes:
+    """`path`'s bytes through `url`, or through a fresh URL if there is none or the
+    object store refuses it (presigned URLs expire)."""
+    if url is not None:
+        try:
+            return lakefs.read_presigned(url, repository, commit, path)
+        except PermissionDeniedError:
+            pass
+    return lakefs.read_presigned(lakefs.presign(repository, commit, path), repository, commit,
+                                 path)
 
 
 def _read_chunks(datums: Sequence[Datum]) -> Iterator[list[Datum]]:

@@ -8,6 +8,7 @@ errors of `clearlake.errors`, naming the repository, ref and path involved.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -28,6 +29,7 @@ from pydantic import SecretStr
 
 from clearlake.config import LakeFSSettings, lakefs_settings
 from clearlake.errors import (
+    ConfigurationError,
     ConflictError,
     DirtyBranchError,
     HookRejectedError,
@@ -83,7 +85,8 @@ def _translate(
 
 
 class _ObjectRequests:
-    """Single-object reads and uploads over `http.client`, a keep-alive connection per thread.
+    """Single-object reads and uploads over `http.client`, a keep-alive connection per thread
+    and server (lakeFS, and the object store that presigned URLs point at).
 
     A run reads every new image and uploads three small documents per image: the
     generated client spends 1.4–2.2 × the client CPU of a plain request on each
@@ -102,6 +105,12 @@ class _ObjectRequests:
         self._authorization = f"Basic {base64.b64encode(credentials.encode()).decode()}"
         self._local = threading.local()
 
+    def get_presigned(self, url: str) -> bytes:
+        """The bytes at a presigned URL: straight from the object store, no lakeFS."""
+        parts = urllib.parse.urlsplit(url)
+        target = f"{parts.path}?{parts.query}" if parts.query else parts.path
+        return self._retried(parts.scheme == "https", parts.netloc, "GET", target, None, {})
+
     def get(self, repository: str, ref: str, path: str) -> bytes:
         return self._request("GET", f"{_quote(repository)}/refs/{_quote(ref)}/objects", path)
 
@@ -116,38 +125,59 @@ class _ObjectRequests:
     ) -> bytes:
         url = f"{self._base}/{resource}?path={_quote(path)}"
         headers = {"Authorization": self._authorization, **(headers or {})}
+        return self._retried(self._https, self._netloc, method, url, body, headers)
+
+    def _retried(
+        self, https: bool, netloc: str, method: str, url: str, body: bytes | None,
+        headers: dict[str, str],
+    ) -> bytes:
         try:
-            return self._send(method, url, body, headers)
+            return self._send(https, netloc, method, url, body, headers)
         except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
             # A kept-alive connection the server had closed: once more on a fresh one.
-            return self._send(method, url, body, headers)
+            return self._send(https, netloc, method, url, body, headers)
 
-    def _send(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> bytes:
-        connection = self._connection()
+    def _send(
+        self, https: bool, netloc: str, method: str, url: str, body: bytes | None,
+        headers: dict[str, str],
+    ) -> bytes:
+        connection = self._connection(https, netloc)
         try:
             connection.request(method, url, body=body, headers=headers)
             response = connection.getresponse()
             data = response.read()
         except (OSError, http.client.HTTPException):
             connection.close()  # in an unknown state: the next request opens a new one
-            self._local.connection = None
+            del self._local.connections[(https, netloc)]
             raise
         if response.status >= 300:
             error = ApiException(status=response.status, reason=response.reason)
-            error.body = data.decode(errors="replace")
+            error.body = _error_text(data)
             raise error
         return data
 
-    def _connection(self) -> http.client.HTTPConnection:
-        connection = getattr(self._local, "connection", None)
+    def _connection(self, https: bool, netloc: str) -> http.client.HTTPConnection:
+        connections = getattr(self._local, "connections", None)
+        if connections is None:
+            connections = self._local.connections = {}
+        connection = connections.get((https, netloc))
         if connection is None:
-            if self._https:
+            if https:
                 connection = http.client.HTTPSConnection(
-                    self._netloc, timeout=self.TIMEOUT_S, context=ssl.create_default_context())
+                    netloc, timeout=self.TIMEOUT_S, context=ssl.create_default_context())
             else:
-                connection = http.client.HTTPConnection(self._netloc, timeout=self.TIMEOUT_S)
-            self._local.connection = connection
+                connection = http.client.HTTPConnection(netloc, timeout=self.TIMEOUT_S)
+            connections[(https, netloc)] = connection
         return connection
+
+
+def _error_text(body: bytes) -> str:
+    """An error body as text: lakeFS's JSON as it is, an S3 XML error as 'Code: Message'."""
+    text = body.decode(errors="replace")
+    code, message = (re.search(f"<{tag}>(.*?)</{tag}>", text, re.S) for tag in ("Code", "Message"))
+    if code is None:
+        return text
+    return json.dumps({"message": f"{code.group(1)}: {message.group(1) if message else ''}"})
 
 
 def _quote(text: str) -> str:
@@ -194,6 +224,7 @@ class LakeFS:
         self.objects = lakefs_sdk.ObjectsApi(self.client)
         self.refs = lakefs_sdk.RefsApi(self.client)
         self.actions = lakefs_sdk.ActionsApi(self.client)
+        self.config = lakefs_sdk.ConfigApi(self.client)
         self._object_requests = _ObjectRequests(self.settings)
 
     @classmethod
@@ -221,17 +252,64 @@ class LakeFS:
             return False
         return True
 
+    def storage_config(self) -> lakefs_sdk.StorageConfig:
+        """The server's blockstore: its type, namespace rules, presigning and import support."""
+        with _translate("get storage config"):
+            return self.config.get_config().storage_config
+
+    def storage_namespace(self, repository: str) -> str:
+        """Where a new `repository` keeps its data: the configured namespace prefix (the
+        settings' `storage_namespace`, from `CLEARLAKE_STORAGE_NAMESPACE` or a block), else
+        the server's `default_namespace_prefix`, followed by the repository's name.
+
+        Raises:
+            ConfigurationError: neither is set.
+        """
+        prefix = self.settings.storage_namespace
+        if not prefix:
+            storage = self.storage_config()
+            prefix = storage.default_namespace_prefix
+            if not prefix:
+                raise ConfigurationError(
+                    f"no storage namespace for repository {repository!r}: the lakeFS server at "
+                    f"{self.settings.endpoint} (blockstore {storage.blockstore_type}) suggests "
+                    f"none. Set CLEARLAKE_STORAGE_NAMESPACE to a prefix such as "
+                    f"{storage.blockstore_namespace_example!r}, or pass one explicitly.")
+        return f"{prefix if prefix.endswith('/') else prefix + '/'}{repository}"
+
     def create_repository(
-        self, repository: str, storage_namespace: str, default_branch: str = "main"
+        self, repository: str, storage_namespace: str | None = None, default_branch: str = "main"
     ) -> bool:
-        """Create `repository` unless it exists; return True when it was created."""
+        """Create `repository` unless it exists; return True when it was created.
+
+        Args:
+            repository: the name.
+            storage_namespace: where lakeFS keeps its data; None means
+                `storage_namespace(repository)`.
+            default_branch: its first branch.
+
+        Raises:
+            ConfigurationError: lakeFS refused the namespace (it names the namespace and
+                the blockstore type).
+        """
         if self.repository_exists(repository):
             return False
+        namespace = storage_namespace or self.storage_namespace(repository)
         creation = lakefs_sdk.RepositoryCreation(
-            name=repository, storage_namespace=storage_namespace, default_branch=default_branch
+            name=repository, storage_namespace=namespace, default_branch=default_branch
         )
-        with _translate("create repository", repository):
-            self.repositories.create_repository(creation)
+        try:
+            with _translate("create repository", repository):
+                self.repositories.create_repository(creation)
+        except LakeFSError as error:
+            if error.status != 400 or isinstance(error, DirtyBranchError):
+                raise
+            blockstore = self.storage_config().blockstore_type
+            raise ConfigurationError(
+                f"lakeFS refused storage namespace {namespace!r} for repository "
+                f"{repository!r} on its {blockstore!r} blockstore: {error}. Set "
+                f"CLEARLAKE_STORAGE_NAMESPACE (or pass a namespace) to one this blockstore "
+                f"accepts.") from error
         return True
 
     def list_repositories(self) -> list[str]:
@@ -413,8 +491,41 @@ class LakeFS:
         """
         pending = sorted(set(paths))
         if len(pending) > 1:
-            pending = self._walk_to_existing(repository, ref, pending)
+            listed, unanswered = self._walk_listing(repository, ref, pending)
+            pending = sorted([*listed, *unanswered])
         return self._read_each(repository, ref, pending, threads=threads)
+
+    def presigned_urls(self, repository: str, ref: str, paths: Iterable[str]) -> dict[str, str]:
+        """Presigned URLs of those of `paths` that exist at `ref`, in few lakeFS requests.
+
+        A listing page with `presign=true` carries a URL per entry, so the listing is
+        walked as in `read_existing`; a path it leaves unanswered (a sparse lookup in
+        a dense folder) is presigned on its own, still without its bytes passing
+        through lakeFS.
+
+        Raises:
+            LakeFSError: the blockstore cannot presign (lakeFS's local one), among others.
+        """
+        listed, unanswered = self._walk_listing(repository, ref, sorted(set(paths)),
+                                                presign=True)
+        for path in unanswered:
+            with contextlib.suppress(NotFoundError):
+                listed[path] = self.presign(repository, ref, path)
+        return listed
+
+    def presign(self, repository: str, ref: str, path: str) -> str:
+        """A presigned URL of `path` at `ref` (valid for lakeFS's configured expiry)."""
+        with _translate("presign object", repository, ref, path):
+            return self.objects.stat_object(repository, ref, path, presign=True).physical_address
+
+    def read_presigned(self, url: str, repository: str, ref: str, path: str) -> bytes:
+        """The bytes at a presigned URL of `path`, read from the object store itself.
+
+        Raises:
+            PermissionDeniedError: the store refused the URL (expired, among others).
+        """
+        with _translate("read presigned object", repository, ref, path):
+            return self._object_requests.get_presigned(url)
 
     def _read_each(
         self, repository: str, ref: str, paths: Iterable[str], *, threads: int
@@ -425,40 +536,47 @@ class LakeFS:
                              paths)
             return {path: data for path, data in found if data is not None}
 
-    def _walk_to_existing(self, repository: str, ref: str, pending: list[str]) -> list[str]:
-        """`pending` (sorted) narrowed by listing pages to the paths that exist, plus any
-        the walk left unanswered because the listing was too dense to be worth it."""
+    def _walk_listing(
+        self, repository: str, ref: str, pending: list[str], *, presign: bool = False
+    ) -> tuple[dict[str, str], list[str]]:
+        """Listing pages walked over `pending` (sorted): the physical address (a presigned
+        URL with `presign`) of each path that exists, and the paths the walk left
+        unanswered because the listing was too dense to be worth it."""
         prefix = os.path.commonprefix(pending)  # noqa: RUF071 (lakeFS prefixes are strings)
-        existing: list[str] = []
+        existing: dict[str, str] = {}
         amount = FIRST_WALK_PAGE
         first = 0
         while first < len(pending):
-            entries, more = self._list_paths(repository, ref, prefix,
-                                             after=_just_before(pending[first]), amount=amount)
-            listed = set(entries)
+            entries, more = self._list_entries(
+                repository, ref, prefix, after=_just_before(pending[first]), amount=amount,
+                presign=presign)
             answered = first
-            while answered < len(pending) and (not more or pending[answered] <= entries[-1]):
+            while answered < len(pending) and (not more or pending[answered] <= entries[-1][0]):
                 answered += 1
-            existing += [p for p in pending[first:answered] if p in listed]
+            listed = dict(entries)
+            existing.update((p, listed[p]) for p in pending[first:answered] if p in listed)
             sparse = (answered - first) * ENTRIES_PER_LOOKUP < len(entries)
             first, amount = answered, PAGE_SIZE
             if more and sparse:
-                return existing + pending[first:]
-        return existing
+                return existing, pending[first:]
+        return existing, []
 
-    def _list_paths(
-        self, repository: str, ref: str, prefix: str, *, after: str, amount: int
-    ) -> tuple[list[str], bool]:
-        """One page of paths under `prefix` after `after`, and whether more follow.
+    def _list_entries(
+        self, repository: str, ref: str, prefix: str, *, after: str, amount: int,
+        presign: bool = False,
+    ) -> tuple[list[tuple[str, str]], bool]:
+        """One page of (path, physical address) under `prefix` after `after`, and whether
+        more follow.
 
         Parsed from the raw JSON: the generated models cost the client ~7 × as much an
         entry (`python -m bench.lakefs_requests`)."""
         with _translate("list objects", repository, ref, prefix or None):
             response = self.objects.list_objects_with_http_info(
                 repository, ref, prefix=prefix, after=after, amount=amount,
-                user_metadata=False, _preload_content=False)
+                user_metadata=False, presign=presign, _preload_content=False)
         page = json.loads(response.raw_data)
-        return [entry["path"] for entry in page["results"]], page["pagination"]["has_more"]
+        entries = [(entry["path"], entry["physical_address"]) for entry in page["results"]]
+        return entries, page["pagination"]["has_more"]
 
     def _read_if_exists(self, repository: str, ref: str, path: str) -> bytes | None:
         try:

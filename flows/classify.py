@@ -111,28 +111,31 @@ def dask_setup(worker: Any) -> None:
 
 @task(retries=BATCH_RETRIES, retry_delay_seconds=1, cache_policy=NO_CACHE)
 def measure_batch(
-    repository: str, commit: str, datums: list[dict[str, Any]], run_id: str
+    repository: str, commit: str, datums: list[dict[str, Any]], run_id: str,
+    presigned: bool = False,
 ) -> list[dict[str, Any]]:
-    """Measure one batch on a Dask worker, reading bytes from lakeFS itself."""
+    """Measure one batch on a Dask worker, reading the bytes itself: from the object store
+    through presigned URLs, or from lakeFS's object API."""
     _one_thread_per_worker()
     lakefs = LakeFS()  # the worker's own credentials: none travel in task parameters
     measured = pipeline.measure_batch(
         lakefs, MetricsStore(lakefs), repository, commit,
-        [pipeline.Datum(**d) for d in datums], run_id,
+        [pipeline.Datum(**d) for d in datums], run_id, presigned=presigned,
     )
     return [m.to_dict() for m in measured]
 
 
 def measure_on_dask(
     repository: str, commit: str, datums: list[pipeline.Datum], batch_size: int, run_id: str,
-    address: str | None,
+    address: str | None, *, presigned: bool = False,
 ) -> Iterator[list[pipeline.Measured]]:
     """Map batches of datums over a Dask cluster, each a Prefect task run of its own; yield
     each batch's measurements as soon as it finishes, so the caller can write them meanwhile.
 
     Batches hold at most `batch_size` images and shrink towards the end to the
     cluster's size (see `pipeline.batches`). `address` is a scheduler's (see
-    `resolve_dask_address`); None starts a LocalCluster for the run.
+    `resolve_dask_address`); None starts a LocalCluster for the run. With `presigned`,
+    workers read images from the object store through presigned URLs.
 
     The batches go to the task runner directly rather than through a subflow: a
     subflow's parameters are stored by the Prefect server (512 KiB at most), and a
@@ -148,7 +151,7 @@ def measure_on_dask(
         for batch in pipeline.batches(datums, batch_size, workers):
             future = runner.submit(measure_batch, parameters={
                 "repository": repository, "commit": commit,
-                "datums": [vars(d) for d in batch], "run_id": run_id})
+                "datums": [vars(d) for d in batch], "run_id": run_id, "presigned": presigned})
             submitted[future.wrapped_future] = (batch, future)
         # Outcomes come from Dask itself: the Prefect server learns task states through
         # events, a moment later than the future completes.
@@ -261,9 +264,15 @@ def _classify(
           MetricsStore(lakefs).write() as new_entries):
         measured: list[pipeline.Measured] = []
         new_records: list[dict[str, Any]] = []
+        read_path = None
         if the_plan.to_measure:
+            presigned = lakefs.storage_config().pre_sign_support
+            read_path = "presigned" if presigned else "object-api"
+            logger.info("images are read %s", "from the object store through presigned URLs"
+                        if presigned else "through lakeFS's object API (no presigning)")
             for batch in measure_on_dask(repository, the_plan.source_commit,
-                                         the_plan.to_measure, batch_size, run_id, dask_address):
+                                         the_plan.to_measure, batch_size, run_id, dask_address,
+                                         presigned=presigned):
                 measured += batch
                 new_entries.add(pipeline.store_documents(batch))
                 labelled = pipeline.label(batch, model, the_plan.source_commit, run_id)
@@ -308,7 +317,8 @@ def _classify(
 
     summary = {"status": status, "source_commit": the_plan.source_commit,
                "results_commit": results_commit, "pending_branch": pending,
-               "counts": counts, **pipeline.tally(new_records), "seconds": clock.laps,
+               "counts": counts, "read_path": read_path, **pipeline.tally(new_records),
+               "seconds": clock.laps,
                "transaction_seconds": {"results": results.seconds, "store": new_entries.seconds}}
     _publish_artifacts(repository, branch, summary, new_records)
     logger.info("%s", {k: v for k, v in summary.items() if k != "labels"})

@@ -63,7 +63,7 @@ def lakefs(stack: Stack) -> LakeFS:
 def repo(lakefs: LakeFS) -> Iterator[str]:
     """A new, empty repository (branch main) that is deleted after the test."""
     name = f"test-{secrets.token_hex(4)}"
-    lakefs.create_repository(name, f"local://{name}")
+    lakefs.create_repository(name)
     try:
         yield name
     finally:

@@ -44,7 +44,7 @@ def test_object_requests_are_typed_and_keep_awkward_paths_intact(
 
 
 def test_create_repository_twice_is_harmless(lakefs: LakeFS, repo: str) -> None:
-    assert lakefs.create_repository(repo, f"local://{repo}") is False
+    assert lakefs.create_repository(repo) is False
 
 
 def test_two_dot_diff_lists_only_the_change(lakefs: LakeFS, repo: str) -> None:
@@ -141,9 +141,9 @@ class _CountingLakeFS(LakeFS):
         super().__init__(lakefs.settings)
         self.pages = self.reads = 0
 
-    def _list_paths(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _list_entries(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         self.pages += 1
-        return super()._list_paths(*args, **kwargs)
+        return super()._list_entries(*args, **kwargs)
 
     def get_object(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         self.reads += 1

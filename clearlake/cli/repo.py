@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from clearlake.cli.app import app, console, fail
-from clearlake.errors import HookRejectedError, LakeFSError
+from clearlake.errors import ConfigurationError, HookRejectedError, LakeFSError
 
 gate_app = typer.Typer(help="The pre-merge quality gate.", no_args_is_help=True)
 app.add_typer(gate_app, name="gate")
@@ -19,7 +19,8 @@ def init_repo(
     name: Annotated[str, typer.Argument(help="Repository name.")],
     storage_namespace: Annotated[
         str | None,
-        typer.Option(help="Where lakeFS stores the data; default local://NAME (local blockstore)."),
+        typer.Option(help="Where lakeFS stores the data (e.g. s3://bucket/NAME); default "
+                          "$CLEARLAKE_STORAGE_NAMESPACE or lakeFS's default prefix, + NAME."),
     ] = None,
     default_branch: Annotated[str, typer.Option(help="The default branch.")] = "main",
     watch: Annotated[
@@ -36,13 +37,11 @@ def init_repo(
 
     try:
         lakefs = LakeFS()
-        created = lakefs.create_repository(
-            name, storage_namespace or f"local://{name}", default_branch
-        )
+        created = lakefs.create_repository(name, storage_namespace, default_branch)
         console.print(f"repository {name!r} {'created' if created else 'already exists'}")
         files = render_actions(Stack().bridge_url, watch or (), protect or [default_branch])
         commit = install_actions(lakefs, name, default_branch, files)
-    except (LakeFSError, FileNotFoundError) as error:
+    except (LakeFSError, ConfigurationError, FileNotFoundError) as error:
         raise fail(error) from error
     if commit:
         console.print(f"installed {', '.join(files)} on {default_branch} ({commit[:12]})")
