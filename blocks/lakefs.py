@@ -127,6 +127,41 @@ class LakeFSRepository(WritableFileSystem, WritableDeploymentStorage):
     def _store(self) -> LakeFS:
         return self.credentials.get_store()
 
+    def s3_bucket(self) -> Any:
+        """A prefect-aws `S3Bucket` over lakeFS's S3 gateway, with keys under `ref`.
+
+        The gateway is the lakeFS endpoint itself (path-style, region us-east-1); its
+        bucket is the repository, its keys `<ref>/<path>`, so `bucket_folder` is `ref`
+        (and `prefix`). It signs with the lakeFS access key pair. Unlike `write_path`,
+        writes through it stage objects on the branch directly: commit them yourself.
+
+        Example:
+            ```python
+            from blocks import LakeFSRepository
+
+            storage = LakeFSRepository.load("BLOCK_NAME")
+            storage.s3_bucket().upload_from_path("photo.jpg", "incoming/photo.jpg")
+            storage.credentials.get_store().commit(storage.repository, storage.ref, "a photo")
+            ```
+
+        Returns:
+            prefect_aws.S3Bucket: the bucket block (not saved).
+        """
+        from prefect_aws import AwsClientParameters, AwsCredentials, S3Bucket
+
+        credentials = AwsCredentials(
+            aws_access_key_id=self.credentials.access_key_id,
+            aws_secret_access_key=self.credentials.secret_access_key,
+            region_name="us-east-1",
+            aws_client_parameters=AwsClientParameters(
+                endpoint_url=self.credentials.endpoint_url,
+                config={"s3": {"addressing_style": "path"}},
+            ),
+        )
+        folder = "/".join(p for p in (self.ref, self.prefix.strip("/")) if p)
+        return S3Bucket(bucket_name=self.repository, bucket_folder=folder,
+                        credentials=credentials)
+
     def _read_ref(self) -> str:
         """Where reads come from: the open transaction's branch (read your writes), else ref."""
         return self._transaction.temp_branch if self._transaction else self.ref
