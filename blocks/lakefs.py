@@ -18,7 +18,7 @@ from prefect.filesystems import WritableDeploymentStorage, WritableFileSystem
 from prefect.utilities.asyncutils import run_sync_in_worker_thread
 from pydantic import Field, PrivateAttr, SecretStr
 
-from clearlake.config import lakefs_settings
+from clearlake.config import LakeFSSettings, lakefs_settings
 from clearlake.errors import NotFoundError
 from clearlake.stack.install import LAKEFS_VERSION
 from clearlake.store import LakeFS
@@ -51,6 +51,12 @@ class LakeFSCredentials(Block):
     )
     access_key_id: str = Field(description="The lakeFS access key id.")
     secret_access_key: SecretStr = Field(description="The lakeFS secret access key.")
+    storage_namespace: str | None = Field(
+        default=None,
+        description="Prefix of new repositories' storage namespaces, e.g. "
+                    "s3://team-bucket/lakefs/ (the repository's name is appended); unset, "
+                    "what the lakeFS server suggests.",
+    )
 
     @classmethod
     def from_environment(cls) -> LakeFSCredentials:
@@ -60,11 +66,13 @@ class LakeFSCredentials(Block):
             endpoint_url=settings.endpoint,
             access_key_id=settings.access_key_id,
             secret_access_key=settings.secret_access_key,
+            storage_namespace=settings.storage_namespace,
         )
 
     def get_store(self) -> LakeFS:
         """A `clearlake.store.LakeFS` client (every call's errors translated)."""
-        return LakeFS.connect(self.endpoint_url, self.access_key_id, self.secret_access_key)
+        return LakeFS(LakeFSSettings(self.endpoint_url.rstrip("/"), self.access_key_id,
+                                     self.secret_access_key, self.storage_namespace))
 
     def get_client(self) -> Any:
         """A configured `lakefs_sdk.ApiClient`, for calls clearlake does not wrap."""

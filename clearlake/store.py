@@ -307,9 +307,10 @@ class LakeFS:
             blockstore = self.storage_config().blockstore_type
             raise ConfigurationError(
                 f"lakeFS refused storage namespace {namespace!r} for repository "
-                f"{repository!r} on its {blockstore!r} blockstore: {error}. Set "
-                f"CLEARLAKE_STORAGE_NAMESPACE (or pass a namespace) to one this blockstore "
-                f"accepts.") from error
+                f"{repository!r} on its {blockstore!r} blockstore: {error}. The namespace must "
+                f"suit that blockstore, its bucket must exist, and lakeFS's blockstore "
+                f"credentials must be able to write there; set CLEARLAKE_STORAGE_NAMESPACE "
+                f"(or pass a namespace) to one that does.") from error
         return True
 
     def list_repositories(self) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 from pathlib import Path
 
@@ -172,3 +173,13 @@ def test_credentials_from_the_local_stack(stack: object, lakefs: LakeFS) -> None
     found = LakeFSCredentials.from_environment()
     assert found.endpoint_url == lakefs.settings.endpoint
     assert found.get_store().repository_exists("no-such-repo") is False
+
+
+def test_a_credentials_block_names_new_repositories_namespaces(
+    credentials: LakeFSCredentials,
+) -> None:
+    team = credentials.model_copy(update={"storage_namespace": "s3://clearlake/from-a-block/"})
+    store = team.get_store()
+    name = f"test-{secrets.token_hex(4)}"
+    assert store.storage_namespace(name) == f"s3://clearlake/from-a-block/{name}"
+    assert credentials.get_store().storage_namespace(name) == f"s3://clearlake/{name}"
