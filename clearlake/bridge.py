@@ -12,7 +12,9 @@ by uvicorn on loopback, started by `clearlake stack up`) does the translation:
 * `GET /healthz`.
 
 lakeFS authenticates with a shared secret header, compared in constant time. The
-secret never appears in logs, events or responses.
+secret never appears in logs, events or responses. Even an authenticated sender gets
+only names lakeFS itself would make past the bridge (400 otherwise), and only commits
+lakeFS knows become events: nothing of a payload reaches Prefect's templates unchecked.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -29,20 +32,35 @@ from typing import Any
 
 import httpx
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from clearlake.config import StackSecrets, prefect_api_url, state_dir
+from clearlake.errors import ConfigurationError, LakeFSError, NotFoundError
 from clearlake.provenance import ResultsMarker, signing_key
+from clearlake.store import LakeFS
 from clearlake.transaction import TEMP_BRANCH_PREFIX
 
 SECRET_HEADER = "X-Clearlake-Secret"
-MAX_BODY_BYTES = 64 * 1024
+WEBHOOK_SECRET_ENV = "CLEARLAKE_WEBHOOK_SECRET"
+# lakeFS (v1.84.0) bounds neither commit messages nor commit metadata, and its webhook
+# body carries both verbatim (pkg/actions/event.go), so no limit fits every commit. 16 MiB
+# is far beyond what people write (500 KB messages and 72 KB of metadata must pass) and
+# still cheap to hold; a bigger body is refused (413) and `reconcile` covers its commit.
+# Bodies are read only after the secret matched.
+MAX_BODY_BYTES = 16 * 2**20
 EVENT_NAME = "clearlake.lakefs.commit"
 FORWARDED_EVENT_TYPES = frozenset({"post-commit", "post-merge"})
 # Event ids derive from repository + commit, so a redelivered webhook is the same event.
 EVENT_NAMESPACE = uuid.UUID("6f0d6a55-64c4-4cf1-9b1c-5e1f3c0c1a7e")
+# lakeFS's own naming rules (v1.84.0: pkg/validator/validate.go for repositories and
+# branches, pkg/graveler/ref/resolve_ref.go for commit ids). Go's \w is ASCII-only, hence
+# the spelled-out class; matched with fullmatch, as Python's $ also matches before a "\n".
+REPOSITORY_ID = re.compile(r"[a-z0-9][a-z0-9-]{2,62}")
+BRANCH_ID = re.compile(r"[0-9A-Za-z_][-0-9A-Za-z_]*")
+COMMIT_ID = re.compile(r"[0-9a-fA-F]{1,64}")
 
 logger = logging.getLogger("clearlake.bridge")
 
@@ -107,6 +125,8 @@ async def read_json(request: Request) -> dict[str, Any]:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise BadRequest(400, f"body is not valid JSON: {error}") from error
+    except RecursionError as error:  # lakeFS's payload is two levels deep
+        raise BadRequest(400, "body is nested too deeply") from error
     if not isinstance(document, dict):
         raise BadRequest(400, "body must be a JSON object")
     return document
@@ -117,6 +137,37 @@ def require_fields(payload: dict[str, Any], *names: str) -> None:
     missing = [n for n in names if not isinstance(payload.get(n), str) or not payload[n]]
     if missing:
         raise BadRequest(400, f"payload lacks {', '.join(missing)}")
+
+
+def check_payload(payload: dict[str, Any]) -> None:
+    """Refuse (400) what lakeFS itself would never send: names outside its naming rules,
+    fields of the wrong type, an unreadable time. Values are not echoed back.
+    """
+    names = (("repository_id", REPOSITORY_ID, "repository id"),
+             ("branch_id", BRANCH_ID, "branch id"),
+             ("commit_id", COMMIT_ID, "commit id"),
+             # lakeFS sends a commit id here; a branch name (a replay by hand) has the
+             # same character set, a commit id included.
+             ("source_ref", BRANCH_ID, "commit id or branch name"))
+    for name, pattern, what in names:
+        value = payload.get(name)
+        if value is None or value == "":
+            continue  # require_fields decides which must be there
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise BadRequest(400, f"{name} is not a valid lakeFS {what}")
+    for name in ("event_time", "committer", "commit_message"):
+        if payload.get(name) is not None and not isinstance(payload[name], str):
+            raise BadRequest(400, f"{name} must be a string")
+    if payload.get("event_time"):
+        try:
+            datetime.fromisoformat(payload["event_time"])
+        except ValueError as error:
+            raise BadRequest(400, "event_time is not an RFC 3339 time") from error
+    metadata = payload.get("commit_metadata")
+    if metadata is not None and not (
+        isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
+    ):
+        raise BadRequest(400, "commit_metadata must be an object of strings")
 
 
 class Bridge:
@@ -133,12 +184,27 @@ class Bridge:
         self._key = key
         self.prefect_api = prefect_api.rstrip("/")
         self.http = httpx.AsyncClient(timeout=10.0)
+        self.lakefs: LakeFS | None = None  # create_app sets it; else made on first use
 
     def authenticate(self, request: Request) -> None:
         """Constant-time check of the shared secret (401 otherwise)."""
         offered = request.headers.get(SECRET_HEADER, "").encode()
         if not hmac.compare_digest(offered, self._secret):
             raise BadRequest(401, f"missing or wrong {SECRET_HEADER}")
+
+    def commit_exists(self, repository: str, commit_id: str) -> bool:
+        """True when lakeFS has `commit_id` in `repository`; False when either is missing.
+
+        Raises:
+            LakeFSError: lakeFS could not say (unreachable, credentials refused).
+        """
+        if self.lakefs is None:
+            self.lakefs = LakeFS()
+        try:
+            self.lakefs.get_commit(repository, commit_id)
+        except NotFoundError:
+            return False
+        return True
 
     def is_clearlake_commit(self, payload: dict[str, Any]) -> bool:
         """True for clearlake's own (validly signed) results commits and temporary branches."""
@@ -152,14 +218,30 @@ class Bridge:
         try:
             self.authenticate(request)
             payload = await read_json(request)
-            if payload.get("event_type") not in FORWARDED_EVENT_TYPES:
+            require_fields(payload, "event_type")
+            if payload["event_type"] not in FORWARDED_EVENT_TYPES:
                 return JSONResponse({"ignored": "event type not forwarded"}, status_code=202)
             require_fields(payload, "repository_id", "branch_id", "commit_id")
+            check_payload(payload)
             if self.is_clearlake_commit(payload):
                 return JSONResponse({"ignored": "clearlake's own commit"}, status_code=202)
             event = prefect_event(payload)
         except BadRequest as error:
             return PlainTextResponse(str(error), status_code=error.status)
+        repository, commit_id = payload["repository_id"], payload["commit_id"]
+        try:
+            known = await run_in_threadpool(self.commit_exists, repository, commit_id)
+        except LakeFSError as error:
+            logger.warning("lakeFS could not confirm %s@%s: %s", repository, commit_id[:12], error)
+            return PlainTextResponse("lakeFS could not confirm the commit; try again",
+                                     status_code=503)
+        if not known:
+            # 2xx, not 404: lakeFS only sends this for a repository deleted before its hook
+            # ran, and a failed action run there is noise nobody can act on. Nothing runs.
+            logger.warning("ignored %s@%s: lakeFS has no such repository or commit",
+                           repository, commit_id[:12])
+            return JSONResponse({"ignored": "lakeFS has no such repository or commit"},
+                                status_code=202)
         try:
             response = await self.http.post(f"{self.prefect_api}/events", json=[event])
         except httpx.HTTPError as error:
@@ -174,8 +256,6 @@ class Bridge:
 
     async def gate(self, request: Request) -> Response:
         """Answer lakeFS's pre-merge hook from the destination's policy."""
-        from starlette.concurrency import run_in_threadpool
-
         from clearlake.gate import evaluate_merge
 
         try:
@@ -184,6 +264,7 @@ class Bridge:
             if payload.get("event_type") != "pre-merge":
                 return JSONResponse({"ignored": "not a pre-merge hook"}, status_code=202)
             require_fields(payload, "repository_id", "branch_id", "source_ref")
+            check_payload(payload)
         except BadRequest as error:
             return PlainTextResponse(str(error), status_code=error.status)
         verdict = await run_in_threadpool(
@@ -198,11 +279,21 @@ class Bridge:
 
 
 def create_app() -> Starlette:
-    """The bridge app, configured from the environment or the local stack."""
-    secret = os.environ.get("CLEARLAKE_WEBHOOK_SECRET") or (
-        StackSecrets.load_or_create(state_dir()).webhook_secret.get_secret_value()
-    )
+    """The bridge app, configured from the environment or the local stack.
+
+    Raises:
+        ConfigurationError: no webhook secret, signing key or lakeFS credentials (the
+            error says where it looked); the bridge never makes secrets up.
+    """
+    secret = os.environ.get(WEBHOOK_SECRET_ENV)
+    if not secret:
+        try:
+            secret = StackSecrets.load(state_dir()).webhook_secret.get_secret_value()
+        except ConfigurationError as error:
+            raise ConfigurationError(
+                f"no webhook secret ({WEBHOOK_SECRET_ENV} is unset) and {error}") from None
     bridge = Bridge(secret, signing_key(), prefect_api_url())
+    bridge.lakefs = LakeFS()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

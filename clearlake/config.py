@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from pydantic import SecretStr
+
+from clearlake.errors import ConfigurationError
 
 DEFAULT_PORTS: dict[str, int] = {
     "lakefs": 8000, "prefect": 4200, "bridge": 8765, "dask": 8786, "dask-dashboard": 8787,
@@ -114,8 +116,39 @@ class StackSecrets:
         if missing:
             raw.update(missing)
             write_private(path, json.dumps(raw, indent=2))
+        return cls.load(home)
+
+    @classmethod
+    def load(cls, home: Path) -> StackSecrets:
+        """Read the secrets `clearlake stack up` generated in `home`; never create any.
+
+        Only `stack up` creates secrets: a key made up by any other process would sign
+        markers and authenticate webhooks that no other process accepts.
+
+        Raises:
+            ConfigurationError: `secrets.json` is missing, unreadable, or from an older
+                clearlake that lacks some secrets (the error says where it looked).
+        """
+        path = home / "secrets.json"
+        hint = ("start the stack with `clearlake stack up`, or set CLEARLAKE_HOME to the "
+                "state directory of the stack to use")
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigurationError(f"no clearlake secrets at {path}: {hint}") from None
+        except (OSError, ValueError) as error:  # no values in the message: it may hold secrets
+            raise ConfigurationError(
+                f"cannot read clearlake secrets at {path} ({type(error).__name__}): {hint}"
+            ) from None
+        names = [f.name for f in fields(cls)]
+        raw = raw if isinstance(raw, dict) else {}
+        if missing := [n for n in names if not isinstance(raw.get(n), str)]:
+            raise ConfigurationError(
+                f"clearlake secrets at {path} lack {', '.join(missing)}: run `clearlake "
+                f"stack up` once to add them"
+            )
         plain = ("lakefs_access_key_id", "s3_access_key_id")
-        return cls(**{k: v if k in plain else SecretStr(v) for k, v in raw.items()})
+        return cls(**{n: raw[n] if n in plain else SecretStr(raw[n]) for n in names})
 
 
 def recorded_ports(home: Path | None = None) -> dict[str, int]:
@@ -152,12 +185,13 @@ def lakefs_settings(home: Path | None = None) -> LakeFSSettings:
     key_id = os.environ.get("LAKEFS_ACCESS_KEY_ID")
     secret = os.environ.get("LAKEFS_SECRET_ACCESS_KEY")
     if not (key_id and secret):
-        if not (home / "secrets.json").exists():
-            raise FileNotFoundError(
-                f"no lakeFS credentials: set LAKEFS_ACCESS_KEY_ID and LAKEFS_SECRET_ACCESS_KEY, "
-                f"or start the local stack with `clearlake stack up` (state directory {home})"
-            )
-        stack = StackSecrets.load_or_create(home)
+        try:
+            stack = StackSecrets.load(home)
+        except ConfigurationError as error:
+            raise ConfigurationError(
+                f"no lakeFS credentials (LAKEFS_ACCESS_KEY_ID and LAKEFS_SECRET_ACCESS_KEY "
+                f"are unset) and {error}"
+            ) from None
         key_id, secret = (
             stack.lakefs_access_key_id,
             stack.lakefs_secret_access_key.get_secret_value(),

@@ -222,7 +222,7 @@ def _stack_s3(home: Path | None) -> tuple[str, str, str]:
             f"AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL or --endpoint-url for an "
             f"S3-compatible store), or name a saved S3Bucket block; the local stack in "
             f"{home} has no S3 server of its own to default to")
-    secrets = StackSecrets.load_or_create(home)
+    secrets = StackSecrets.load(home)
     return (secrets.s3_access_key_id, secrets.s3_secret_access_key.get_secret_value(),
             Stack(home=home).s3_endpoint)
 

@@ -18,7 +18,7 @@ A run of a branch, in four steps that `flows/classify.py` orchestrates:
 
 Results live under `_clearlake/` on the branch itself:
 
-    _clearlake/records/<image path>.json   one record per image
+    _clearlake/records/<image path>.json   one record per image (see `record_path`)
     _clearlake/tables/<branch>.parquet     every record of the branch, one table
 
 A record per image makes an update cost O(changed images) and lets two processed
@@ -37,6 +37,7 @@ import io
 import itertools
 import json
 import os
+import urllib.parse
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -518,9 +519,60 @@ def relabel(records: Sequence[dict[str, Any]], model: Model, run_id: str) -> lis
 # -- 4. write back ---------------------------------------------------------------------------
 
 
+def _percent(text: str) -> str:
+    return "".join(f"%{byte:02X}" for byte in text.encode("utf-8"))
+
+
+def _unsafe_in_key(char: str) -> bool:
+    """`%` (so the encoding reverses), `\\` (a Windows separator) and control characters."""
+    code = ord(char)
+    return char in "%\\" or code < 0x20 or 0x7F <= code <= 0x9F or char in "\u2028\u2029"
+
+
 def record_path(image_path: str) -> str:
-    """Where the record of `image_path` lives."""
-    return f"{RECORDS_PREFIX}{image_path}.json"
+    """Where the record of `image_path` lives: `_clearlake/records/<encoded path>.json`.
+
+    lakeFS keys are flat strings, but `lakectl fs download`, `lakectl local` or an S3
+    sync write them to a disk, where `..` or a drive would leave `_clearlake/records/`.
+    So the path is percent-encoded (UTF-8, upper-case hex) wherever it could lead out:
+    `%` itself (so the encoding reverses), `\\`, control characters, a `:` second in a
+    segment (`C:` is a drive to Windows, `1:` to Python's ntpath), a `/` that would
+    leave an empty segment (leading, trailing, doubled), and segments of only dots and
+    spaces (`.`, `..`, and what Windows trims to them). `image_path_of` reverses it.
+
+    Every other path keeps the key it had before keys were encoded, so the records
+    already stored for them are found as before. A path with one of those characters
+    or segments has a new key: a record written before stays under the old key, unread;
+    `lineage` finds none until the image changes and a run writes one, and the gate
+    takes its metrics from the metrics store instead.
+    """
+    parts = []
+    for segment in image_path.split("/"):
+        if segment and not segment.strip(". "):
+            parts.append(_percent(segment))
+            continue
+        encoded = "".join(_percent(c) if _unsafe_in_key(c) else c for c in segment)
+        if encoded[1:2] == ":":
+            encoded = f"{encoded[0]}%3A{encoded[2:]}"
+        parts.append(encoded)
+    key = parts[0]
+    for before, part in itertools.pairwise(parts):
+        key += ("/" if before and part else "%2F") + part
+    return f"{RECORDS_PREFIX}{key}.json"
+
+
+def image_path_of(record_key: str) -> str:
+    """The image path whose record lives at `record_key`: the inverse of `record_path`.
+
+    Raises:
+        ValueError: `record_key` is not a key `record_path` makes.
+    """
+    if not (record_key.startswith(RECORDS_PREFIX) and record_key.endswith(".json")):
+        raise ValueError(f"not a record key: {record_key!r}")
+    path = urllib.parse.unquote(record_key[len(RECORDS_PREFIX):-len(".json")], errors="strict")
+    if record_path(path) != record_key:  # one key per path: refuse other spellings
+        raise ValueError(f"not a record key: {record_key!r}")
+    return path
 
 
 def table_path(branch: str) -> str:

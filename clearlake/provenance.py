@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clearlake.config import StackSecrets, state_dir
+from clearlake.errors import ConfigurationError
 from clearlake.store import LakeFS
 
 PREFIX = "clearlake."
@@ -26,10 +27,20 @@ SIGNING_KEY_ENV = "CLEARLAKE_SIGNING_KEY"
 
 
 def signing_key(home: Path | None = None) -> bytes:
-    """The HMAC key: `CLEARLAKE_SIGNING_KEY`, else the local stack's generated one."""
+    """The HMAC key: `CLEARLAKE_SIGNING_KEY`, else the one `clearlake stack up` generated.
+
+    Raises:
+        ConfigurationError: neither is there. A key made up here would sign markers
+            that validate nowhere else, so none is.
+    """
     if key := os.environ.get(SIGNING_KEY_ENV):
         return key.encode()
-    return StackSecrets.load_or_create(home or state_dir()).signing_key.get_secret_value().encode()
+    try:
+        secrets = StackSecrets.load(home or state_dir())
+    except ConfigurationError as error:
+        raise ConfigurationError(
+            f"no signing key ({SIGNING_KEY_ENV} is unset) and {error}") from None
+    return secrets.signing_key.get_secret_value().encode()
 
 
 def sign(key: bytes, repository: str, source_commit: str, run_id: str) -> str:

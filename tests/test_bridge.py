@@ -13,11 +13,12 @@ import pytest
 from clearlake.bridge import MAX_BODY_BYTES, SECRET_HEADER, event_id
 from clearlake.config import StackSecrets
 from clearlake.stack.services import Stack
+from clearlake.store import LakeFS
 
 
 @pytest.fixture
 def secret(stack: Stack) -> str:
-    return StackSecrets.load_or_create(stack.home).webhook_secret.get_secret_value()
+    return StackSecrets.load(stack.home).webhook_secret.get_secret_value()
 
 
 def webhook(repository: str = "repo", commit: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -51,19 +52,22 @@ def events_with_id(stack: Stack, wanted: str, wait_s: float = 2.0) -> list[dict[
     return found
 
 
-def test_a_good_webhook_becomes_one_prefect_event(stack: Stack, secret: str) -> None:
-    payload = webhook(commit="c" * 64)
+def test_a_good_webhook_becomes_one_prefect_event(
+    stack: Stack, secret: str, lakefs: LakeFS, repo: str
+) -> None:
+    commit = lakefs.head(repo, "main")  # the bridge forwards only commits lakeFS has
+    payload = webhook(repo, commit=commit)
     headers = {SECRET_HEADER: secret, "Content-Type": "application/json"}
     first = post(stack, json.dumps(payload).encode(), headers)
     second = post(stack, json.dumps(payload).encode(), headers)  # lakeFS or a proxy repeats
     assert first.status_code == second.status_code == 202
-    assert first.json()["event_id"] == second.json()["event_id"] == event_id("repo", "c" * 64)
+    assert first.json()["event_id"] == second.json()["event_id"] == event_id(repo, commit)
     stored = events_with_id(stack, first.json()["event_id"], wait_s=30.0)
     assert len(stored) == 1
     event = stored[0]
     assert event["event"] == "clearlake.lakefs.commit"
-    assert event["resource"]["prefect.resource.id"] == "lakefs.repository.repo.branch.main"
-    assert event["payload"]["commit_id"] == "c" * 64
+    assert event["resource"]["prefect.resource.id"] == f"lakefs.repository.{repo}.branch.main"
+    assert event["payload"]["commit_id"] == commit
     assert secret not in json.dumps(event)
 
 

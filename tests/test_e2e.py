@@ -96,7 +96,7 @@ def test_the_same_webhook_delivered_twice_gives_one_run(
     commit = lakectl_commit(lakectl_env, repo, {"twice.jpg": photo(unique_seed())}, tmp_path,
                             "one image")
     wait_until(lambda: settled(lakefs, repo))
-    secret = StackSecrets.load_or_create(stack.home).webhook_secret.get_secret_value()
+    secret = StackSecrets.load(stack.home).webhook_secret.get_secret_value()
     replay = {"event_type": "post-commit", "repository_id": repo, "branch_id": "main",
               "commit_id": commit, "source_ref": "main", "committer": "admin"}
     response = httpx.post(f"{stack.bridge_url}/lakefs/events", json=replay,

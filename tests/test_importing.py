@@ -42,7 +42,7 @@ BUCKET = seaweedfs.BUCKET
 # -- helpers -------------------------------------------------------------------------------
 def s3_client(stack: Stack) -> Any:
     """boto3 on the stack's S3 server, with the stack's keys."""
-    keys = StackSecrets.load_or_create(stack.home)
+    keys = StackSecrets.load(stack.home)
     return boto3.client("s3", endpoint_url=stack.s3_endpoint, region_name="us-east-1",
                         aws_access_key_id=keys.s3_access_key_id,
                         aws_secret_access_key=keys.s3_secret_access_key.get_secret_value())

@@ -43,8 +43,7 @@ def classify(dask_address: str) -> Any:
 def records_on(lakefs: LakeFS, repo: str, ref: str = "main") -> dict[str, dict[str, Any]]:
     """Every record at `ref`, by image path."""
     return {
-        o.path.removeprefix(pipeline.RECORDS_PREFIX).removesuffix(".json"):
-            json.loads(lakefs.get_object(repo, ref, o.path))
+        pipeline.image_path_of(o.path): json.loads(lakefs.get_object(repo, ref, o.path))
         for o in lakefs.list_objects(repo, ref, pipeline.RECORDS_PREFIX)
     }
 

@@ -126,6 +126,9 @@ def test_up_refuses_a_port_taken_by_another_program(tmp_path: Path) -> None:
         stack = Stack(home=tmp_path, ports={**ports, "lakefs": taken})
         with pytest.raises(StackError, match=f"port {taken} for lakefs is in use"):
             stack.up(report=lambda line: None)
+    # The S3 server had started before lakeFS's port was found taken: it is stopped again.
+    assert stack._running_pid("s3") is None
+    assert all(port_is_free(p) for p in seaweedfs.all_ports(ports["s3"]))
 
 
 def test_dask_workers_keep_numpy_temporaries_on_the_heap(stack: Stack) -> None:

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from clearlake.cli.app import app
-from clearlake.errors import ClearlakeError, LakeFSError
+from clearlake.errors import ClearlakeError, ConfigurationError, LakeFSError
 
 console = Console()
 
@@ -72,7 +72,7 @@ def lineage(
 
     try:
         found = find_lineage(LakeFS(), repository, path, ref)
-    except LakeFSError as error:
+    except (LakeFSError, ConfigurationError) as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(code=1) from error
     r = found.record

@@ -41,7 +41,7 @@ def init_repo(
         console.print(f"repository {name!r} {'created' if created else 'already exists'}")
         files = render_actions(Stack().bridge_url, watch or (), protect or [default_branch])
         commit = install_actions(lakefs, name, default_branch, files)
-    except (LakeFSError, ConfigurationError, FileNotFoundError) as error:
+    except (LakeFSError, ConfigurationError) as error:
         raise fail(error) from error
     if commit:
         console.print(f"installed {', '.join(files)} on {default_branch} ({commit[:12]})")
@@ -84,7 +84,7 @@ def merge(
         if error.run_id:
             _print_hook_logs(repository, error.run_id)
         raise typer.Exit(code=2) from error
-    except LakeFSError as error:
+    except (LakeFSError, ConfigurationError) as error:
         raise fail(error) from error
     console.print(f"merged {source} into {destination}: {commit[:12]}")
 
@@ -97,5 +97,5 @@ def explain(
     """Print what the quality gate answered in a lakeFS action run."""
     try:
         _print_hook_logs(repository, run_id)
-    except LakeFSError as error:
+    except (LakeFSError, ConfigurationError) as error:
         raise fail(error) from error

@@ -300,7 +300,7 @@ class Stack:
 
         The first phase holds the stores lakeFS and Prefect keep their data in, if the
         profile has any; the deployments are applied before the last phase."""
-        secrets = StackSecrets.load_or_create(self.home)
+        secrets = StackSecrets.load(self.home)
         stores = []
         if self.profile.blockstore == "s3":
             stores.append(self._s3(secrets))
@@ -568,10 +568,11 @@ class Stack:
         if self.profile.blockstore == "s3":
             install.verify_seaweedfs(report)
         self.home.mkdir(parents=True, exist_ok=True)
+        secrets = StackSecrets.load_or_create(self.home)  # the one place secrets are made
         if self.profile.database == "postgres":
             from clearlake.stack.postgres import PREFECT_EXTENSIONS
 
-            postgres = self._postgres_server(StackSecrets.load_or_create(self.home))
+            postgres = self._postgres_server(secrets)
             postgres.initialize()
             postgres.check_extensions(PREFECT_EXTENSIONS)
         write_private(self.home / "stack.json", json.dumps(
@@ -582,23 +583,31 @@ class Stack:
                   if self.profile.blockstore == "s3" else " (lakeFS's local blockstore)")
                + f"; database: {self.profile.database}")
         phases = self.services()
-        for number, phase in enumerate(phases):
-            if number == len(phases) - 1 and deploy:
-                self.deploy(report)
-            for service in phase:
-                if self._running_pid(service.name) is not None:
-                    report(f"{service.name}: already running")
-                else:
-                    self._start(service)
-                    report(f"{service.name}: starting")
-            for service in phase:
-                self._wait_healthy(service)
-                report(f"{service.name}: healthy — {service.url}")
-                if service.name == "postgres":
-                    self._postgres_server(StackSecrets.load_or_create(self.home)
-                                          ).ensure_databases(POSTGRES_DATABASES)
-                if service.name == "lakefs" and self.profile.database == "postgres":
-                    self._set_up_lakefs_admin(StackSecrets.load_or_create(self.home))
+        started: list[str] = []
+        try:
+            for number, phase in enumerate(phases):
+                if number == len(phases) - 1 and deploy:
+                    self.deploy(report)
+                for service in phase:
+                    if self._running_pid(service.name) is not None:
+                        report(f"{service.name}: already running")
+                    else:
+                        self._start(service)
+                        started.append(service.name)
+                        report(f"{service.name}: starting")
+                for service in phase:
+                    self._wait_healthy(service)
+                    report(f"{service.name}: healthy — {service.url}")
+                    if service.name == "postgres":
+                        self._postgres_server(secrets).ensure_databases(POSTGRES_DATABASES)
+                    if service.name == "lakefs" and self.profile.database == "postgres":
+                        self._set_up_lakefs_admin(secrets)
+        except BaseException:
+            # A stack that could not come up leaves nothing of this attempt running.
+            for name in reversed(started):
+                if (pid := self._running_pid(name)) is not None:
+                    self._stop(pid)
+            raise
 
     def _set_up_lakefs_admin(self, secrets: StackSecrets) -> None:
         """Create lakeFS's admin with the stack's keys, once.
