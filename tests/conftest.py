@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -17,10 +18,14 @@ import pytest
 # Set before Prefect is imported: its root settings are read from the environment then.
 os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
 
+from clearlake import pipeline
+from clearlake.actions import install_actions, render_actions
 from clearlake.config import lakefs_settings
+from clearlake.provenance import signing_key
 from clearlake.stack.install import install_lakefs, lakectl_environment
 from clearlake.stack.services import Stack, free_loopback_ports
 from clearlake.store import LakeFS
+from tests.pipeline_support import wait_until
 
 
 @pytest.fixture(scope="session")
@@ -79,3 +84,28 @@ def lakectl_env(stack: Stack, lakefs: LakeFS) -> dict[str, str]:
     )
     env["HOME"] = str(stack.home)  # no ~/.lakectl.yaml of the developer's
     return env
+
+
+@pytest.fixture(scope="session")
+def dask_address(stack: Stack) -> str:
+    """The stack's Dask cluster: a scheduler and one worker process per core, on loopback."""
+    return stack.dask_address
+
+
+@pytest.fixture
+def classify(dask_address: str) -> Any:
+    from flows.classify import classify_commit
+
+    def run(repo: str, branch: str = "main", **options: Any) -> dict[str, Any]:
+        return classify_commit(repo, branch, dask_address=dask_address, batch_size=8, **options)
+
+    return run
+
+
+
+@pytest.fixture
+def watched_repo(lakefs: LakeFS, repo: str, stack: Stack) -> str:
+    """A repository with clearlake's lakeFS actions installed (as `init-repo` does)."""
+    install_actions(lakefs, repo, "main", render_actions(stack.bridge_url))
+    wait_until(lambda: pipeline.is_covered(lakefs, repo, "main", signing_key()))
+    return repo

@@ -1,13 +1,27 @@
-"""Helpers for pipeline tests: distinct synthetic photographs and lakeFS shortcuts."""
+"""Helpers for tests: distinct synthetic photographs, lakeFS shortcuts, waiting for runs,
+and the CLI as a user runs it."""
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
+from clearlake import pipeline
+from clearlake.provenance import signing_key
 from clearlake.store import LakeFS
+
+CLI = [sys.executable, "-m", "clearlake.cli"]
+SETTLE_TIMEOUT_S = 180.0
 
 
 def photo(seed: int, size: int = 160, blur: float = 0.0) -> bytes:
@@ -37,3 +51,46 @@ def commit_images(lakefs: LakeFS, repo: str, images: dict[str, bytes], branch: s
     """Upload and commit images; return the commit id."""
     lakefs.upload_many(repo, branch, images.items())
     return lakefs.commit(repo, branch, message)
+
+
+def records_on(lakefs: LakeFS, repo: str, ref: str = "main") -> dict[str, dict[str, Any]]:
+    """Every record at `ref`, by image path."""
+    return {
+        pipeline.image_path_of(o.path): json.loads(lakefs.get_object(repo, ref, o.path))
+        for o in lakefs.list_objects(repo, ref, pipeline.RECORDS_PREFIX)
+    }
+
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float = SETTLE_TIMEOUT_S) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.5)
+    raise TimeoutError(f"not settled within {timeout_s} s")
+
+
+
+def classify_runs(repo: str) -> list[Any]:
+    """Flow runs of the classify-commit deployment for `repo`."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(
+            name=DeploymentFilterName(any_=["classify-commit"])), limit=200)
+    return [r for r in runs if r.parameters.get("repository") == repo]
+
+
+
+def settled(lakefs: LakeFS, repo: str, branch: str = "main") -> bool:
+    return pipeline.is_covered(lakefs, repo, branch, signing_key())
+
+
+
+def run_cli(
+    *args: str, home: Path, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CLEARLAKE_HOME": str(home), "COLUMNS": "200", **(env or {})}
+    return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, check=check)

@@ -5,38 +5,17 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from clearlake import pipeline
-from clearlake.actions import install_actions, render_actions
 from clearlake.provenance import ResultsMarker, latest_results, signing_key
 from clearlake.stack.services import Stack
 from clearlake.store import LakeFS
-from tests.pipeline_support import photo, unique_seed
+from tests.pipeline_support import classify_runs, photo, settled, unique_seed, wait_until
 
 pytestmark = pytest.mark.slow
-SETTLE_TIMEOUT_S = 180.0
-
-
-@pytest.fixture
-def watched_repo(lakefs: LakeFS, repo: str, stack: Stack) -> str:
-    """A repository with clearlake's lakeFS actions installed (as `init-repo` does)."""
-    install_actions(lakefs, repo, "main", render_actions(stack.bridge_url))
-    wait_until(lambda: pipeline.is_covered(lakefs, repo, "main", signing_key()))
-    return repo
-
-
-def wait_until(condition: Callable[[], Any], timeout_s: float = SETTLE_TIMEOUT_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        time.sleep(0.5)
-    raise TimeoutError(f"not settled within {timeout_s} s")
 
 
 def lakectl_commit(env: dict[str, str], repo: str, files: dict[str, bytes], tmp: Path,
@@ -50,21 +29,6 @@ def lakectl_commit(env: dict[str, str], repo: str, files: dict[str, bytes], tmp:
     out = subprocess.run(["lakectl", "commit", f"lakefs://{repo}/{branch}", "-m", message],
                          env=env, check=True, capture_output=True, text=True).stdout
     return out.split("ID: ", 1)[1].split()[0]
-
-
-def classify_runs(repo: str) -> list[Any]:
-    """Flow runs of the classify-commit deployment for `repo`."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
-
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(
-            name=DeploymentFilterName(any_=["classify-commit"])), limit=200)
-    return [r for r in runs if r.parameters.get("repository") == repo]
-
-
-def settled(lakefs: LakeFS, repo: str, branch: str = "main") -> bool:
-    return pipeline.is_covered(lakefs, repo, branch, signing_key())
 
 
 def test_a_lakectl_commit_is_classified_by_itself(

@@ -19,8 +19,7 @@ from clearlake.provenance import ResultsMarker, latest_results, signing_key
 from clearlake.reconcile import clean_temporary_branches
 from clearlake.store import LakeFS
 from clearlake.transaction import TEMP_BRANCH_PREFIX
-from tests.pipeline_support import commit_images, photo, unique_seed
-from tests.test_pipeline import classify, dask_address, records_on  # noqa: F401  (fixtures)
+from tests.pipeline_support import commit_images, photo, records_on, unique_seed
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +34,7 @@ def wait_for(condition: Any, timeout_s: float = 120.0, every_s: float = 0.01) ->
 
 
 def test_a_dask_worker_killed_mid_batch(
-    lakefs: LakeFS, repo: str, classify: Any, dask_address: str  # noqa: F811
+    lakefs: LakeFS, repo: str, classify: Any, dask_address: str
 ) -> None:
     seed = unique_seed()
     images = {f"big/{i:02d}.jpg": photo(seed + i, size=900) for i in range(24)}
@@ -63,7 +62,7 @@ def test_a_dask_worker_killed_mid_batch(
 
 
 def test_the_flow_process_killed_mid_merge(
-    lakefs: LakeFS, repo: str, classify: Any, dask_address: str  # noqa: F811
+    lakefs: LakeFS, repo: str, classify: Any, dask_address: str
 ) -> None:
     key = signing_key()
     seed = unique_seed()

@@ -32,9 +32,7 @@ from clearlake.importing import (
 from clearlake.stack import seaweedfs
 from clearlake.stack.services import Stack, free_loopback_ports
 from clearlake.store import LakeFS
-from tests.pipeline_support import photo, unique_seed
-from tests.test_e2e import classify_runs, settled, wait_until, watched_repo  # noqa: F401
-from tests.test_stack import run_cli
+from tests.pipeline_support import classify_runs, photo, run_cli, settled, unique_seed, wait_until
 
 BUCKET = seaweedfs.BUCKET
 
@@ -102,7 +100,7 @@ def test_destinations_are_folders_outside_clearlakes_own() -> None:
 # -- the stack -----------------------------------------------------------------------------
 @pytest.mark.slow
 def test_an_imported_prefix_is_committed_and_classified(
-    stack: Stack, lakefs: LakeFS, watched_repo: str, incoming: str  # noqa: F811
+    stack: Stack, lakefs: LakeFS, watched_repo: str, incoming: str
 ) -> None:
     repo = watched_repo
     photos = put_photos(stack, incoming, 3)
@@ -125,7 +123,7 @@ def test_an_imported_prefix_is_committed_and_classified(
 
 @pytest.mark.slow
 def test_when_the_hook_fails_the_command_sends_the_event_itself(
-    stack: Stack, lakefs: LakeFS, watched_repo: str, incoming: str  # noqa: F811
+    stack: Stack, lakefs: LakeFS, watched_repo: str, incoming: str
 ) -> None:
     repo = watched_repo
     photos = put_photos(stack, incoming, 2)
@@ -277,7 +275,7 @@ def test_a_lakefs_that_cannot_import_says_so(
 # -- LakeFSRepository.s3_bucket ------------------------------------------------------------
 @pytest.mark.slow
 def test_a_write_through_the_s3_gateway_bucket_is_classified_after_its_commit(
-    lakefs: LakeFS, watched_repo: str  # noqa: F811
+    lakefs: LakeFS, watched_repo: str
 ) -> None:
     repo = watched_repo
     credentials = LakeFSCredentials(endpoint_url=lakefs.settings.endpoint,

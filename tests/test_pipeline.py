@@ -18,34 +18,9 @@ from clearlake.errors import NotFoundError
 from clearlake.lineage import lineage
 from clearlake.metrics_store import MetricsStore
 from clearlake.provenance import ResultsMarker, signing_key
-from clearlake.stack.services import Stack
 from clearlake.store import LakeFS
 from clearlake.transaction import TEMP_BRANCH_PREFIX
-from tests.pipeline_support import commit_images, photo, unique_seed
-
-
-@pytest.fixture(scope="session")
-def dask_address(stack: Stack) -> str:
-    """The stack's Dask cluster: a scheduler and one worker process per core, on loopback."""
-    return stack.dask_address
-
-
-@pytest.fixture
-def classify(dask_address: str) -> Any:
-    from flows.classify import classify_commit
-
-    def run(repo: str, branch: str = "main", **options: Any) -> dict[str, Any]:
-        return classify_commit(repo, branch, dask_address=dask_address, batch_size=8, **options)
-
-    return run
-
-
-def records_on(lakefs: LakeFS, repo: str, ref: str = "main") -> dict[str, dict[str, Any]]:
-    """Every record at `ref`, by image path."""
-    return {
-        pipeline.image_path_of(o.path): json.loads(lakefs.get_object(repo, ref, o.path))
-        for o in lakefs.list_objects(repo, ref, pipeline.RECORDS_PREFIX)
-    }
+from tests.pipeline_support import commit_images, photo, records_on, unique_seed
 
 
 def test_first_run_then_only_the_change_then_nothing(

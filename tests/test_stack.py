@@ -21,15 +21,7 @@ from clearlake.stack.services import (
     port_is_free,
     port_variable,
 )
-
-CLI = [sys.executable, "-m", "clearlake.cli"]
-
-
-def run_cli(
-    *args: str, home: Path, check: bool = True, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CLEARLAKE_HOME": str(home), "COLUMNS": "200", **(env or {})}
-    return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, check=check)
+from tests.pipeline_support import run_cli
 
 
 def test_up_twice_status_and_down_leave_nothing_running(tmp_path: Path) -> None:
