@@ -6,10 +6,16 @@ The corpus is generated here, from a real photograph scikit-learn ships.
 from __future__ import annotations
 
 import io
+import json
 import math
+import os
 import struct
+import subprocess
+import sys
 import tracemalloc
 import zlib
+from collections.abc import Iterable
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -243,6 +249,187 @@ def test_analysis_of_too_large_reports_header_size(no_pixel_decoding: None) -> N
     assert result.outcome is Outcome.TOO_LARGE
     assert (result.width, result.height) == (30_000, 20_000)
     assert result.metrics is None
+
+
+# --- the per-image memory budget ---------------------------------------------------------
+
+MiB = 1 << 20
+# What refusing from the header may cost at most (Pillow parsing a TIFF's tags, say).
+HEADER_ONLY = 64 * MiB
+
+# Run in a fresh interpreter: VmHWM is the process's peak resident memory, and
+# the baseline (VmRSS once the code is imported and the file read) is subtracted.
+PEAK_SCRIPT = """
+import json, sys
+from clearlake.quality.analyse import analyse
+
+def status(key):
+    with open("/proc/self/status") as lines:
+        return next(int(l.split()[1]) * 1024 for l in lines if l.startswith(key + ":"))
+
+data = open(sys.argv[1], "rb").read()
+baseline = status("VmRSS")
+result = analyse(data)
+peak = status("VmHWM")
+print(json.dumps({"outcome": result.outcome.value, "reason": result.reason,
+                  "metrics": result.metrics, "extra": peak - baseline}))
+"""
+
+
+def analyse_in_fresh_process(path: Path) -> dict:
+    """`analyse` of a file under the default limit, in a new process: outcome and peak memory.
+
+    Returns:
+        ``{"outcome", "reason", "metrics", "extra"}``; ``extra`` is the peak resident
+        memory in bytes above the interpreter's baseline.
+    """
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs /proc/self/status (Linux) to read the peak memory")
+    env = {k: v for k, v in os.environ.items() if k != decoding.MAX_PIXELS_ENV}
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def write_png(path: Path, width: int, height: int, rows: Iterable[bytes], grey: bool) -> Path:
+    """Write an 8-bit PNG row by row (never holding the pixels): how zlib bombs are made."""
+    compressor = zlib.compressobj(9)
+    idat = [compressor.compress(b"\x00" + row) for row in rows] + [compressor.flush()]
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0 if grey else 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", b"".join(idat))
+        + png_chunk(b"IEND", b"")
+    )
+    return path
+
+
+def tiff_with_tiles(width: int, height: int, tile: int) -> bytes:
+    """A greyscale TIFF of width × height whose one Deflate tile is tile × tile zeros."""
+    compressor = zlib.compressobj(9)
+    zeros = bytes(1 << 24)
+    left = tile * tile
+    parts = []
+    while left:
+        parts.append(compressor.compress(zeros[: min(left, len(zeros))]))
+        left -= min(left, len(zeros))
+    data = b"".join(parts) + compressor.flush()
+    # (tag, type 3 = SHORT / 4 = LONG, value); the data follows the IFD.
+    tags = [
+        (256, 4, width),
+        (257, 4, height),
+        (258, 3, 8),
+        (259, 3, 8),
+        (262, 3, 1),
+        (277, 3, 1),
+        (322, 4, tile),
+        (323, 4, tile),
+        (324, 4, 0),
+        (325, 4, len(data)),
+    ]
+    tags[8] = (324, 4, 8 + 2 + 12 * len(tags) + 4)
+    ifd = struct.pack("<H", len(tags))
+    for tag, kind, value in tags:
+        packed = struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value)
+        ifd += struct.pack("<HHI", tag, kind, 1) + packed
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + data
+
+
+def test_default_limit_is_the_memory_budget_and_admits_50_megapixel_cameras() -> None:
+    assert decoding.DEFAULT_MAX_PIXELS == decoding.IMAGE_MEMORY_BUDGET // decoding.BYTES_PER_PIXEL
+    assert decoding.IMAGE_MEMORY_BUDGET <= 2.75 * 2**30
+    assert decoding.DEFAULT_MAX_PIXELS >= 8688 * 5792  # Canon EOS 5DS: 50.3 MP
+    assert decoding.DEFAULT_MAX_PIXELS < 10_000 * 10_000
+
+
+def test_zlib_bomb_of_100_megapixels_is_refused_before_decoding(tmp_path: Path) -> None:
+    """Hole 8 of issue 12: this ~290 KB PNG used to decode `ok` and peak at 2.9 GiB."""
+    path = write_png(tmp_path / "bomb.png", 10_000, 10_000, [bytes(30_000)] * 10_000, False)
+    assert path.stat().st_size < 400_000
+    result = analyse_in_fresh_process(path)
+    assert result["outcome"] == "too_large"
+    assert "10000×10000" in result["reason"]
+    assert "memory budget 2.75 GiB" in result["reason"]
+    assert result["extra"] < HEADER_ONLY, f"{result['extra'] / MiB:.0f} MiB"
+
+
+@pytest.mark.parametrize("bomb", ["png_header", "tiff_tiles"])
+def test_header_bombs_are_refused_before_decoding(tmp_path: Path, bomb: str) -> None:
+    if bomb == "png_header":  # 30000² claimed, a few bytes of data
+        data, words = png_claiming(30_000, 30_000), "30000×30000"
+    else:  # a 64×64 TIFF whose one 16000² tile OpenCV would allocate (~1 GiB) and fill
+        data, words = tiff_with_tiles(64, 64, 16_000), "tiles of 256,000,000 pixels"
+    path = tmp_path / "bomb"
+    path.write_bytes(data)
+    assert len(data) < 400_000
+    result = analyse_in_fresh_process(path)
+    assert result["outcome"] == "too_large"
+    assert words in result["reason"] and "memory budget" in result["reason"]
+    assert result["extra"] < HEADER_ONLY, f"{result['extra'] / MiB:.0f} MiB"
+
+
+def test_one_pixel_over_the_default_limit_is_too_large(no_pixel_decoding: None) -> None:
+    rows = decoding.DEFAULT_MAX_PIXELS // 8192 + 1
+    result = decode(png_claiming(8192, rows))
+    assert result.outcome is Outcome.TOO_LARGE
+    assert f"8192×{rows}" in result.reason and "56 bytes per pixel" in result.reason
+
+
+def test_24_megapixel_photo_is_analysed_within_budget(tmp_path: Path) -> None:
+    """A 6000 × 4000 camera JPEG: `ok`, at most BYTES_PER_PIXEL per pixel, under the budget."""
+    scene = cv2.resize(load_sample_image("china.jpg")[..., ::-1], (6000, 4000))
+    grain = np.random.default_rng(24).integers(-6, 7, (4000, 6000, 1), dtype=np.int16)
+    camera = np.clip(scene + grain, 0, 255).astype(np.uint8)
+    del scene, grain
+    path = tmp_path / "camera.jpg"
+    assert cv2.imwrite(str(path), camera, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    del camera
+    result = analyse_in_fresh_process(path)
+    assert result["outcome"] == "ok", result["reason"]
+    assert list(result["metrics"]) == list(METRIC_NAMES)
+    extra = result["extra"]
+    assert extra < 6000 * 4000 * decoding.BYTES_PER_PIXEL, f"{extra / MiB:.0f} MiB"
+    assert extra < decoding.IMAGE_MEMORY_BUDGET
+
+
+@pytest.mark.slow  # ~2.6 GiB and ~10 s
+def test_worst_content_at_the_default_limit_stays_under_budget(tmp_path: Path) -> None:
+    """Stripes two pixels wide make every pixel an edge: the costliest content found.
+
+    Measured: about 2.5 GiB (51 bytes per pixel); a photograph this size takes 1.4 GiB.
+    """
+    width = 8192
+    height = decoding.DEFAULT_MAX_PIXELS // width
+    row = bytes([0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 255, 255]) * (width // 4)
+    path = write_png(tmp_path / "stripes.png", width, height, [row] * height, False)
+    result = analyse_in_fresh_process(path)
+    assert result["outcome"] == "ok", result["reason"]
+    extra = result["extra"]
+    assert extra < decoding.IMAGE_MEMORY_BUDGET, f"{extra / MiB:.0f} MiB"
+
+
+def test_sixteen_bit_alpha_is_normalised_band_by_band_exactly() -> None:
+    """Several row bands give exactly the whole-image rule (high byte, then over white)."""
+    rng = np.random.default_rng(16)
+    deep = rng.integers(0, 65536, (1500, 600, 4), dtype=np.uint16)
+    assert deep[0].size * 1500 > 3 * decoding._BAND_ELEMENTS  # at least three bands
+    ok, data = cv2.imencode(".png", deep)
+    assert ok
+    result = decode(data.tobytes())
+    assert result.outcome is Outcome.OK
+    high = (deep >> 8).astype(np.uint16)
+    colour, alpha = high[..., :3], high[..., 3:]
+    expected = ((colour * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+    np.testing.assert_array_equal(result.image.colour, expected)
 
 
 # --- deterministic normalisation ------------------------------------------------------

@@ -52,7 +52,8 @@ def score(
         typer.Option(
             "--max-pixels",
             min=1,
-            help="Refuse larger images as too_large (default: $CLEARLAKE_MAX_PIXELS or 100 MP).",
+            help="Refuse larger images as too_large (default: $CLEARLAKE_MAX_PIXELS or "
+                 "52.7 MP, from the per-image memory budget).",
         ),
     ] = None,
     no_cache: Annotated[

@@ -59,7 +59,8 @@ def analyse(data: bytes, *, max_pixels: int | None = None, sha256: str | None = 
     Args:
         data: the image file's bytes.
         max_pixels: pixel limit for decoding (see `decode.decode`); None means
-            the configured default (`CLEARLAKE_MAX_PIXELS` or 100 megapixels).
+            the configured default (`CLEARLAKE_MAX_PIXELS`, else the 52.7 megapixels
+            that the 2.75 GiB per-image memory budget allows).
         sha256: the hex SHA-256 of `data` when the caller has just computed it
             (to look the bytes up in a cache), so it is not computed twice.
 

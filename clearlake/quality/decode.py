@@ -14,6 +14,8 @@ How it works, and why:
    Pillow's lazy `Image.open`, which reads the header and decodes nothing — and
    refuse more than `max_pixels` pixels as `too_large` *before* any pixel
    buffer is allocated, so a decompression bomb costs a few microseconds.
+   The default limit is derived from a per-image memory budget (below); TIFF
+   tiles count too, since OpenCV allocates a whole tile however small the image.
    The same pass finds truncation that OpenCV would otherwise paper over
    (a JPEG with no end-of-image marker after its scan data, a PNG without
    IEND) and the EXIF orientation.
@@ -41,6 +43,18 @@ How it works, and why:
 
 `grey` is `cv2.cvtColor(colour, COLOR_BGR2GRAY)`. The returned arrays are
 read-only, since several metrics share them.
+
+**Memory budget.** Decoding and measuring one image takes, above the
+process's baseline, about 28–31 bytes per pixel for photographs and up to
+51 B/px for the worst content found (stripes one or two pixels wide, which
+make every pixel an edge for `metrics.calc_edge_width`), measured with VmHWM
+at 24–100 MP; images under 16.8 MP cost more per pixel (the metrics keep
+their scratch buffers) but stay under 0.9 GiB. The default pixel limit is
+`IMAGE_MEMORY_BUDGET // BYTES_PER_PIXEL` = 2.75 GiB / 56 B = 52,728,393
+pixels: cameras up to ~50 MP are analysed (a 50 MP photograph peaks at about
+1.35 GiB), and no image the default limit admits, whatever its content, takes
+more than 2.75 GiB of a worker. The 16-bit and alpha normalisation runs in row
+bands, so decoding needs little more than the decoder's own output.
 """
 
 from __future__ import annotations
@@ -59,11 +73,25 @@ from PIL import Image
 
 from clearlake.quality.types import DecodedImage, DecodeResult, Outcome
 
-DEFAULT_MAX_PIXELS = 100_000_000
-"""Default pixel limit (width × height from the header), about 100 megapixels."""
+IMAGE_MEMORY_BUDGET = 11 << 28
+"""Memory (bytes, 2.75 GiB) one image may take to decode and measure, above the baseline."""
+
+BYTES_PER_PIXEL = 56
+"""Peak bytes per pixel of decoding and measuring an image over 16.8 MP, worst content.
+
+Measured: 28–31 for photographs, 51 for pixel-wide stripes; rounded up for margin.
+"""
+
+DEFAULT_MAX_PIXELS = IMAGE_MEMORY_BUDGET // BYTES_PER_PIXEL
+"""Default pixel limit (width × height from the header): 52,728,393, about 52.7 MP.
+
+Derived from the memory budget; it admits the largest full-frame cameras
+(8688 × 5792 = 50.3 MP) and refuses 61 MP and medium-format 100 MP files,
+which need `CLEARLAKE_MAX_PIXELS` raised (and up to 56 bytes per pixel of memory).
+"""
 
 MAX_PIXELS_ENV = "CLEARLAKE_MAX_PIXELS"
-"""Environment variable that overrides `DEFAULT_MAX_PIXELS`."""
+"""Environment variable that overrides `DEFAULT_MAX_PIXELS` (and so the memory budget)."""
 
 DECODER_VERSION = "1"
 """Bumped whenever a rule above changes the pixels or outcome for some bytes."""
@@ -95,6 +123,10 @@ _PIL_FORMATS = {
 }
 # OpenCV's TIFF decoder applies the orientation tag by itself.
 _DECODER_ORIENTS = frozenset({"TIFF"})
+# Samples per step of the 16-bit/alpha normalisation: its temporaries stay a few MiB.
+_BAND_ELEMENTS = 1 << 20
+# TIFF tags of the tile size.
+_TIFF_TILE_WIDTH, _TIFF_TILE_LENGTH = 322, 323
 # Pillow modes that carry no colour.
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
@@ -144,6 +176,8 @@ class ImageHeader:
         grey: True when the source has no colour planes.
         orientation: EXIF orientation 1–8 still to be applied (1 = none).
         frames: number of frames, counted up to 2 where counting is costly.
+        tile_pixels: pixels of one TIFF tile (0 when not tiled); OpenCV allocates a
+            whole tile, however small the image.
     """
 
     format: str
@@ -152,6 +186,7 @@ class ImageHeader:
     grey: bool
     orientation: int = 1
     frames: int = 1
+    tile_pixels: int = 0
 
     @property
     def pixels(self) -> int:
@@ -448,6 +483,12 @@ def _pil_header(data: bytes, pil_format: str) -> ImageHeader:
             orientation = 1
             if pil_format not in _DECODER_ORIENTS:
                 orientation = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
+            tile_pixels = 0
+            if pil_format == "TIFF":
+                tags = image.tag_v2
+                tile_w, tile_h = tags.get(_TIFF_TILE_WIDTH), tags.get(_TIFF_TILE_LENGTH)
+                if isinstance(tile_w, int) and isinstance(tile_h, int):
+                    tile_pixels = tile_w * tile_h
     except Image.DecompressionBombError as exc:
         # Pillow's own guard (2× its MAX_IMAGE_PIXELS) fires before it reports a size.
         raise _Reject(Outcome.TOO_LARGE, f"{pil_format}: {exc}") from None
@@ -459,7 +500,8 @@ def _pil_header(data: bytes, pil_format: str) -> ImageHeader:
         raise _Reject(Outcome.CORRUPT, f"corrupt {pil_format}: {exc}") from None
     if not isinstance(orientation, int) or not 1 <= orientation <= 8:
         orientation = 1
-    return ImageHeader(pil_format, width, height, mode in _GREY_MODES, orientation, frames)
+    grey = mode in _GREY_MODES
+    return ImageHeader(pil_format, width, height, grey, orientation, frames, tile_pixels)
 
 
 # --- limits and decoding --------------------------------------------------------------
@@ -474,9 +516,22 @@ def too_large_reason(width: int, height: int, limit: int) -> str:
         limit: the pixel limit exceeded.
 
     Returns:
-        A one-line reason.
+        A one-line reason naming the memory budget the limit stands for.
     """
-    return f"{width}×{height} = {width * height:,} pixels exceeds the limit of {limit:,}"
+    return (
+        f"{width}×{height} = {width * height:,} pixels exceeds the limit of {limit:,}"
+        f" {_budget_note(limit)}"
+    )
+
+
+def _budget_note(limit: int) -> str:
+    """``(per-image memory budget …)``: what a pixel limit means in memory."""
+    memory = limit * BYTES_PER_PIXEL
+    if memory >= 2**30:
+        amount = f"{memory / 2**30:.2f}".rstrip("0").rstrip(".") + " GiB"
+    else:
+        amount = f"{memory / 2**20:.0f} MiB"
+    return f"(per-image memory budget {amount} at {BYTES_PER_PIXEL} bytes per pixel)"
 
 
 def _check_limit(header: ImageHeader, limit: int) -> None:
@@ -486,6 +541,13 @@ def _check_limit(header: ImageHeader, limit: int) -> None:
         if header.orientation in (5, 6, 7, 8):
             width, height = height, width
         raise _Reject(Outcome.TOO_LARGE, too_large_reason(width, height, limit))
+    if header.tile_pixels > limit:
+        # A few-pixel image with huge, zlib-bombed tiles: OpenCV would fill a whole tile.
+        raise _Reject(
+            Outcome.TOO_LARGE,
+            f"{header.format} tiles of {header.tile_pixels:,} pixels exceed the limit of"
+            f" {limit:,} {_budget_note(limit)}",
+        )
     if header.frames > 1:
         raise _Reject(
             Outcome.UNSUPPORTED,
@@ -542,6 +604,26 @@ def _over_white(pixels: np.ndarray) -> np.ndarray:
     return ((colour * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
 
 
+def _to_8bit(pixels: np.ndarray, alpha: bool) -> np.ndarray:
+    """8-bit samples (high byte of 16-bit ones), alpha composited over white if `alpha`.
+
+    Works in row bands: done on the whole image at once, the uint16 temporaries
+    of 16-bit RGBA take about 20 bytes per pixel; in bands, only the 8-bit
+    output and a few MiB come on top of the decoder's output.
+    """
+    channels = pixels.shape[2:]
+    if alpha:
+        channels = (channels[0] - 1,)
+    out = np.empty(pixels.shape[:2] + channels, np.uint8)
+    step = max(1, _BAND_ELEMENTS // max(1, pixels[0].size))
+    for top in range(0, pixels.shape[0], step):
+        band = pixels[top : top + step]
+        if band.dtype == np.uint16:
+            band = (band >> 8).astype(np.uint8)
+        out[top : top + step] = _over_white(band) if alpha else band
+    return out
+
+
 def _decode_pixels(data: bytes, header: ImageHeader) -> DecodedImage:
     """Decode with OpenCV once, then normalise depth, alpha, orientation and greyscale."""
     try:
@@ -551,19 +633,17 @@ def _decode_pixels(data: bytes, header: ImageHeader) -> DecodedImage:
         raise _Reject(Outcome.CORRUPT, f"{header.format}: OpenCV refused it: {message}") from None
     if pixels is None:
         raise _Reject(Outcome.CORRUPT, f"corrupt {header.format}: OpenCV could not decode it")
-    if pixels.dtype == np.uint16:
-        pixels = (pixels >> 8).astype(np.uint8)
-    elif pixels.dtype != np.uint8:
+    if pixels.dtype != np.uint8 and pixels.dtype != np.uint16:
         raise _Reject(Outcome.UNSUPPORTED, f"{header.format} with {pixels.dtype} samples")
-    if pixels.ndim == 3:
-        channels = pixels.shape[2]
-        if channels in (2, 4):
-            pixels = _over_white(pixels)
-        elif channels != 3 and channels != 1:
-            raise _Reject(Outcome.UNSUPPORTED, f"{header.format} with {channels} channels")
-        if pixels.shape[2] == 1 or header.grey:
-            # Grey sources decoded to several equal channels (grey+alpha) keep one.
-            pixels = np.ascontiguousarray(pixels[..., 0])
+    channels = pixels.shape[2] if pixels.ndim == 3 else 1
+    if channels not in (1, 2, 3, 4):
+        raise _Reject(Outcome.UNSUPPORTED, f"{header.format} with {channels} channels")
+    alpha = channels in (2, 4)
+    if alpha or pixels.dtype == np.uint16:
+        pixels = _to_8bit(pixels, alpha)
+    if pixels.ndim == 3 and (pixels.shape[2] == 1 or header.grey):
+        # Grey sources decoded to several equal channels (grey+alpha) keep one.
+        pixels = np.ascontiguousarray(pixels[..., 0])
     pixels = _orient(pixels, header.orientation)
     if pixels.ndim == 2:
         colour = None

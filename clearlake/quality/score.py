@@ -448,7 +448,8 @@ def score_directory(
         root: directory to walk recursively.
         model: labels the images; None leaves `label` and probabilities empty.
         jobs: worker processes (default: all available cores); 1 runs in-process.
-        max_pixels: pixel limit (default: `CLEARLAKE_MAX_PIXELS` or 100 MP).
+        max_pixels: pixel limit (default: `CLEARLAKE_MAX_PIXELS`, else 52.7 MP:
+            `decode.DEFAULT_MAX_PIXELS`).
         cache_dir: cache directory (default: `default_cache_dir()`).
         use_cache: False neither reads nor writes the cache.
         on_start: called once with the number of files found.
