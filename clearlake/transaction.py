@@ -11,12 +11,19 @@ retried with exponential backoff for `merge_timeout_s`; after that `MergePending
 is raised and the committed temporary branch is kept, so the merge can be finished
 later (`finish_pending`). Any other failure deletes the temporary branch: a failed
 transaction leaves nothing on the branch.
+
+A temporary branch opened inside a Prefect flow run carries that run's id in its
+name, so `reconcile` can ask Prefect whether its owner still runs before touching
+it. If the branch is deleted anyway, the transaction raises `TransactionLost`.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
+import sys
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
@@ -25,6 +32,18 @@ from clearlake.errors import DirtyBranchError, NotFoundError
 from clearlake.store import BackgroundUploads, LakeFS
 
 TEMP_BRANCH_PREFIX = "clearlake-tx-"
+
+
+class TransactionLost(NotFoundError):
+    """The temporary branch was deleted before the transaction finished: nothing was applied.
+
+    Attributes:
+        temp_branch: the temporary branch that is gone.
+    """
+
+    def __init__(self, message: str, *, temp_branch: str, repository: str, ref: str) -> None:
+        self.temp_branch = temp_branch
+        super().__init__(message, repository=repository, ref=ref)
 
 
 class MergePending(DirtyBranchError):
@@ -37,6 +56,38 @@ class MergePending(DirtyBranchError):
     def __init__(self, message: str, *, temp_branch: str, repository: str, ref: str) -> None:
         self.temp_branch = temp_branch
         super().__init__(message, repository=repository, ref=ref)
+
+
+def current_flow_run() -> str | None:
+    """The id of the Prefect flow run this code runs in, None outside one."""
+    if "prefect" in sys.modules:  # no flow run without Prefect imported: spare others its import
+        from prefect.runtime import flow_run
+
+        run_id = flow_run.id
+    else:
+        run_id = os.environ.get("PREFECT__FLOW_RUN_ID")
+    try:
+        return str(uuid.UUID(run_id)) if run_id else None
+    except ValueError:
+        return None
+
+
+def temp_branch_name(owner: str | None = None) -> str:
+    """A new temporary branch name: creation time, a random token, then `owner` (a Prefect
+    flow run id) if given."""
+    name = f"{TEMP_BRANCH_PREFIX}{int(time.time())}-{secrets.token_hex(4)}"
+    return f"{name}-{uuid.UUID(owner)}" if owner else name
+
+
+def temp_branch_owner(name: str) -> str | None:
+    """The flow run id in a temporary branch's name, None if it has none."""
+    if not name.startswith(TEMP_BRANCH_PREFIX):
+        return None
+    parts = name.removeprefix(TEMP_BRANCH_PREFIX).split("-", 2)
+    try:
+        return str(uuid.UUID(parts[2])) if len(parts) == 3 else None
+    except ValueError:
+        return None
 
 
 def temp_branch_created_at(name: str) -> float | None:
@@ -103,7 +154,8 @@ class Transaction:
         self.branch = branch
         self.merge_timeout_s = merge_timeout_s
         self.strategy = strategy
-        self.temp_branch = f"{TEMP_BRANCH_PREFIX}{int(time.time())}-{secrets.token_hex(4)}"
+        # Named after the flow run that opens it: reconcile never deletes a live run's branch.
+        self.temp_branch = temp_branch_name(current_flow_run())
         self.base_commit: str | None = None
         # Seconds of each step: creating the branch, waiting for queued uploads after the
         # last was queued, the commit, the merge (with its retries). A run reports them.
@@ -116,6 +168,24 @@ class Transaction:
             self.base_commit = self.lakefs.create_branch(self.repository, self.temp_branch,
                                                          self.branch)
         return self
+
+    @contextmanager
+    def _on_temp_branch(self) -> Iterator[None]:
+        """Turn a not-found into `TransactionLost` when it is the temporary branch that is gone."""
+        try:
+            yield
+        except TransactionLost:
+            raise
+        except NotFoundError as error:
+            try:
+                self.lakefs.head(self.repository, self.temp_branch)
+            except NotFoundError:
+                raise TransactionLost(
+                    f"temporary branch {self.temp_branch} was deleted before the transaction "
+                    f"finished; nothing was applied to {self.branch}",
+                    temp_branch=self.temp_branch, repository=self.repository, ref=self.branch,
+                ) from error
+            raise  # something else is missing (the branch itself, say)
 
     @contextmanager
     def _timed(self, step: str) -> Iterator[None]:
@@ -137,7 +207,8 @@ class Transaction:
 
     def upload(self, path: str, data: bytes) -> None:
         """Stage `data` at `path`."""
-        self.lakefs.upload_object(self.repository, self.temp_branch, path, data)
+        with self._on_temp_branch():
+            self.lakefs.upload_object(self.repository, self.temp_branch, path, data)
 
     def upload_in_background(self, items: Iterable[tuple[str, bytes]]) -> None:
         """Queue (path, bytes) items to stage while the caller goes on; `commit` waits for them."""
@@ -146,7 +217,8 @@ class Transaction:
     def delete(self, paths: list[str]) -> None:
         """Stage the deletion of `paths`."""
         if paths:
-            self.lakefs.delete_objects(self.repository, self.temp_branch, paths)
+            with self._on_temp_branch():
+                self.lakefs.delete_objects(self.repository, self.temp_branch, paths)
 
     def commit(self, message: str, metadata: dict[str, str] | None = None) -> str:
         """Commit the staged changes (once queued uploads are done) and merge them into the
@@ -158,34 +230,36 @@ class Transaction:
         Raises:
             MergePending: the branch stayed dirty for `merge_timeout_s`; the committed
                 temporary branch is kept for a later `finish_pending`.
+            TransactionLost: the temporary branch was deleted first; nothing was applied.
         """
         metadata = metadata or {}
-        with self._timed("uploads"):
-            self._uploads.wait()
-        with self._timed("commit"):
-            self.lakefs.commit(self.repository, self.temp_branch, message, metadata,
-                               allow_empty=True)
-        try:
-            with self._timed("merge"):
-                return merge_with_retry(
-                    self.lakefs,
-                    self.repository,
-                    self.temp_branch,
-                    self.branch,
-                    message,
-                    metadata,
-                    self.merge_timeout_s,
-                    strategy=self.strategy,
-                )
-        except DirtyBranchError as error:
-            self._keep_temp_branch = True
-            raise MergePending(
-                f"{self.branch} kept uncommitted changes for {self.merge_timeout_s:.0f} s; "
-                f"the change is committed on {self.temp_branch} and will be merged later",
-                temp_branch=self.temp_branch,
-                repository=self.repository,
-                ref=self.branch,
-            ) from error
+        with self._on_temp_branch():
+            with self._timed("uploads"):
+                self._uploads.wait()
+            with self._timed("commit"):
+                self.lakefs.commit(self.repository, self.temp_branch, message, metadata,
+                                   allow_empty=True)
+            try:
+                with self._timed("merge"):
+                    return merge_with_retry(
+                        self.lakefs,
+                        self.repository,
+                        self.temp_branch,
+                        self.branch,
+                        message,
+                        metadata,
+                        self.merge_timeout_s,
+                        strategy=self.strategy,
+                    )
+            except DirtyBranchError as error:
+                self._keep_temp_branch = True
+                raise MergePending(
+                    f"{self.branch} kept uncommitted changes for {self.merge_timeout_s:.0f} s; "
+                    f"the change is committed on {self.temp_branch} and will be merged later",
+                    temp_branch=self.temp_branch,
+                    repository=self.repository,
+                    ref=self.branch,
+                ) from error
 
 
 def finish_pending(

@@ -23,11 +23,11 @@ from prefect.runtime import flow_run
 
 from clearlake import pipeline
 from clearlake.config import DASK_WORKER_MALLOC_ENV
-from clearlake.errors import ConfigurationError
+from clearlake.errors import ConfigurationError, NotFoundError
 from clearlake.metrics_store import MetricsStore
 from clearlake.provenance import signing_key
 from clearlake.store import LakeFS
-from clearlake.transaction import MergePending, Transaction
+from clearlake.transaction import MergePending, Transaction, TransactionLost
 
 if TYPE_CHECKING:
     from distributed import LocalCluster
@@ -219,15 +219,45 @@ def classify_commit(
             changes before leaving the results pending for `reconcile`.
 
     Returns:
-        A summary: status ('up_to_date', 'merged' or 'pending'), counts, commits.
+        A summary: status ('up_to_date', 'merged' or 'pending'), counts, commits. A run
+        whose branch is deleted under it ends 'branch_deleted' (nothing to do); one whose
+        temporary branch is deleted ends 'interrupted', having applied nothing (the
+        branch's next run, or reconcile, does the work).
     """
     address = resolve_dask_address(dask_address, dask_cluster)  # a bad one fails before the lock
     lock = branch_lock(repository, branch)
     ensure_lock(lock)
     # Runs of one branch queue here: a run plans from what the previous one wrote.
     with concurrency(lock, occupy=1, strict=True, lease_duration=LOCK_LEASE_S):
-        return _classify(repository, branch, commit, prefix, glob, batch_size, address,
-                         merge_timeout_s)
+        try:
+            return _classify(repository, branch, commit, prefix, glob, batch_size, address,
+                             merge_timeout_s)
+        except NotFoundError as error:
+            if (outcome := _vanished(repository, branch, commit, error)) is None:
+                raise
+            return outcome
+
+
+def _vanished(
+    repository: str, branch: str, commit: str | None, error: NotFoundError
+) -> dict[str, Any] | None:
+    """The outcome of a run that lost a branch under it, None if `error` is about another thing.
+
+    The branch itself gone: nothing is left to do. The run's temporary branch gone:
+    nothing was applied, and the branch's head stays uncovered for the next run.
+    """
+    logger = get_run_logger()
+    try:
+        LakeFS().head(repository, branch)
+    except NotFoundError:
+        logger.warning("%s/%s no longer exists: nothing to do (%s)", repository,
+                       branch, error)
+        return {"status": "branch_deleted", "source_commit": commit, "reason": str(error)}
+    if isinstance(error, TransactionLost):
+        logger.warning("%s; the branch's next run (or reconcile) does this work", error)
+        return {"status": "interrupted", "source_commit": commit,
+                "temp_branch": error.temp_branch, "reason": str(error)}
+    return None
 
 
 def _classify(

@@ -11,6 +11,7 @@ recorded gate pass (the gate is a guard-rail: a user can delete the action file)
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 import yaml
 from prefect import flow, get_run_logger
@@ -34,6 +35,23 @@ def _installed(lakefs: LakeFS, repository: str, ref: str, path: str) -> dict[str
         return None
 
 
+def flow_run_is_live(run_id: str) -> bool:
+    """True while the Prefect flow run `run_id` is not in a final state (it may be writing).
+
+    A run Prefect no longer knows is not live. Any other trouble asking raises: a
+    branch is never deleted on a guess.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(UUID(run_id))
+        except ObjectNotFound:
+            return False
+    return run.state is None or not run.state.is_final()
+
+
 def ungated_merges(lakefs: LakeFS, repository: str, branch: str, key: bytes) -> list[str]:
     """Recent merges into `branch` (not clearlake's own) without a recorded gate pass."""
     found = []
@@ -55,7 +73,8 @@ def reconcile(repositories: list[str] | None = None,
 
     Args:
         repositories: only these; default every repository with clearlake's action file.
-        stale_after_s: age after which an uncommitted temporary branch is removed.
+        stale_after_s: age after which an uncommitted temporary branch is removed, once the
+            flow run it is named after has ended (a running run's branch is always kept).
     """
     logger = get_run_logger()
     lakefs = LakeFS()
@@ -67,7 +86,8 @@ def reconcile(repositories: list[str] | None = None,
         if not any(_installed(lakefs, repository, h, EVENTS_ACTION_PATH) for _, h in branches):
             continue  # not a clearlake repository (the metrics store, say)
         cleanup = catch_up.clean_temporary_branches(lakefs, repository, key,
-                                                    stale_after_s=stale_after_s)
+                                                    stale_after_s=stale_after_s,
+                                                    is_live=flow_run_is_live)
         processed = []
         for branch, head in branches:
             if _installed(lakefs, repository, head, EVENTS_ACTION_PATH) is None:
@@ -86,5 +106,6 @@ def reconcile(repositories: list[str] | None = None,
                                branch, ", ".join(m[:12] for m in merges))
                 ungated[branch] = merges
         report[repository] = {"merged_pending": cleanup.merged, "deleted": cleanup.deleted,
-                              "processed": processed, "ungated_merges": ungated}
+                              "kept": cleanup.kept, "processed": processed,
+                              "ungated_merges": ungated}
     return report
