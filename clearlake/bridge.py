@@ -39,7 +39,7 @@ from starlette.routing import Route
 
 from clearlake.config import StackSecrets, prefect_api_url, state_dir
 from clearlake.errors import ConfigurationError, LakeFSError, NotFoundError
-from clearlake.provenance import ResultsMarker, signing_key
+from clearlake.provenance import ResultsMarker, signing_key, verified_marker
 from clearlake.store import LakeFS
 from clearlake.transaction import TEMP_BRANCH_PREFIX
 
@@ -207,11 +207,21 @@ class Bridge:
         return True
 
     def is_clearlake_commit(self, payload: dict[str, Any]) -> bool:
-        """True for clearlake's own (validly signed) results commits and temporary branches."""
+        """True for clearlake's own results commits and temporary branches.
+
+        A validly signed marker is not enough: copied onto a user's commit it would hide
+        that commit, so the commit itself is checked (`provenance.verified_marker`).
+        """
         if payload["branch_id"].startswith(TEMP_BRANCH_PREFIX):
             return True
         metadata = payload.get("commit_metadata") or {}
-        return ResultsMarker.from_metadata(metadata, self._key) is not None
+        if ResultsMarker.from_metadata(metadata, self._key) is None:
+            return False
+        if self.lakefs is None:
+            self.lakefs = LakeFS()
+        repository = payload["repository_id"]
+        commit = self.lakefs.get_commit(repository, payload["commit_id"])
+        return verified_marker(self.lakefs, repository, commit, self._key) is not None
 
     async def events(self, request: Request) -> Response:
         """Forward a post-commit or post-merge webhook as a Prefect event."""
@@ -223,14 +233,13 @@ class Bridge:
                 return JSONResponse({"ignored": "event type not forwarded"}, status_code=202)
             require_fields(payload, "repository_id", "branch_id", "commit_id")
             check_payload(payload)
-            if self.is_clearlake_commit(payload):
-                return JSONResponse({"ignored": "clearlake's own commit"}, status_code=202)
             event = prefect_event(payload)
         except BadRequest as error:
             return PlainTextResponse(str(error), status_code=error.status)
         repository, commit_id = payload["repository_id"], payload["commit_id"]
         try:
             known = await run_in_threadpool(self.commit_exists, repository, commit_id)
+            own = known and await run_in_threadpool(self.is_clearlake_commit, payload)
         except LakeFSError as error:
             logger.warning("lakeFS could not confirm %s@%s: %s", repository, commit_id[:12], error)
             return PlainTextResponse("lakeFS could not confirm the commit; try again",
@@ -242,6 +251,8 @@ class Bridge:
                            repository, commit_id[:12])
             return JSONResponse({"ignored": "lakeFS has no such repository or commit"},
                                 status_code=202)
+        if own:
+            return JSONResponse({"ignored": "clearlake's own commit"}, status_code=202)
         try:
             response = await self.http.post(f"{self.prefect_api}/events", json=[event])
         except httpx.HTTPError as error:

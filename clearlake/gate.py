@@ -12,6 +12,9 @@ The gate looks at the images the merge brings in (lakeFS's three-dot diff betwee
 destination and source: what the source changed since they diverged), labels them
 with the destination's model from the metrics already recorded on the source
 (computing any missing ones now), and allows or refuses with a readable reason.
+Only records clearlake signed count: anyone can write under `_clearlake/records/`
+on their branch, so any other record is measured again, from the metrics store
+where its bytes were seen before.
 Its answer depends only on the two commits, so it is the same each time lakeFS
 re-runs the hook. With no policy file everything passes.
 
@@ -31,6 +34,7 @@ import yaml
 from clearlake import pipeline
 from clearlake.errors import NotFoundError
 from clearlake.metrics_store import MetricsStore
+from clearlake.provenance import signing_key, verified_record
 from clearlake.store import LakeFS
 
 POLICY_PATH = "_clearlake/policy.yaml"
@@ -103,9 +107,16 @@ def load_policy(lakefs: LakeFS, repository: str, ref: str) -> Policy | None:
 
 
 def incoming_labels(
-    lakefs: LakeFS, repository: str, source_commit: str, destination_commit: str
+    lakefs: LakeFS, repository: str, source_commit: str, destination_commit: str,
+    *, key: bytes | None = None,
 ) -> dict[str, str]:
-    """Label of every image the merge brings in, from stored metrics where possible."""
+    """Label of every image the merge brings in, from stored metrics where possible.
+
+    A record on the source is used only if clearlake signed it for this image's path and
+    checksum (`key`, default `signing_key()`); every other image is measured, reusing
+    the metrics store's analysis of its bytes where there is one.
+    """
+    key = key if key is not None else signing_key()
     inputs = pipeline.Inputs()
     changes = [
         c for c in pipeline.input_changes(lakefs, repository, destination_commit, source_commit,
@@ -117,11 +128,12 @@ def incoming_labels(
     missing: list[pipeline.Datum] = []
     for change in changes:
         try:
-            record = json.loads(lakefs.get_object(
-                repository, source_commit, pipeline.record_path(change.path)))
+            stored = lakefs.get_object(repository, source_commit,
+                                       pipeline.record_path(change.path))
         except NotFoundError:
-            record = None
-        if record and record["checksum"] == change.checksum:
+            stored = None
+        record = verified_record(stored, key, path=change.path, checksum=change.checksum)
+        if record is not None:
             known[change.path] = record
         else:
             missing.append(pipeline.Datum(change.path, change.checksum, change.size))

@@ -47,7 +47,14 @@ from typing import TYPE_CHECKING, Any
 from clearlake import __version__
 from clearlake.errors import LakeFSError, NotFoundError, PermissionDeniedError
 from clearlake.metrics_store import MetricsStore, StoredAnalysis, documents_for
-from clearlake.provenance import ResultsMarker, latest_results
+from clearlake.provenance import (
+    ResultsMarker,
+    latest_results,
+    sign_record,
+    signing_key,
+    verified_marker,
+    verified_record,
+)
 from clearlake.quality.analyse import ANALYSIS_VERSION, analyse
 from clearlake.quality.classifier import Model
 from clearlake.quality.score import IMAGE_EXTENSIONS
@@ -138,10 +145,12 @@ def source_of(lakefs: LakeFS, repository: str, ref: str, key: bytes) -> str:
 
     A results merge changes only `_clearlake/`; its first parent is what the branch
     held before it, so processing the merge means processing that parent. Only a
-    validly signed marker counts: a copied one does not make a user's commit skippable.
+    commit clearlake made counts (`provenance.verified_marker`: a validly signed marker
+    on a commit that changes nothing outside `_clearlake/`), so metadata copied onto a
+    user's commit does not make it skippable.
     """
     commit = lakefs.get_commit(repository, ref)
-    while ResultsMarker.from_metadata(commit.metadata, key) is not None and commit.parents:
+    while commit.parents and verified_marker(lakefs, repository, commit, key) is not None:
         commit = lakefs.get_commit(repository, commit.parents[0])
     return commit.id
 
@@ -471,11 +480,13 @@ def _labelled_by(model: Model, prediction: Any) -> dict[str, Any]:
 
 
 def record(
-    measured: Measured, model: Model, prediction: Any, source_commit: str, run_id: str
+    measured: Measured, model: Model, prediction: Any, source_commit: str, run_id: str,
+    *, key: bytes | None = None,
 ) -> dict[str, Any]:
-    """The per-image record written under `_clearlake/records/`."""
+    """The per-image record written under `_clearlake/records/`, signed with `key`
+    (default `signing_key()`) so readers can tell it from one a user wrote there."""
     analysis = measured.analysis
-    return {
+    return sign_record({
         "path": measured.path,
         "checksum": measured.checksum,
         "sha256": analysis.sha256,
@@ -491,28 +502,41 @@ def record(
         "run_id": run_id,
         "origin": measured.origin,
         "computed_at": analysis.computed_at,
-    }
+    }, key if key is not None else signing_key())
 
 
 def label(
-    measured: Sequence[Measured], model: Model, source_commit: str, run_id: str
+    measured: Sequence[Measured], model: Model, source_commit: str, run_id: str,
+    *, key: bytes | None = None,
 ) -> list[dict[str, Any]]:
-    """Classify measured images from their metrics (one model call) into records."""
+    """Classify measured images from their metrics (one model call) into signed records."""
+    key = key if key is not None else signing_key()
     ok = [m for m in measured if m.analysis.outcome == "ok" and m.analysis.metrics]
     predictions = dict(zip((m.path for m in ok), model.predict([m.analysis.metrics for m in ok]),
                            strict=True))
-    return [record(m, model, predictions.get(m.path), source_commit, run_id) for m in measured]
+    return [record(m, model, predictions.get(m.path), source_commit, run_id, key=key)
+            for m in measured]
 
 
-def relabel(records: Sequence[dict[str, Any]], model: Model, run_id: str) -> list[dict[str, Any]]:
-    """New labels for existing records from their stored metrics: nothing is decoded."""
+def relabel(
+    records: Sequence[dict[str, Any]], model: Model, run_id: str, *, key: bytes | None = None
+) -> list[dict[str, Any]]:
+    """New labels for existing records from their stored metrics: nothing is decoded.
+
+    Only records clearlake signed are relabelled (and signed again): relabelling a
+    record someone else wrote would sign their metrics as clearlake's. The rest are
+    left out; readers do not trust them either.
+    """
+    key = key if key is not None else signing_key()
+    records = [r for r in records if verified_record(r, key) is not None]
     ok = [r for r in records if r["outcome"] == "ok" and r["metrics"]]
     predictions = model.predict([r["metrics"] for r in ok])
     by_path = {r["path"]: p for r, p in zip(ok, predictions, strict=True)}
     updated = []
     for r in records:
         prediction = by_path.get(r["path"])
-        updated.append({**r, **_labelled_by(model, prediction), "run_id": run_id})
+        updated.append(sign_record({**r, **_labelled_by(model, prediction), "run_id": run_id},
+                                   key))
     return updated
 
 
@@ -588,19 +612,32 @@ def load_table(lakefs: LakeFS, repository: str, ref: str, branch: str) -> bytes 
         return None
 
 
-def table_records(table: bytes | None) -> list[dict[str, Any]]:
-    """The records a Parquet table holds (read back from its `record` column)."""
+def table_records(table: bytes | None, *, key: bytes | None = None) -> list[dict[str, Any]]:
+    """The records a Parquet table holds (read back from its `record` column).
+
+    Args:
+        table: the table's Parquet bytes.
+        key: the signing key: only the rows clearlake signed are returned (a table is a
+            file under `_clearlake/` like any other: anyone can write one). None returns
+            every row as stored, unchecked.
+    """
     import pyarrow.parquet as pq
 
     if table is None:
         return []
     rows = pq.read_table(io.BytesIO(table), columns=["record"]).column("record")
-    return [json.loads(text) for text in rows.to_pylist()]
+    records = (json.loads(text) for text in rows.to_pylist())
+    if key is None:
+        return list(records)
+    return [r for r in records if verified_record(r, key) is not None]
 
 
-def read_table(lakefs: LakeFS, repository: str, ref: str, branch: str) -> list[dict[str, Any]]:
-    """The records in the table of `branch` at `ref` ([] if it has none yet)."""
-    return table_records(load_table(lakefs, repository, ref, branch))
+def read_table(
+    lakefs: LakeFS, repository: str, ref: str, branch: str, *, key: bytes | None = None
+) -> list[dict[str, Any]]:
+    """The records in the table of `branch` at `ref` ([] if it has none yet); with `key`,
+    only those clearlake signed (see `table_records`)."""
+    return table_records(load_table(lakefs, repository, ref, branch), key=key)
 
 
 def records_table(records: Sequence[dict[str, Any]]) -> pa.Table:

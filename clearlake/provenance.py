@@ -4,8 +4,15 @@ A results commit (and the merge that applies it) carries metadata under the
 `clearlake.` prefix: which source commit it covers, the previous one, the model,
 the metric set, the code version, the Prefect flow run and the counts. The marker
 is signed with an HMAC over repository, source commit and run id using the stack's
-signing key, so a user who copies the metadata onto their own commit cannot make
-clearlake skip it: an unsigned or badly signed marker is treated as no marker.
+signing key: an unsigned or badly signed marker is treated as no marker. A signed
+marker counts only on a commit that changes nothing outside `_clearlake/` (see
+`verified_marker`), so metadata copied onto a user's commit does not make clearlake
+skip it.
+
+Records (`_clearlake/records/…` and the rows of a branch's table) carry an HMAC of
+their own over their whole content (`sign_record`): anyone can write under
+`_clearlake/` on their branch, so a reader trusts a record only if
+`verified_record` accepts it.
 """
 
 from __future__ import annotations
@@ -16,6 +23,9 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import lakefs_sdk
 
 from clearlake.config import StackSecrets, state_dir
 from clearlake.errors import ConfigurationError
@@ -24,6 +34,12 @@ from clearlake.store import LakeFS
 PREFIX = "clearlake."
 KIND_RESULTS = "results"
 SIGNING_KEY_ENV = "CLEARLAKE_SIGNING_KEY"
+RESULTS_ROOT = "_clearlake/"  # = pipeline.RESULTS_ROOT (pipeline imports this module)
+RECORD_SIGNATURE = "signature"
+# Commit id → whether it changes only `_clearlake/`. A lakeFS commit id hashes the commit's
+# metarange and parents, so the answer never changes for an id; bounded, cleared when full.
+_ONLY_RESULTS: dict[str, bool] = {}
+_ONLY_RESULTS_MAX = 4096
 
 
 def signing_key(home: Path | None = None) -> bytes:
@@ -47,6 +63,60 @@ def sign(key: bytes, repository: str, source_commit: str, run_id: str) -> str:
     """HMAC-SHA256 over the facts a marker vouches for."""
     message = f"{repository}\n{source_commit}\n{run_id}".encode()
     return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def _canonical_record(record: dict[str, Any]) -> bytes:
+    """A record's content without its signature, as canonical JSON (what is signed)."""
+    content = {k: v for k, v in record.items() if k != RECORD_SIGNATURE}
+    return json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _record_digest(key: bytes, record: dict[str, Any]) -> str:
+    # Its own domain, so a record's MAC can never pass for a marker's or the reverse.
+    return hmac.new(key, b"clearlake-record\n" + _canonical_record(record),
+                    hashlib.sha256).hexdigest()
+
+
+def sign_record(record: dict[str, Any], key: bytes) -> dict[str, Any]:
+    """`record` with an HMAC over all of its other fields (replacing any it had)."""
+    content = {k: v for k, v in record.items() if k != RECORD_SIGNATURE}
+    return {**content, RECORD_SIGNATURE: _record_digest(key, content)}
+
+
+def verified_record(
+    data: bytes | str | dict[str, Any] | None,
+    key: bytes,
+    *,
+    path: str | None = None,
+    checksum: str | None = None,
+) -> dict[str, Any] | None:
+    """The record if clearlake wrote it, else None: the one check every reader makes.
+
+    The signature covers every field, the image path and lakeFS checksum among them, so
+    a signed record moved to another image's key, or left behind by a change of the
+    image, fails the `path` and `checksum` a reader expects. Anything else — written
+    by a user under `_clearlake/`, from before records were signed, not JSON — is
+    None: the reader measures the image again (from the metrics store, where its bytes
+    were seen before) or reports no record.
+
+    Args:
+        data: a record as stored (JSON bytes or text) or already parsed.
+        key: the signing key (`signing_key()`).
+        path: the image path the record must be for, if the reader knows it.
+        checksum: the image's lakeFS checksum the record must be for, if known.
+    """
+    try:
+        record = json.loads(data) if isinstance(data, bytes | str) else data
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get(RECORD_SIGNATURE), str):
+        return None
+    if not hmac.compare_digest(_record_digest(key, record), record[RECORD_SIGNATURE]):
+        return None
+    if (path is not None and record.get("path") != path) or (
+            checksum is not None and record.get("checksum") != checksum):
+        return None
+    return record
 
 
 @dataclass(frozen=True)
@@ -127,21 +197,68 @@ class ResultsMarker:
             return None
 
 
+def changes_only_results(lakefs: LakeFS, repository: str, commit: lakefs_sdk.Commit) -> bool:
+    """True when `commit` changes nothing outside `_clearlake/` relative to its first parent.
+
+    One diff of the top level (changed folders come back once each), so the cost does
+    not grow with the number of images; it stops at the first entry outside.
+    """
+    if not commit.parents:
+        return False
+    known = _ONLY_RESULTS.get(commit.id)
+    if known is None:
+        top_level = lakefs.diff(repository, commit.parents[0], commit.id, delimiter="/")
+        known = all(entry.path.startswith(RESULTS_ROOT) for entry in top_level)
+        if len(_ONLY_RESULTS) >= _ONLY_RESULTS_MAX:
+            _ONLY_RESULTS.clear()
+        _ONLY_RESULTS[commit.id] = known
+    return known
+
+
+def verified_marker(
+    lakefs: LakeFS, repository: str, commit: lakefs_sdk.Commit, key: bytes
+) -> ResultsMarker | None:
+    """The results marker `commit` carries, if it is one clearlake made; else None.
+
+    The HMAC cannot name the commit that carries it: a commit's id is computed by lakeFS
+    from its metadata (the marker among it), and the merge that applies results gets
+    its id and first parent only when lakeFS makes it — a merge retried after the
+    branch moved has other ones — while it carries the same metadata as the results
+    commit (`transaction.Transaction.commit`). What holds for every commit clearlake
+    makes, and can be checked, is that it changes nothing outside `_clearlake/`
+    relative to its first parent: the temporary branch's commit adds records and a
+    table, and the merge brings only those. So a marker counts only there (one lakeFS
+    diff of the top level, only for commits whose signature is valid).
+
+    A marker copied onto a commit that adds or changes an image is thus no marker: the
+    commit is processed. One copied onto a commit that changes only `_clearlake/` is
+    accepted, and that hides nothing: stepping over such a commit skips no input (it
+    changes none), and what it can do to the branch's results (point at an older
+    source, drop a retry) a plain commit deleting files under `_clearlake/` can do as
+    well — which is why nothing there is trusted unless signed (`verified_record`).
+    """
+    marker = ResultsMarker.from_metadata(commit.metadata, key)
+    if marker is None or marker.repository != repository:
+        return None
+    return marker if changes_only_results(lakefs, repository, commit) else None
+
+
 def latest_results(
     lakefs: LakeFS, repository: str, ref: str, key: bytes, *, max_commits: int = 10_000
 ) -> tuple[str, ResultsMarker] | None:
-    """The newest validly signed results commit on `ref`'s first-parent line.
+    """The newest results commit on `ref`'s first-parent line that clearlake made.
 
     Results are merged into their branch, so their merge commits lie on its
     first-parent line; the walk stops at the first one (normally a few commits back).
-    A marker for another repository (copied metadata) does not count.
+    A marker for another repository, or on a commit that changes more than
+    `_clearlake/` (copied metadata), does not count (see `verified_marker`).
 
     Returns:
         (commit id, marker), or None when the branch has never been processed.
     """
     for count, commit in enumerate(lakefs.log(repository, ref, first_parent=True)):
-        marker = ResultsMarker.from_metadata(commit.metadata, key)
-        if marker is not None and marker.repository == repository:
+        marker = verified_marker(lakefs, repository, commit, key)
+        if marker is not None:
             return commit.id, marker
         if count >= max_commits:
             break

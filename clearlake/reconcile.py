@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from clearlake.errors import DirtyBranchError, NotFoundError
-from clearlake.provenance import ResultsMarker, latest_results
+from clearlake.provenance import ResultsMarker, latest_results, verified_marker
 from clearlake.store import LakeFS
 from clearlake.transaction import (
     TEMP_BRANCH_PREFIX,
@@ -67,7 +67,7 @@ def clean_temporary_branches(
         if owner is not None and is_live is not None and is_live(owner):
             done.kept.append(name)
             continue
-        marker = ResultsMarker.from_metadata(lakefs.get_commit(repository, head).metadata, key)
+        marker = verified_marker(lakefs, repository, lakefs.get_commit(repository, head), key)
         if (marker is not None and marker.repository == repository
                 and _written_on_branch(lakefs, repository, head, marker, owner)):
             try:

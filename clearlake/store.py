@@ -441,19 +441,21 @@ class LakeFS:
         *,
         first_parent: bool = False,
         objects: list[str] | None = None,
+        prefixes: list[str] | None = None,
     ) -> Iterator[lakefs_sdk.Commit]:
         """Commits reachable from `ref`, newest first, fetched page by page as consumed.
 
         Args:
             first_parent: follow only first parents at merges.
             objects: only commits that changed one of these paths.
+            prefixes: only commits that changed something under one of these prefixes.
         """
         after = ""
         while True:
             with _translate("log", repository, ref):
                 page = self.refs.log_commits(
                     repository, ref, after=after, amount=100, first_parent=first_parent,
-                    objects=objects,
+                    objects=objects, prefixes=prefixes,
                 )
             yield from page.results
             if not page.pagination.has_more:

@@ -5,7 +5,8 @@ or Prefect is down; a write-back can be left pending behind uncommitted changes.
 On a schedule, for every repository with clearlake's action installed, this flow
 settles temporary branches, runs `classify-commit` for each watched branch whose
 head no results cover, and reports merges into protected branches that have no
-recorded gate pass (the gate is a guard-rail: a user can delete the action file).
+recorded gate pass (the gate is a guard-rail: a user can delete the action file) and
+commits not made by clearlake that wrote its records or tables.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from clearlake import gate, pipeline
 from clearlake import reconcile as catch_up
 from clearlake.actions import EVENTS_ACTION_PATH, GATE_ACTION_PATH
 from clearlake.errors import NotFoundError
-from clearlake.provenance import ResultsMarker, signing_key
+from clearlake.provenance import signing_key, verified_marker
 from clearlake.store import LakeFS
 from clearlake.transaction import TEMP_BRANCH_PREFIX
 from flows.classify import classify_commit
@@ -52,13 +53,30 @@ def flow_run_is_live(run_id: str) -> bool:
     return run.state is None or not run.state.is_final()
 
 
+def foreign_results_writes(lakefs: LakeFS, repository: str, branch: str, key: bytes) -> list[str]:
+    """Recent commits on `branch` that wrote clearlake's records or tables but are not
+    clearlake's: nothing there is trusted unless signed, and a person should know.
+
+    Merges are left out: merging a processed branch brings its (signed) results along.
+    """
+    found = []
+    written = lakefs.log(repository, branch, first_parent=True,
+                         prefixes=[pipeline.RECORDS_PREFIX, pipeline.TABLES_PREFIX])
+    for count, commit in enumerate(written):
+        if count >= RECENT_MERGES:
+            break
+        if len(commit.parents) == 1 and not verified_marker(lakefs, repository, commit, key):
+            found.append(commit.id)
+    return found
+
+
 def ungated_merges(lakefs: LakeFS, repository: str, branch: str, key: bytes) -> list[str]:
     """Recent merges into `branch` (not clearlake's own) without a recorded gate pass."""
     found = []
     for count, commit in enumerate(lakefs.log(repository, branch, first_parent=True)):
         if count >= RECENT_MERGES:
             break
-        if len(commit.parents) < 2 or ResultsMarker.from_metadata(commit.metadata, key):
+        if len(commit.parents) < 2 or verified_marker(lakefs, repository, commit, key):
             continue
         verdict = gate.recorded_verdict(lakefs, repository, commit.parents[1])
         if not (verdict and verdict["allowed"]):
@@ -97,8 +115,13 @@ def reconcile(repositories: list[str] | None = None,
                             head[:12])
                 processed.append({"branch": branch,
                                   **classify_commit(repository, branch)})
-        ungated = {}
+        ungated, foreign = {}, {}
         for branch, head in branches:
+            if writes := foreign_results_writes(lakefs, repository, branch, key):
+                logger.warning("%s/%s: commits not made by clearlake wrote under _clearlake/ "
+                               "(not trusted): %s", repository, branch,
+                               ", ".join(c[:12] for c in writes))
+                foreign[branch] = writes
             gate_action = _installed(lakefs, repository, head, GATE_ACTION_PATH) or {}
             protected = ((gate_action.get("on") or {}).get("pre-merge") or {}).get("branches", [])
             if branch in protected and (merges := ungated_merges(lakefs, repository, branch, key)):
@@ -107,5 +130,5 @@ def reconcile(repositories: list[str] | None = None,
                 ungated[branch] = merges
         report[repository] = {"merged_pending": cleanup.merged, "deleted": cleanup.deleted,
                               "kept": cleanup.kept, "processed": processed,
-                              "ungated_merges": ungated}
+                              "ungated_merges": ungated, "foreign_results_writes": foreign}
     return report

@@ -431,10 +431,12 @@ def test_lakefs_webhooks_of_huge_commit_messages_and_metadata_still_trigger(
 
 def test_lineage_answers_for_a_hostile_path(lakefs: LakeFS, repo: str) -> None:
     from clearlake.lineage import lineage
+    from clearlake.provenance import sign_record, signing_key
 
     path = "../../outside\n.jpg"
-    record = {"path": path, "checksum": "c", "label": "good", "source_commit": "s",
-              "run_id": "r", "origin": "computed", "model_id": "m", "computed_at": 0}
+    record = sign_record({"path": path, "checksum": "c", "label": "good", "source_commit": "s",
+                          "run_id": "r", "origin": "computed", "model_id": "m",
+                          "computed_at": 0}, signing_key())
     lakefs.upload_object(repo, "main", pipeline.record_path(path), json.dumps(record).encode())
     commit = lakefs.commit(repo, "main", "a record")
     found = lineage(lakefs, repo, path)
