@@ -1,8 +1,15 @@
 """Benchmark: the classify-commit flow (lakeFS + Prefect + Dask) against a plain process pool.
 
-Run ``python -m bench.pipeline [--images N] [--incremental-base N] [--json PATH]``.
-Everything runs on a stack this benchmark starts itself (lakeFS and a Prefect
-server on free loopback ports, state in a temporary folder) and stops after.
+Run ``python -m bench.pipeline [--images N] [--incremental-base N] [--blockstore s3|local|both]
+[--json PATH]``, or ``python -m bench.pipeline --flat 10000,100000`` for the flatness run
+(item 8). Everything runs on a stack this benchmark starts itself (the S3 server,
+lakeFS and a Prefect server on free loopback ports, state in a temporary folder) and
+stops after. ``--blockstore`` picks the stack's profile: ``s3`` (the default stack:
+lakeFS over the S3 blockstore of the stack's own SeaweedFS, images read through
+presigned URLs), ``local`` (lakeFS's local blockstore, images read through lakeFS's
+object API) or ``both``: the same images on ``s3`` and then on ``local``, each on a
+stack of its own with its own baselines and ratio, so the default's cost is visible
+side by side.
 
 Method, in one run:
 
@@ -52,7 +59,33 @@ Method, in one run:
    this benchmark starts lakeFS with ``LAKEFS_LOGGING_AUDIT_LOG_LEVEL=INFO`` in
    its environment so those lines reach ``logs/lakefs.log`` (no file of the
    project changes). Object reads are ``GET …/refs/{ref}/objects?path=…``.
-7. **Memory.** The flow process's peak RSS is its ``VmHWM``, sampled every
+7. **CPU and requests.** Every run reports the CPU seconds it cost each process: the
+   Dask workers, the flow process, lakeFS, the S3 server (``weed mini``, the stack's
+   ``s3`` service, with its process tree), the Prefect server, and this process with
+   the Dask scheduler. Requests per new image: every API request lakeFS logged during
+   the run, and every request the S3 server counted (its Prometheus counters, served
+   on ``weed mini``'s admin port with no extra flag: ``bench/s3_metrics.py``), each
+   divided by the images computed. The summary's ``read_path`` ('presigned' or
+   'object-api') is reported. With presigned reads lakeFS's log no longer names the
+   images read (it shows listing pages with ``presign=true``, and a ``stat_object``
+   with ``presign=true`` per path presigned one by one), and the S3 server's counters
+   do not name objects: the proof that an incremental run read exactly the changed
+   images is then that lakeFS served no image itself, that the S3 server's GETs not
+   caused by lakeFS's object API (each object-API GET is one GET of lakeFS from the S3
+   server) number the changed images, and that any path presigned one by one is one
+   of them.
+8. **Flatness** (``--flat SIZES``, instead of items 2–7). Repositories of each size
+   are built from ``--flat-distinct`` distinct 64 × 48 px JPEGs, repeated: the
+   distinct ones are committed and processed once in a seed repository (the metrics
+   store then knows them by lakeFS checksum), the base objects are put straight into
+   the S3 server (outside every repository's namespace, a minimal SigV4 client on 8
+   threads) and each repository gets them in one lakeFS import (zero-copy, one
+   commit), processed by one run (``--flat-setup-batch-size``; every image reused,
+   none read). Then the incremental run, 10 images spread over the repository
+   replaced by new 1024-px JPEGs, runs ``--flat-repeat`` times at each size,
+   interleaved; the median at each size is reported with its ratio to the smallest
+   size's, and each run's proof that it read exactly the 10.
+9. **Memory.** The flow process's peak RSS is its ``VmHWM``, sampled every
    20 ms while it runs. Each Dask worker's peak is ``VmHWM`` in
    ``/proc/<pid>/status``, reset before every run (writing 5 to
    ``/proc/<pid>/clear_refs``), so each run reports its own peak. Compare the
@@ -74,6 +107,7 @@ import multiprocessing
 import os
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -88,6 +122,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from bench.s3_metrics import S3Metrics, S3Uploader, difference
 from bench.score import _descendants, _photographs, _proc_stats, _vm_hwm_kib
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,6 +137,11 @@ SETUP_FIRST = 4000
 # `LakeFS.diff` fails on its second page (1,000 entries): keep later commits below.
 SETUP_LATER = 900
 REQUEST_LOG_ENV = "LAKEFS_LOGGING_AUDIT_LOG_LEVEL"
+# The flatness run's base images: small, few distinct ones repeated, put straight into
+# the S3 server under FLAT_SOURCE and imported by lakeFS (zero-copy).
+SMALL_W, SMALL_H = 64, 48
+FLAT_SOURCE = "bench-flat-source"
+FLAT_METRICS = "bench-metrics-flat"
 
 
 # --- images ------------------------------------------------------------------------------
@@ -129,6 +169,16 @@ def _write_image(job: tuple[int, str]) -> str:
     order of that photograph's (y, x, mirrored) positions, so indices never collide.
     """
     index, path = job
+    ok, buffer = cv2.imencode(".jpg", _crop(index), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if not ok:
+        raise RuntimeError(f"could not encode image {index}")
+    data = buffer.tobytes()
+    Path(path).write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _crop(index: int) -> np.ndarray:
+    """Image number `index` (see `_write_image`), decoded."""
     photo = index % len(_canvases)
     canvas = _canvases[photo]
     ny, nx = canvas.shape[0] - CROP_H + 1, canvas.shape[1] - CROP_W + 1
@@ -140,12 +190,23 @@ def _write_image(job: tuple[int, str]) -> str:
     crop = canvas[y : y + CROP_H, x : x + CROP_W]
     if mirrored:
         crop = crop[:, ::-1]
-    ok, buffer = cv2.imencode(".jpg", np.ascontiguousarray(crop), [cv2.IMWRITE_JPEG_QUALITY, 90])
-    if not ok:
-        raise RuntimeError(f"could not encode image {index}")
-    data = buffer.tobytes()
-    Path(path).write_bytes(data)
-    return hashlib.sha256(data).hexdigest()
+    return np.ascontiguousarray(crop)
+
+
+def small_jpegs(count: int) -> list[bytes]:
+    """`count` distinct small JPEGs (`SMALL_W` × `SMALL_H`): images 0… shrunk, quality 90."""
+    if not _canvases:
+        _init_generator()
+    found: dict[str, bytes] = {}
+    index = 0
+    while len(found) < count:
+        small = cv2.resize(_crop(index), (SMALL_W, SMALL_H), interpolation=cv2.INTER_AREA)
+        ok, buffer = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        if not ok:
+            raise RuntimeError(f"could not encode small image {index}")
+        found.setdefault(hashlib.sha256(buffer).hexdigest(), buffer.tobytes())
+        index += 1
+    return list(found.values())
 
 
 def make_images(folder: Path, indices: range, jobs: int) -> list[Path]:
@@ -244,15 +305,18 @@ def _reset_peak(pid: int) -> bool:
 class Bench:
     """The running stack, the Dask cluster and what every run needs to know."""
 
-    def __init__(self, home: Path, scratch: Path, jobs: int, prefix: str) -> None:
+    def __init__(self, home: Path, scratch: Path, jobs: int, prefix: str,
+                 blockstore: str = "s3") -> None:
         self.home = home
         self.prefix = prefix
         self.scratch = scratch
         self.jobs = jobs
+        self.blockstore = blockstore
         self.stack: Any = None
         self.cluster: Any = None
         self.client: Any = None
         self.lakefs: Any = None
+        self.s3_metrics: S3Metrics | None = None
         self.worker_pids: list[int] = []
         self.fixed: dict[str, float] = {}
         self.peaks_reset = True
@@ -266,7 +330,8 @@ class Bench:
         install_lakefs(report=lambda line: None)
         # Every API request lakeFS serves is logged at INFO (counted for the incremental run).
         os.environ[REQUEST_LOG_ENV] = "INFO"
-        self.stack = Stack(home=self.home, ports=free_loopback_ports())
+        self.stack = Stack(home=self.home, ports=free_loopback_ports(),
+                           blockstore=self.blockstore)
         # Whatever else the stack starts besides lakeFS and Prefect stays idle: this
         # benchmark deploys nothing (no trigger can start a run) and brings its own cluster.
         options = {"deploy": False} if "deploy" in inspect.signature(Stack.up).parameters else {}
@@ -282,13 +347,20 @@ class Bench:
 
         self.lakefs = LakeFS(lakefs_settings(self.home))
         self.service_pids = {s.name: s.pid for s in self.stack.status()
-                             if s.pid and s.name in ("lakefs", "prefect")}
+                             if s.pid and s.name in ("lakefs", "s3", "prefect")}
+        if "s3" in self.service_pids:
+            self.s3_metrics = S3Metrics(self.stack.ports["s3"])
 
     def cpu(self) -> dict[str, float]:
-        """CPU seconds so far of the workers, lakeFS, the Prefect server, this process."""
+        """CPU seconds so far of the workers, lakeFS, the S3 server, the Prefect server and
+        this process."""
         return {"workers": _tree_cpu(self.worker_pids),
                 **{name: _tree_cpu([pid]) for name, pid in self.service_pids.items()},
                 "scheduler+bench": time.process_time()}
+
+    def s3_snapshot(self) -> dict[str, float] | None:
+        """The S3 server's request counters now (None without an S3 server)."""
+        return self.s3_metrics.snapshot() if self.s3_metrics else None
 
     def start_cluster(self) -> None:
         """Workers set up as the stack's long-lived ones: the flow's code preloaded and
@@ -325,7 +397,7 @@ class Bench:
     # -- repositories ---------------------------------------------------------------------
     def upload(self, repository: str, files: dict[str, Path], message: str) -> dict[str, float]:
         """Create `repository` (if new), upload `files` {lakeFS path: local file}, commit."""
-        self.lakefs.create_repository(repository, f"local://{repository}")
+        self.lakefs.create_repository(repository)
         started = time.perf_counter()
         items = list(files.items())
         for i in range(0, len(items), 500):  # upload_many reads its whole iterable at once
@@ -357,6 +429,7 @@ class Bench:
         out = self.scratch / f"flow-{time.monotonic_ns()}.out"
         since = datetime.now(UTC)
         epoch = time.time()
+        s3_before = self.s3_snapshot()
         cpu_before = self.cpu()
         started = time.perf_counter()
         with out.open("wb") as stdout:
@@ -378,6 +451,15 @@ class Bench:
         failed = process.returncode != 0
         summary = {"status": "failed"} if failed else _summary_from(text)
         requests = _requests_since(log, log_offset, repository, metrics_repository)
+        s3_requests = (difference(self.s3_metrics.snapshot(), s3_before)
+                       if self.s3_metrics and s3_before is not None else None)
+        computed = summary.get("counts", {}).get("computed") or 0
+        if s3_requests is not None:
+            # Each object-API GET lakeFS served is one GET of lakeFS from the S3 server:
+            # what is left of the S3 server's GETs are the presigned reads (and any read of
+            # lakeFS's own metadata that missed its local cache).
+            s3_requests["gets_not_by_object_api"] = (
+                s3_requests["gets_ok"] - requests["object_gets_ok"])
         result: dict[str, Any] = {
             "repository": repository,
             "branch": branch,
@@ -393,6 +475,11 @@ class Bench:
             "flow_peak_mib": peak.kib / 1024,
             "worker_peak_mib": max((_vm_hwm_kib(p) or 0) for p in self.worker_pids) / 1024,
             "requests": requests,
+            "s3_requests": s3_requests,
+            "read_path": summary.get("read_path"),
+            "lakefs_requests_per_new_image": requests["api"] / computed if computed else None,
+            "s3_requests_per_new_image": (s3_requests["requests"] / computed
+                                          if computed and s3_requests else None),
             "cpu_s": cpu,
         }
         result.update(_prefect_timings(since, repository, branch))
@@ -451,8 +538,16 @@ _STATUS = re.compile(r"\bstatus_code=(\d+)")
 _API = re.compile(r"^/api/v1/repositories/([^/?]+)(/[^?]*)?(?:\?(.*))?$")
 
 
-def _request_kind(method: str, rest: str) -> str:
-    """A name for a lakeFS API call from its method and the path after the repository."""
+def _request_kind(method: str, rest: str, query: str = "") -> str:
+    """A name for a lakeFS API call from its method and the path after the repository
+    (with ' presign' for a listing or stat that asked for presigned URLs)."""
+    kind = _request_kind_of(method, rest)
+    if re.search(r"(?:^|&)presign=true(?:&|$)", query, re.IGNORECASE):  # the SDK sends True
+        kind += " presign"
+    return kind
+
+
+def _request_kind_of(method: str, rest: str) -> str:
     if re.fullmatch(r"/refs/[^/]+/objects", rest):
         return "get_object" if method == "GET" else f"{method.lower()}_object"
     if re.fullmatch(r"/refs/[^/]+/objects/stat", rest):
@@ -484,14 +579,17 @@ def _requests_since(
     """Count the API requests lakeFS logged after `offset`, by repository and kind.
 
     `image_reads` counts GETs of objects under `images/` in `repository`; `paths_read`
-    lists them when there are at most 50.
+    lists them when there are at most 50. `presigned_paths` lists the paths presigned
+    one by one (`stat_object` with `presign=true`), at most 50; `object_gets_ok` counts
+    every object GET answered 200 (each one a GET of lakeFS from its blockstore).
     """
     with log.open("rb") as handle:
         handle.seek(offset)
         lines = handle.read().decode(errors="replace").splitlines()
     by_kind: Counter[str] = Counter()
     image_reads: list[str] = []
-    logged = 0
+    presigned_paths: list[str] = []
+    logged = api = object_gets_ok = 0
     for line in lines:
         if "HTTP call ended" not in line:
             continue
@@ -499,21 +597,31 @@ def _requests_since(
         method, path = _METHOD.search(line), _PATH.search(line)
         if not (method and path):
             continue
+        if path.group(1).startswith("/api/"):
+            api += 1
         match = _API.match(path.group(1))
         if not match:
             continue
         repo, rest, query = match.group(1), match.group(2) or "", match.group(3) or ""
-        kind = _request_kind(method.group(1), rest)
+        kind = _request_kind(method.group(1), rest, query)
+        status = _STATUS.search(line)
+        if kind == "get_object" and status and status.group(1) == "200":
+            object_gets_ok += 1
+        if kind == "stat_object presign" and repo == repository:
+            presigned_paths.append(urllib.parse.parse_qs(query).get("path", [""])[0])
         owner = ("source" if repo == repository else
                  "metrics" if repo == metrics_repository else "other")
         by_kind[f"{owner}:{kind}"] += 1
         if owner == "source" and kind == "get_object":
             object_path = urllib.parse.parse_qs(query).get("path", [""])[0]
-            status = _STATUS.search(line)
             if object_path.startswith(IMAGE_PREFIX) and status and status.group(1) == "200":
                 image_reads.append(object_path)
     return {
         "logged": logged,
+        "api": api,
+        "object_gets_ok": object_gets_ok,
+        "presigned_paths": sorted(presigned_paths) if len(presigned_paths) <= 50 else None,
+        "presigned_one_by_one": len(presigned_paths),
         "image_reads": len(image_reads),
         "distinct_images_read": len(set(image_reads)),
         "paths_read": sorted(image_reads) if len(image_reads) <= 50 else None,
@@ -630,20 +738,23 @@ def _best(*runs: dict[str, Any]) -> dict[str, Any]:
     return min(runs, key=lambda r: r["seconds"])
 
 
-def benchmark(args: argparse.Namespace, jobs: int) -> dict[str, Any]:
-    """All measurements of one run; returns the figures."""
-    from clearlake import pipeline
+def blockstores(choice: str) -> list[str]:
+    """The blockstores one invocation measures, in order: `both` is the default (s3) first."""
+    return ["s3", "local"] if choice == "both" else [choice]
 
+
+def benchmark(args: argparse.Namespace, jobs: int) -> dict[str, Any]:
+    """All measurements of one run, for each blockstore asked for; returns the figures.
+
+    The images are written once; each blockstore gets its own stack (its own state
+    folder and ports), its own baselines before and after its full run, and its own
+    ratio."""
     n = args.images
-    sweep_n = min(1000 if args.sweep_images is None else args.sweep_images, n)
-    base_n = args.incremental_base or n
     figures: dict[str, Any] = {
-        "images": n, "cores": jobs, "sweep_images": sweep_n, "incremental_base": base_n,
-        "prefix": args.prefix,
-        "default_batch_size": pipeline.DEFAULT_BATCH_SIZE,
+        "images": n, "cores": jobs, "blockstore": args.blockstore,
         "load_before": os.getloadavg(),
         "versions": {"opencv": cv2.__version__, "numpy": np.__version__},
-        "code_before": code_digest(),
+        "code_before": code_digest(), "by_blockstore": {},
     }
     with tempfile.TemporaryDirectory(prefix="clearlake-bench-pipeline-") as tmp:
         scratch = Path(tmp)
@@ -653,60 +764,111 @@ def benchmark(args: argparse.Namespace, jobs: int) -> dict[str, Any]:
         figures["image_mb"] = sum(p.stat().st_size for p in paths) / 1e6
         print(f"{n} distinct JPEGs ({CROP_W}×{CROP_H}, {figures['image_mb']:.0f} MB) written "
               f"in {figures['generate_s']:.1f} s; {jobs} cores", flush=True)
-
-        bench = Bench(scratch / "home", scratch, jobs, args.prefix)
-        try:
-            bench.up()
-            figures["baseline_before"] = run_baseline(paths, jobs, scratch)
-            _say(f"baseline (Pool({jobs}), {n} images): "
-                 f"{figures['baseline_before']['seconds']:.1f} s")
-
-            files = {f"{IMAGE_PREFIX}{p.name}": p for p in paths}
-            figures["upload"] = bench.upload("bench-full", files, f"add {n} images")
-            _say(f"upload + commit: {figures['upload']['upload_s']:.1f} + "
-                 f"{figures['upload']['commit_s']:.2f} s")
-            bench.start_cluster()
-            _say(f"Dask LocalCluster up in {bench.fixed['cluster_start_s']:.1f} s")
-
-            full = bench.run_flow("bench-full", "main", pipeline.DEFAULT_BATCH_SIZE,
-                                  "bench-metrics-full")
-            figures["full"] = full
-            # After a run: the batches set the workers' OpenCV threads.
-            bench.fixed["worker_opencv_threads"] = max(
-                bench.client.run(_opencv_threads).values())
-            _say(f"full run: {full['run_s']:.1f} s (process {full['process_wall_s']:.1f} s), "
-                 f"counts {full['counts']}")
-            figures["baseline_after"] = run_baseline(paths, jobs, scratch)
-            baseline = _best(figures["baseline_before"], figures["baseline_after"])
-            figures["baseline_s"] = baseline["seconds"]
-            figures["ratio"] = full["run_s"] / baseline["seconds"]
-            _say(f"baseline again: {figures['baseline_after']['seconds']:.1f} s; "
-                 f"ratio {figures['ratio']:.2f}")
-
-            # A commit that changes no image.
-            bench.lakefs.upload_object("bench-full", "main", "docs/note.txt", b"no image\n")
-            bench.lakefs.commit("bench-full", "main", "a commit without images")
-            figures["empty"] = bench.run_flow("bench-full", "main", pipeline.DEFAULT_BATCH_SIZE,
-                                              "bench-metrics-full")
-            _say(f"empty run: {figures['empty']['run_s']:.1f} s")
-
-            figures["incremental"] = _incremental(bench, args, scratch, paths, base_n, jobs,
-                                                  figures)
-            _say(f"incremental run: {figures['incremental']['run_s']:.1f} s, read "
-                 f"{figures['incremental']['requests']['image_reads']} images")
-
-            if args.prefix and full["results_commit"]:
-                figures["incremental_default_prefix"] = _default_prefix(
-                    bench, scratch, full["results_commit"], n, jobs)
-            if sweep_n:
-                figures["sweep"] = _sweep(bench, args, scratch, paths[:sweep_n], jobs)
-        finally:
-            bench.down()
-        figures["fixed"] = bench.fixed
-        figures["worker_peak_reset"] = bench.peaks_reset
+        for blockstore in blockstores(args.blockstore):
+            _say(f"--- blockstore {blockstore}")
+            part = _one_blockstore(args, jobs, scratch, paths, blockstore)
+            part.update(images=n, image_mb=figures["image_mb"], cores=jobs)
+            part["full"]["cores"] = jobs
+            figures["by_blockstore"][blockstore] = part
     figures["load_after"] = os.getloadavg()
     figures["code_changed_during_run"] = code_digest() != figures["code_before"]
     return figures
+
+
+def _one_blockstore(
+    args: argparse.Namespace, jobs: int, scratch: Path, paths: list[Path], blockstore: str
+) -> dict[str, Any]:
+    """The whole benchmark on a stack of `blockstore`, over the images at `paths`."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from clearlake import pipeline
+
+    n = len(paths)
+    sweep_n = min(1000 if args.sweep_images is None else args.sweep_images, n)
+    base_n = args.incremental_base or n
+    figures: dict[str, Any] = {
+        "blockstore": blockstore, "sweep_images": sweep_n, "incremental_base": base_n,
+        "prefix": args.prefix, "default_batch_size": pipeline.DEFAULT_BATCH_SIZE,
+        "load_before": os.getloadavg(), "code_before": code_digest(),
+    }
+    bench = Bench(scratch / f"home-{blockstore}", scratch, jobs, args.prefix, blockstore)
+    try:
+        bench.up()
+        # This process's Prefect client talks to this stack's server (a second stack in
+        # the same invocation has another port; Prefect reads its settings once).
+        with temporary_settings(updates={PREFECT_API_URL: bench.stack.prefect_api_url}):
+            _measure_all(bench, args, jobs, scratch, paths, figures, sweep_n, base_n)
+    finally:
+        bench.down()
+    figures["fixed"] = bench.fixed
+    figures["worker_peak_reset"] = bench.peaks_reset
+    figures["load_after"] = os.getloadavg()
+    figures["code_changed_during_run"] = code_digest() != figures["code_before"]
+    return figures
+
+
+def _measure_all(
+    bench: Bench, args: argparse.Namespace, jobs: int, scratch: Path, paths: list[Path],
+    figures: dict[str, Any], sweep_n: int, base_n: int,
+) -> None:
+    from clearlake import pipeline
+
+    n = len(paths)
+    figures["baseline_before"] = run_baseline(paths, jobs, scratch)
+    _say(f"baseline (Pool({jobs}), {n} images): "
+         f"{figures['baseline_before']['seconds']:.1f} s")
+
+    files = {f"{IMAGE_PREFIX}{p.name}": p for p in paths}
+    figures["upload"] = bench.upload("bench-full", files, f"add {n} images")
+    _say(f"upload + commit: {figures['upload']['upload_s']:.1f} + "
+         f"{figures['upload']['commit_s']:.2f} s")
+    bench.start_cluster()
+    _say(f"Dask LocalCluster up in {bench.fixed['cluster_start_s']:.1f} s")
+
+    full = bench.run_flow("bench-full", "main", pipeline.DEFAULT_BATCH_SIZE,
+                          "bench-metrics-full")
+    figures["full"] = full
+    # After a run: the batches set the workers' OpenCV threads.
+    bench.fixed["worker_opencv_threads"] = max(bench.client.run(_opencv_threads).values())
+    _say(f"full run: {full['run_s']:.1f} s (process {full['process_wall_s']:.1f} s), "
+         f"counts {full['counts']}, read path {full['read_path']}")
+    figures["baseline_after"] = run_baseline(paths, jobs, scratch)
+    baseline = _best(figures["baseline_before"], figures["baseline_after"])
+    figures["baseline_s"] = baseline["seconds"]
+    figures["ratio"] = full["run_s"] / baseline["seconds"]
+    _say(f"baseline again: {figures['baseline_after']['seconds']:.1f} s; "
+         f"ratio {figures['ratio']:.2f}")
+
+    # A commit that changes no image.
+    bench.lakefs.upload_object("bench-full", "main", "docs/note.txt", b"no image\n")
+    bench.lakefs.commit("bench-full", "main", "a commit without images")
+    figures["empty"] = bench.run_flow("bench-full", "main", pipeline.DEFAULT_BATCH_SIZE,
+                                      "bench-metrics-full")
+    _say(f"empty run: {figures['empty']['run_s']:.1f} s")
+
+    figures["incremental"] = _incremental(bench, args, scratch, paths, base_n, jobs, figures)
+    _say(f"incremental run: {figures['incremental']['run_s']:.1f} s, "
+         f"{_read_proof(figures['incremental'])}")
+
+    if args.prefix and full["results_commit"]:
+        figures["incremental_default_prefix"] = _default_prefix(
+            bench, scratch, full["results_commit"], n, jobs)
+    if sweep_n:
+        figures["sweep"] = _sweep(bench, args, scratch, paths[:sweep_n], jobs)
+
+
+def _read_proof(run: dict[str, Any]) -> str:
+    """What shows which images a run read: lakeFS's image GETs (object API) or the S3
+    server's GETs that lakeFS did not make (presigned)."""
+    requests, s3 = run["requests"], run.get("s3_requests")
+    text = (f"lakeFS served {requests['image_reads']} image GETs "
+            f"({requests['distinct_images_read']} distinct)")
+    if s3:
+        text += (f"; the S3 server served {s3['gets_ok']} GETs, {s3['gets_not_by_object_api']} "
+                 f"of them not for lakeFS's object API")
+    if requests.get("presigned_one_by_one"):
+        text += f"; {requests['presigned_one_by_one']} paths presigned one by one"
+    return text
 
 
 def _incremental(
@@ -748,8 +910,222 @@ def _incremental(
     bench.lakefs.commit(repository, "main", f"change {len(targets)} images")
     result = bench.run_flow(repository, "main", pipeline.DEFAULT_BATCH_SIZE, "bench-metrics-full")
     result["changed_paths"] = targets
-    result["read_exactly_the_changed"] = result["requests"]["paths_read"] == sorted(targets)
+    result["read_exactly_the_changed"] = _read_exactly(result, targets)
     return result
+
+
+def _read_exactly(run: dict[str, Any], targets: list[str]) -> bool:
+    """Whether the run read exactly the `targets`' bytes, and nothing else under images/.
+
+    Through the object API, lakeFS's request log names every image it served. Through
+    presigned URLs, the S3 server's GETs that lakeFS's object API did not cause must
+    number the targets (its counters do not name the objects), the paths presigned one
+    by one must be among them, and lakeFS must have served no image itself."""
+    requests, s3 = run["requests"], run.get("s3_requests")
+    if run.get("read_path") != "presigned":
+        return requests["paths_read"] == sorted(targets)
+    return bool(s3 is not None and requests["image_reads"] == 0
+                and s3["gets_not_by_object_api"] == len(targets)
+                and set(requests.get("presigned_paths") or []) <= set(targets))
+
+
+# --- flatness: the incremental run at several repository sizes ------------------------------
+
+
+def flat_benchmark(args: argparse.Namespace, jobs: int) -> dict[str, Any]:
+    """The same incremental run in repositories of each of `args.flat` images, one stack."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    figures: dict[str, Any] = {
+        "mode": "flat", "sizes": sorted(args.flat), "cores": jobs, "repeat": args.flat_repeat,
+        "blockstore": args.blockstore, "load_before": os.getloadavg(),
+        "code_before": code_digest(),
+    }
+    with tempfile.TemporaryDirectory(prefix="clearlake-bench-flat-") as tmp:
+        scratch = Path(tmp)
+        bench = Bench(scratch / "home", scratch, jobs, args.prefix, args.blockstore)
+        try:
+            bench.up()
+            with temporary_settings(updates={PREFECT_API_URL: bench.stack.prefect_api_url}):
+                _flat(bench, args, jobs, scratch, figures)
+        finally:
+            bench.down()
+        figures["fixed"] = bench.fixed
+    figures["load_after"] = os.getloadavg()
+    figures["code_changed_during_run"] = code_digest() != figures["code_before"]
+    return figures
+
+
+def _flat_key(index: int, sizes: list[int]) -> tuple[int, str]:
+    """The segment and the file name of base image `index`: segment j holds the images
+    from sizes[j-1] (0 for the first) up to sizes[j]."""
+    segment = next(j for j, size in enumerate(sizes) if index < size)
+    return segment, f"{index:06d}.jpg"
+
+
+def _flat(
+    bench: Bench, args: argparse.Namespace, jobs: int, scratch: Path, figures: dict[str, Any]
+) -> None:
+    """Seed the store, put the base images into the S3 server, import a repository per
+    size and process it, then run the incremental change at each size, interleaved."""
+    import lakefs_sdk
+
+    from clearlake import pipeline
+    from clearlake.config import StackSecrets
+    from clearlake.stack.seaweedfs import BUCKET
+
+    sizes: list[int] = figures["sizes"]
+    storage = bench.lakefs.storage_config()
+    if not storage.import_support:
+        raise SystemExit(f"--flat needs lakeFS's import ({storage.blockstore_type} blockstore "
+                         "cannot): use --blockstore s3")
+    bench.start_cluster()
+    _say(f"Dask LocalCluster up in {bench.fixed['cluster_start_s']:.1f} s")
+
+    # 1. The distinct small images, processed once: the store then knows them by lakeFS
+    #    checksum, and every base image (one of them) is reused without being read.
+    started = time.perf_counter()
+    small = small_jpegs(args.flat_distinct)
+    folder = scratch / "small"
+    folder.mkdir()
+    seed_files = {}
+    for i, data in enumerate(small):
+        (folder / f"s{i:04d}.jpg").write_bytes(data)
+        seed_files[f"{IMAGE_PREFIX}s{i:04d}.jpg"] = folder / f"s{i:04d}.jpg"
+    bench.upload("flat-seed", seed_files, f"{len(small)} distinct small images")
+    seed = bench.run_flow("flat-seed", "main", pipeline.DEFAULT_BATCH_SIZE, FLAT_METRICS)
+    figures["seed"] = {"images": len(small), "bytes_mean": sum(map(len, small)) / len(small),
+                       "run_s": seed["run_s"], "counts": seed["counts"],
+                       "s": time.perf_counter() - started}
+    _say(f"seed: {len(small)} small images processed in {seed['run_s']:.1f} s "
+         f"{seed['counts']}")
+
+    # 2. The base images, straight into the S3 server (outside every repository's namespace).
+    secrets = StackSecrets.load(bench.home)
+    uploader = S3Uploader(bench.stack.s3_endpoint, secrets.s3_access_key_id,
+                          secrets.s3_secret_access_key.get_secret_value())
+    started = time.perf_counter()
+    put = uploader.put_many(BUCKET, (
+        (f"{FLAT_SOURCE}/p{segment}/{name}", small[i % len(small)])
+        for i in range(sizes[-1]) for segment, name in [_flat_key(i, sizes)]), threads=8)
+    figures["source_put"] = {"objects": put, "s": time.perf_counter() - started}
+    _say(f"source: {put} objects put into the S3 server in "
+         f"{figures['source_put']['s']:.1f} s")
+
+    # 3. A repository per size: one import of its segments (one commit), then one run.
+    imports = lakefs_sdk.ImportApi(bench.lakefs.client)
+    figures["setup"] = {}
+    for j, size in enumerate(sizes):
+        repository = f"flat-{size}"
+        bench.lakefs.create_repository(repository)
+        creation = lakefs_sdk.ImportCreation(
+            paths=[lakefs_sdk.ImportLocation(
+                type="common_prefix", path=f"s3://{BUCKET}/{FLAT_SOURCE}/p{i}/",
+                destination=f"{IMAGE_PREFIX}p{i}/") for i in range(j + 1)],
+            commit=lakefs_sdk.CommitCreation(message=f"import {size} small images"))
+        started = time.perf_counter()
+        import_id = imports.import_start(repository, "main", creation).id
+        while True:
+            status = imports.import_status(repository, "main", import_id)
+            if status.error is not None:
+                raise SystemExit(f"import into {repository} failed: {status.error.message}")
+            if status.completed:
+                break
+            time.sleep(0.2)
+        imported_s = time.perf_counter() - started
+        run = bench.run_flow(repository, "main", args.flat_setup_batch_size, FLAT_METRICS)
+        figures["setup"][size] = {
+            "import_s": imported_s, "imported": status.ingested_objects, "run_s": run["run_s"],
+            "status": run["status"], "error": run["error"], "counts": run["counts"],
+            "phases_s": run["phases_s"], "cpu_s": run["cpu_s"],
+            "flow_peak_mib": run["flow_peak_mib"]}
+        _say(f"{repository}: {status.ingested_objects} imported in {imported_s:.1f} s, "
+             f"processed in {run['run_s']:.1f} s {run['counts']} {run['error'] or ''}")
+
+    # 4. The incremental run, interleaved over the sizes: 10 images spread over the
+    #    repository replaced by new 1024-px JPEGs, committed, processed.
+    per_run = CHANGED
+    total = per_run * len(sizes) * args.flat_repeat
+    first = 1_000_000
+    fresh = iter(make_images(scratch / "flat-changed", range(first, first + total), jobs))
+    runs: dict[int, list[dict[str, Any]]] = {size: [] for size in sizes}
+    for repeat in range(args.flat_repeat):
+        for size in sizes:
+            repository = f"flat-{size}"
+            step = size // per_run
+            indices = [(i * step + 7 * repeat + 3) % size for i in range(per_run)]
+            targets = []
+            for index in indices:
+                segment, name = _flat_key(index, sizes)
+                targets.append(f"{IMAGE_PREFIX}p{segment}/{name}")
+            bench.lakefs.upload_many(repository, "main",
+                                     ((t, next(fresh).read_bytes()) for t in targets))
+            bench.lakefs.commit(repository, "main", f"change {len(targets)} images")
+            run = bench.run_flow(repository, "main", pipeline.DEFAULT_BATCH_SIZE, FLAT_METRICS)
+            run["changed_paths"] = targets
+            run["read_exactly_the_changed"] = _read_exactly(run, targets)
+            runs[size].append(run)
+            _say(f"incremental {per_run} of {size}: {run['run_s']:.2f} s, "
+                 f"exactly the changed read: {run['read_exactly_the_changed']}; "
+                 f"{_read_proof(run)} {run['error'] or ''}")
+    figures["incremental"] = {size: runs[size] for size in sizes}
+    medians = {size: statistics.median(r["run_s"] for r in runs[size]) for size in sizes}
+    figures["median_run_s"] = medians
+    figures["ratio_to_smallest"] = {size: medians[size] / medians[sizes[0]] for size in sizes}
+
+
+def report_flat(f: dict[str, Any]) -> None:
+    """Print the flatness figures."""
+    sizes = f["sizes"]
+    print(f"\nflatness: {CHANGED} changed 1024-px images in repositories of "
+          f"{', '.join(map(str, sizes))} small ({SMALL_W}×{SMALL_H}) images; "
+          f"blockstore {f['blockstore']}, {f['cores']} cores, {f['repeat']} runs each, "
+          f"interleaved")
+    print(f"load average before / after: {f['load_before'][0]:.1f} / {f['load_after'][0]:.1f}")
+    seed, put = f["seed"], f["source_put"]
+    print(f"set-up: seed {seed['images']} distinct images ({seed['bytes_mean']:.0f} B each) "
+          f"processed in {seed['run_s']:.1f} s; {put['objects']} objects put into the S3 "
+          f"server in {put['s']:.1f} s ({put['objects'] / put['s']:.0f}/s); "
+          f"stack up {f['fixed']['stack_up_s']:.1f} s, cluster "
+          f"{f['fixed']['cluster_start_s']:.1f} s")
+    for size, setup in f["setup"].items():
+        print(f"  flat-{size}: import of {setup['imported']} in {setup['import_s']:.1f} s; "
+              f"first run {setup['run_s']:.1f} s {json.dumps(setup['counts'])}"
+              f"{' FAILED: ' + setup['error'][:200] if setup['error'] else ''}; phases "
+              f"{_phases(setup['phases_s'])}; CPU {_cpu(setup)}")
+    print(f"\n{'size':>8}{'median s':>10}{'ratio':>7}  runs s · exactly the 10 read · "
+          f"phases of the median run")
+    for size in sizes:
+        runs = f["incremental"][size]
+        median = f["median_run_s"][size]
+        middle = min(runs, key=lambda r: abs(r["run_s"] - median))
+        times = " / ".join(f"{r['run_s']:.2f}" for r in runs)
+        print(f"{size:>8}{median:>10.2f}{f['ratio_to_smallest'][size]:>7.2f}  {times} · "
+              f"{all(r['read_exactly_the_changed'] for r in runs)} · "
+              f"{_phases(middle['phases_s'])}")
+    for size in sizes:
+        run = f["incremental"][size][0]
+        print(f"  {size}, first run: process wall {run['process_wall_s']:.1f} s; "
+              f"{_read_proof(run)}; read path {run['read_path']}")
+        print(f"    source-repo lakeFS requests: {_kinds(run['requests'], 'source:')}")
+        if run.get("s3_requests"):
+            print(f"    S3 server: {_s3_kinds(run['s3_requests'])}")
+        print(f"    peak RSS flow / worker {run['flow_peak_mib']:.0f} / "
+              f"{run['worker_peak_mib']:.0f} MiB; CPU {_cpu(run)}")
+    largest = sizes[-1]
+    print(f"FLATNESS: {largest} / {sizes[0]} = {f['ratio_to_smallest'][largest]:.2f} "
+          f"(target ≤ 1.2)")
+    if f["code_changed_during_run"]:
+        print("WARNING: clearlake/ or flows/ changed during this run")
+
+
+def _s3_kinds(s3: dict[str, Any]) -> str:
+    """The S3 server's requests by type and status, summed over buckets."""
+    kinds: Counter[str] = Counter()
+    for key, value in s3["by_kind"].items():
+        kinds[key.split(":", 1)[1]] += value
+    return (", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) or "-") + (
+        f"; sent {s3['sent_mb']:.1f} MB, received {s3['received_mb']:.1f} MB")
 
 
 def _default_prefix(
@@ -830,6 +1206,9 @@ def report(f: dict[str, Any]) -> None:
     full, empty, inc, sweep = f["full"], f["empty"], f["incremental"], f.get("sweep")
     fixed = f["fixed"]
     rows: list[tuple[str, str]] = [
+        ("blockstore", f"{f['blockstore']} (lakeFS over "
+                       + ("the stack's S3 server, SeaweedFS)" if f["blockstore"] == "s3"
+                          else "its local blockstore)")),
         ("images (full run)", f"{f['images']} × {CROP_W}×{CROP_H} JPEG, "
                               f"{f['image_mb']:.0f} MB, {f['cores']} cores"),
         ("load average before / after", f"{f['load_before'][0]:.1f} / {f['load_after'][0]:.1f}"),
@@ -844,6 +1223,11 @@ def report(f: dict[str, Any]) -> None:
         ("  fixed: branch, commit, merge s", _transactions(full)),
         ("  CPU s", f"{_cpu(full)} vs baseline {f['baseline_before']['cpu_seconds']:.0f} / "
                     f"{f['baseline_after']['cpu_seconds']:.0f}"),
+        ("  read path", f"{full.get('read_path')}"),
+        ("  requests per new image", _per_image(full)),
+        ("  lakeFS requests", _kinds(full["requests"])),
+        ("  S3 server requests", _s3_kinds(full["s3_requests"]) if full.get("s3_requests")
+                                 else "- (no S3 server)"),
         ("  batches", _batches(full)),
         ("upload + commit (not timed)", f"{f['upload']['upload_s']:.1f} s + "
                                         f"{f['upload']['commit_s']:.2f} s "
@@ -866,11 +1250,11 @@ def report(f: dict[str, Any]) -> None:
          " — phases "
          f"{_phases(inc['phases_s'])}"),
         ("  counts", json.dumps(inc["counts"])),
-        ("  image GETs lakeFS served", f"{inc['requests']['image_reads']} "
-                                       f"({inc['requests']['distinct_images_read']} distinct; "
-                                       f"exactly the changed ones: "
-                                       f"{inc['read_exactly_the_changed']})"),
+        ("  images read", f"{_read_proof(inc)}; read path {inc.get('read_path')}; "
+                          f"exactly the changed ones: {inc['read_exactly_the_changed']}"),
         ("  all source-repo requests", _kinds(inc["requests"], "source:")),
+        ("  S3 server requests", _s3_kinds(inc["s3_requests"]) if inc.get("s3_requests")
+                                 else "- (no S3 server)"),
         *_default_prefix_rows(f.get("incremental_default_prefix")),
         ("peak RSS flow / worker, full", f"{full['flow_peak_mib']:.0f} / "
                                          f"{full['worker_peak_mib']:.0f} MiB "
@@ -891,6 +1275,40 @@ def report(f: dict[str, Any]) -> None:
               "processes) and the flow runs may have measured different code")
     if not f["worker_peak_reset"]:
         print("(worker peaks could not be reset between runs: each is the peak so far)")
+
+
+def _per_image(run: dict[str, Any]) -> str:
+    lakefs, s3 = run.get("lakefs_requests_per_new_image"), run.get("s3_requests_per_new_image")
+    if lakefs is None:
+        return "n/a"
+    text = f"lakeFS {lakefs:.2f} (every API request it logged / images computed)"
+    if s3 is not None:
+        text += f", S3 server {s3:.2f}"
+    return text
+
+
+def report_side_by_side(figures: dict[str, Any]) -> None:
+    """One line per blockstore: the default's cost next to the local blockstore's."""
+    parts = figures["by_blockstore"]
+    if len(parts) < 2:
+        return
+    print(f"\nside by side, {figures['images']} images, {figures['cores']} cores (each ratio "
+          "against the pool baseline measured on its own stack):")
+    names = ["workers", "flow", "lakefs", "s3", "prefect", "scheduler+bench"]
+    print(f"{'blockstore':<11}{'pool s':>8}{'run s':>8}{'ratio':>7}{'CPU s':>7}  "
+          f"{' / '.join(names):<44}{'lakeFS/img':>11}{'S3/img':>8}{'1st batch':>10}"
+          f"{'incr. s':>8}  load")
+    for name, f in parts.items():
+        full, cpu = f["full"], f["full"].get("cpu_s") or {}
+        s3 = full.get("s3_requests_per_new_image")
+        print(f"{name:<11}{f['baseline_s']:>8.1f}{full['run_s']:>8.1f}{f['ratio']:>7.2f}"
+              f"{cpu.get('total', 0):>7.0f}  "
+              f"{' / '.join(f'{cpu.get(k, 0):.1f}' for k in names):<44}"
+              f"{full.get('lakefs_requests_per_new_image') or 0:>11.2f}"
+              f"{'-' if s3 is None else f'{s3:.2f}':>8}"
+              f"{full.get('first_batch_after_s') or 0:>10.2f}"
+              f"{f['incremental']['run_s']:>8.2f}  "
+              f"{f['load_before'][0]:.1f} / {f['load_after'][0]:.1f}")
 
 
 def _sweep_table(sweep: dict[str, Any], default_batch_size: int) -> None:
@@ -995,6 +1413,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prefix", default=IMAGE_PREFIX,
                         help="the flow's input prefix (default images/, where the images are; "
                              "'' for the flow's default)")
+    parser.add_argument("--blockstore", choices=("s3", "local", "both"), default="s3",
+                        help="the stack's blockstore: s3 (the default stack), local, or both "
+                             "(the same images on s3 and then on local, a stack each)")
+    parser.add_argument("--flat", type=lambda s: [int(v) for v in s.split(",")], default=None,
+                        help="instead of everything else: the incremental run in repositories "
+                             "of these sizes (comma-separated, e.g. 10000,100000) of small "
+                             "images, and its time at each size against the smallest")
+    parser.add_argument("--flat-repeat", type=int, default=3,
+                        help="incremental runs per size, interleaved (median reported)")
+    parser.add_argument("--flat-distinct", type=int, default=256,
+                        help="distinct small images the flatness bases repeat")
+    parser.add_argument("--flat-setup-batch-size", type=int, default=1024,
+                        help="batch size of the runs that process the flatness bases")
     parser.add_argument("--jobs", type=int, default=None, help="cores (default: all)")
     parser.add_argument("--json", type=Path, default=None, help="write all figures here")
     parser.add_argument("--baseline-child", type=Path, help=argparse.SUPPRESS)
@@ -1005,9 +1436,18 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(_baseline(json.loads(args.baseline_child.read_text()), jobs)))
         return
 
-    figures = benchmark(args, jobs)
-    figures["full"]["cores"] = jobs
-    report(figures)
+    if args.flat:
+        if args.blockstore == "both":
+            parser.error("--flat runs on one blockstore: s3 (lakeFS's import needs it)")
+        figures = flat_benchmark(args, jobs)
+        report_flat(figures)
+    else:
+        figures = benchmark(args, jobs)
+        for part in figures["by_blockstore"].values():
+            report(part)
+        report_side_by_side(figures)
+        print(f"load average at the start / end of the invocation: "
+              f"{figures['load_before'][0]:.1f} / {figures['load_after'][0]:.1f}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=str))
         print(f"\nfigures written to {args.json}")
