@@ -8,7 +8,6 @@ errors of `clearlake.errors`, naming the repository, ref and path involved.
 from __future__ import annotations
 
 import base64
-import contextlib
 import http.client
 import json
 import os
@@ -498,22 +497,31 @@ class LakeFS:
             pending = sorted([*listed, *unanswered])
         return self._read_each(repository, ref, pending, threads=threads)
 
-    def presigned_urls(self, repository: str, ref: str, paths: Iterable[str]) -> dict[str, str]:
+    def presigned_urls(
+        self, repository: str, ref: str, paths: Iterable[str], *, threads: int = 4
+    ) -> dict[str, str]:
         """Presigned URLs of those of `paths` that exist at `ref`, in few lakeFS requests.
 
         A listing page with `presign=true` carries a URL per entry, so the listing is
         walked as in `read_existing`; a path it leaves unanswered (a sparse lookup in
-        a dense folder) is presigned on its own, still without its bytes passing
-        through lakeFS.
+        a dense folder) is presigned on its own, on `threads` threads, still without its
+        bytes passing through lakeFS.
 
         Raises:
             LakeFSError: the blockstore cannot presign (lakeFS's local one), among others.
         """
         listed, unanswered = self._walk_listing(repository, ref, sorted(set(paths)),
                                                 presign=True)
-        for path in unanswered:
-            with contextlib.suppress(NotFoundError):
-                listed[path] = self.presign(repository, ref, path)
+
+        def presign_if_exists(path: str) -> tuple[str, str | None]:
+            try:
+                return path, self.presign(repository, ref, path)
+            except NotFoundError:
+                return path, None
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            listed.update((path, url) for path, url in pool.map(presign_if_exists, unanswered)
+                          if url is not None)
         return listed
 
     def presign(self, repository: str, ref: str, path: str) -> str:
@@ -559,7 +567,10 @@ class LakeFS:
             listed = dict(entries)
             existing.update((p, listed[p]) for p in pending[first:answered] if p in listed)
             sparse = (answered - first) * ENTRIES_PER_LOOKUP < len(entries)
-            first, amount = answered, PAGE_SIZE
+            # A page as long as twice what is left to find: enough where the paths sought
+            # lie together, and never a thousand entries (each presigned) for a few.
+            first = answered
+            amount = min(PAGE_SIZE, max(FIRST_WALK_PAGE, 2 * (len(pending) - first)))
             if more and sparse:
                 return existing, pending[first:]
         return existing, []

@@ -54,11 +54,13 @@ class _CountingLakeFS(LakeFS):
 
     def __init__(self, lakefs: LakeFS) -> None:
         super().__init__(lakefs.settings)
-        self.pages = self.presigns = self.object_reads = 0
+        self.pages = self.entries = self.presigns = self.object_reads = 0
 
     def _list_entries(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         self.pages += 1
-        return super()._list_entries(*args, **kwargs)
+        entries, more = super()._list_entries(*args, **kwargs)
+        self.entries += len(entries)
+        return entries, more
 
     def presign(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         self.presigns += 1
@@ -112,6 +114,12 @@ def test_a_batch_gets_its_urls_from_one_listing_page_and_bytes_from_the_store(
     assert (counting.pages, counting.presigns) == (1, 0)
     assert all(url.startswith(f"{stack.s3_endpoint}/") for url in urls.values())
     assert counting.read_presigned(urls[wanted[0]], repo, commit, wanted[0]) == images[wanted[0]]
+
+    # 300 neighbours: pages sized to what is left to find, not a thousand URLs for 100.
+    counting.pages = counting.entries = 0
+    neighbours = [f"other/{i:04d}.txt" for i in range(300)]
+    assert sorted(counting.presigned_urls(repo, commit, neighbours)) == neighbours
+    assert (counting.pages, counting.entries, counting.presigns) == (2, 400, 0)
 
     # One image among many others: one wasted page, then it is presigned on its own.
     counting.pages = 0
