@@ -58,6 +58,7 @@ from typing import Any
 
 import lakefs_sdk
 
+from bench import cleanup
 from bench.s3_metrics import S3Metrics, difference
 from clearlake.metrics_store import checksum_path
 from clearlake.store import LakeFS
@@ -279,8 +280,8 @@ def benchmark(store_size: int, repeat: int, blockstore: str = "s3") -> dict[str,
     install_lakefs(report=lambda line: None)
     with tempfile.TemporaryDirectory(prefix="clearlake-bench-requests-") as home:
         stack = Stack(home=Path(home), ports=free_loopback_ports(), blockstore=blockstore)
-        stack.up(report=lambda line: None, deploy=False)
         try:
+            stack.up(report=lambda line: None, deploy=False)
             lakefs = LakeFS(lakefs_settings(Path(home)))
             pids = {s.name: s.pid for s in stack.status()}
             s3 = blockstore == "s3"
@@ -303,7 +304,8 @@ def benchmark(store_size: int, repeat: int, blockstore: str = "s3") -> dict[str,
             if store_size >= 1000:
                 figures["unit"] = _unit_costs(lakefs, meter)
         finally:
-            stack.down(report=lambda line: None)
+            with cleanup.deferred():
+                stack.down(report=lambda line: None)
     figures["load_after"] = os.getloadavg()
     return figures
 
@@ -374,4 +376,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cleanup.main(main)

@@ -122,6 +122,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from bench import cleanup
 from bench.s3_metrics import S3Metrics, S3Uploader, difference
 from bench.score import _descendants, _photographs, _proc_stats, _vm_hwm_kib
 
@@ -256,7 +257,7 @@ def run_baseline(paths: list[Path], jobs: int, scratch: Path) -> dict[str, Any]:
     """`_baseline` in a fresh interpreter, so that nothing of this process leaks into it."""
     listing = scratch / f"baseline-{time.monotonic_ns()}.json"
     listing.write_text(json.dumps([str(p) for p in paths]))
-    done = subprocess.run(
+    done = cleanup.run(
         [sys.executable, "-m", "bench.pipeline", "--baseline-child", str(listing),
          "--jobs", str(jobs)],
         capture_output=True, text=True, cwd=ROOT, env=_env_with_root(os.environ),
@@ -370,9 +371,11 @@ class Bench:
         from flows.classify import local_cluster
 
         started = time.perf_counter()
-        self.cluster = local_cluster(n_workers=self.jobs, threads_per_worker=1, processes=True,
-                                     host="127.0.0.1", dashboard_address=None,
-                                     preload=["flows.classify"])
+        # Kept before a stop may interrupt, so that `down` closes it.
+        with cleanup.deferred():
+            self.cluster = local_cluster(n_workers=self.jobs, threads_per_worker=1,
+                                         processes=True, host="127.0.0.1",
+                                         dashboard_address=None, preload=["flows.classify"])
         self.fixed["cluster_start_s"] = time.perf_counter() - started
         started = time.perf_counter()
         probe = Client(self.cluster.scheduler_address)
@@ -383,15 +386,26 @@ class Bench:
         self.client.get_task_stream()  # installs the scheduler's task-stream plugin
 
     def down(self) -> None:
-        if self.client is not None:
-            self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
-        if self.stack is not None:
+        """Stop what `up` and `start_cluster` started, each even if an earlier step fails."""
+        with cleanup.deferred():
+            try:
+                if self.client is not None:
+                    self.client.close()
+            finally:
+                try:
+                    if self.cluster is not None:
+                        self.cluster.close()
+                finally:
+                    if self.stack is not None:
+                        self._stop_stack()
+
+    def _stop_stack(self) -> None:
+        try:
             if "prefect" in sys.modules:  # deliver events still held before the server stops
                 from prefect.events.worker import EventsWorker
 
                 EventsWorker.drain_all()
+        finally:
             self.stack.down(report=lambda line: None)
 
     # -- repositories ---------------------------------------------------------------------
@@ -440,8 +454,13 @@ class Bench:
                 stdout=stdout, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
             )
             peak = _PeakSampler(process.pid)
-            _, status, usage = os.wait4(process.pid, 0)
-            peak.stop()
+            try:
+                _, status, usage = os.wait4(process.pid, 0)
+            except BaseException:
+                cleanup.stop_process(process)  # stopped: the flow must not run on
+                raise
+            finally:
+                peak.stop()
         wall = time.perf_counter() - started
         cpu = {k: v - cpu_before[k] for k, v in self.cpu().items()}
         cpu["flow"] = usage.ru_utime + usage.ru_stime
@@ -1454,4 +1473,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cleanup.main(main)

@@ -30,7 +30,6 @@ import json
 import multiprocessing
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,6 +38,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from bench import cleanup
 
 SIZES = (1024, 2048)
 
@@ -298,7 +299,7 @@ def _run_fresh(kind: str, folder: Path, cache: Path, jobs: int) -> dict[str, flo
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
     }
-    done = subprocess.run(command, capture_output=True, text=True, cwd=root, env=env)
+    done = cleanup.run(command, capture_output=True, text=True, cwd=root, env=env)
     if done.stderr.strip():
         print(done.stderr.strip(), file=sys.stderr)
     if done.returncode != 0:
@@ -374,4 +375,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cleanup.main(main)

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import cleanup
 from bench.score import _descendants, _proc_stats
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,8 +83,11 @@ def one_start(blockstore: str, home: Path) -> dict[str, Any]:
             if isinstance(pid, int):
                 cpu[record.stem] = _tree_cpu(pid)
     finally:
-        process.wait()
-        subprocess.run([*cli, "down"], cwd=ROOT, env=env, capture_output=True, check=False)
+        with cleanup.deferred():
+            # Stopped mid-start: the CLI's `up` stops what it started itself, and `down`
+            # stops whatever it had recorded by then.
+            cleanup.stop_process(process)
+            subprocess.run([*cli, "down"], cwd=ROOT, env=env, capture_output=True, check=False)
     result = {"blockstore": blockstore, "wall_s": wall, "status": status,
               "healthy_after_s": healthy, "service_cpu_s": cpu}
     if status != 0:
@@ -147,4 +151,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cleanup.main(main)

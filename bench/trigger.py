@@ -44,7 +44,6 @@ import json
 import os
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +51,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from bench import cleanup
 
 TARGET_TRIGGER_MEDIAN_S = 5.0
 SEED_MAKE_ONE_IMAGE_S = 0.57  # issue 5: one-image change through the seed's GNU Make prototype
@@ -108,8 +109,8 @@ def wait_until(condition: Callable[[], Any], timeout_s: float, poll_s: float = 0
 # --- the stack -----------------------------------------------------------------------------
 
 
-def start_stack(home: Path) -> Any:
-    """Start the whole stack in `home` on free ports and point this process at it."""
+def make_stack(home: Path) -> Any:
+    """The whole stack in `home` on free ports (not started); point this process at it."""
     from clearlake.stack.install import install_lakefs
     from clearlake.stack.services import Stack, free_loopback_ports
 
@@ -117,16 +118,20 @@ def start_stack(home: Path) -> Any:
     stack = Stack(home=home, ports=free_loopback_ports())
     # Prefect reads its settings when first imported: set them before anything imports it.
     os.environ.update(stack.client_env())
+    return stack
+
+
+def start_stack(stack: Any) -> None:
+    """Start every service of `stack`, printing its progress."""
     started = time.monotonic()
     stack.up(report=lambda line: print(f"  stack: {line}", flush=True))
     print(f"  stack up in {time.monotonic() - started:.1f} s", flush=True)
-    return stack
 
 
 def lakectl(env: dict[str, str], *args: str) -> str:
     """Run the built lakectl; return its standard output."""
-    return subprocess.run(["lakectl", *args], env=env, check=True, capture_output=True,
-                          text=True).stdout
+    return cleanup.run(["lakectl", *args], env=env, check=True, capture_output=True,
+                       text=True).stdout
 
 
 # --- Prefect reads -------------------------------------------------------------------------
@@ -348,14 +353,14 @@ def import_times(stack: Any, repeat: int) -> dict[str, Any]:
         times = []
         for _ in range(repeat):
             started = time.perf_counter()
-            subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, env=env, check=True,
-                           capture_output=True)
+            cleanup.run([sys.executable, "-c", code], cwd=PROJECT_DIR, env=env, check=True,
+                        capture_output=True)
             times.append(time.perf_counter() - started)
         result[label] = stats(times)
     # What loading the flow module costs beyond Prefect's engine: its direct imports.
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c",
-                           "import prefect.engine; import flows.classify"], cwd=PROJECT_DIR,
-                          env=env, check=True, capture_output=True, text=True)
+    done = cleanup.run([sys.executable, "-X", "importtime", "-c",
+                        "import prefect.engine; import flows.classify"], cwd=PROJECT_DIR,
+                       env=env, check=True, capture_output=True, text=True)
     children: list[tuple[str, float]] = []
     tops: dict[str, dict[str, Any]] = {}
     for line in done.stderr.splitlines():
@@ -485,20 +490,25 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, home: Path) -> dict[str, Any]:
-    stack = start_stack(home)
+    stack = make_stack(home)
     result: dict[str, Any] = {"cores": len(os.sched_getaffinity(0)),
                               "started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
                               "args": vars(args) | {"json": str(args.json)}}
     try:
+        start_stack(stack)
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
         with temporary_settings(updates={PREFECT_API_URL: stack.prefect_api_url}):
             measure(args, stack, home, result)
     finally:
-        from prefect.events.worker import EventsWorker
+        with cleanup.deferred():
+            try:
+                if "prefect.events.worker" in sys.modules:  # events still held, then the server
+                    from prefect.events.worker import EventsWorker
 
-        EventsWorker.drain_all()
-        stack.down(report=lambda line: None)
+                    EventsWorker.drain_all()
+            finally:
+                stack.down(report=lambda line: None)
     return result
 
 
@@ -585,4 +595,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cleanup.main(main)

@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import cleanup
 from bench.score import make_images
 from clearlake.config import DASK_WORKER_MALLOC_ENV
 
@@ -60,11 +61,18 @@ def _child(folder: Path, one_thread: bool) -> None:
     }))
 
 
+# Every measuring process started, so that a stopped run stops them too.
+_children: list[subprocess.Popen[str]] = []
+
+
 def _start(folder: Path, env: dict[str, str], one_thread: bool) -> subprocess.Popen[str]:
     base = {k: v for k, v in os.environ.items() if k not in _MALLOC_VARIABLES}
     command = [sys.executable, "-m", "bench.worker_env", "--child", str(folder)]
-    return subprocess.Popen([*command, *(["--one-thread"] if one_thread else [])],
-                            env={**base, **env}, stdout=subprocess.PIPE, text=True)
+    with cleanup.deferred():  # recorded before a stop may interrupt
+        _children.append(subprocess.Popen([*command, *(["--one-thread"] if one_thread else [])],
+                                          env={**base, **env}, stdout=subprocess.PIPE,
+                                          text=True))
+    return _children[-1]
 
 
 def _result(process: subprocess.Popen[str]) -> dict[str, float]:
@@ -86,30 +94,39 @@ def main(argv: list[str] | None = None) -> None:
     print(f"bench.worker_env: {args.images} images, {len(os.sched_getaffinity(0))} cores, "
           f"load average {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix="clearlake-bench-env-") as tmp:
-        folder = Path(tmp)
-        make_images(folder, {1024: args.images})
+        try:
+            _measure(Path(tmp), args.images)
+        finally:
+            with cleanup.deferred():
+                for process in _children:
+                    cleanup.stop_process(process)
 
-        print("\nmalloc, one process each            page faults   CPU s  system s  peak MiB"
-              "  CPU ratio")
-        reference = None
-        for name, env in MALLOC_SETTINGS.items():
-            figures = _result(_start(folder, {**env, "OMP_NUM_THREADS": "1"}, one_thread=True))
-            reference = reference or figures
-            print(f"  {name:<32} {figures['page_faults']:>12,} {figures['cpu_s']:>7.2f} "
-                  f"{figures['system_s']:>9.2f} {figures['peak_rss_mib']:>9.0f}"
-                  f"  {figures['cpu_s'] / reference['cpu_s']:>9.2f}")
 
-        print("\nOpenCV threads, two processes at once        wall s  ratio")
-        walls = {}
-        for label, one_thread in (("OpenCV's default", False), ("one thread", True)):
-            started = time.perf_counter()
-            pair = [_start(folder, DASK_WORKER_MALLOC_ENV, one_thread) for _ in range(2)]
-            for process in pair:
-                _result(process)
-            walls[label] = time.perf_counter() - started
-            print(f"  {label:<40} {walls[label]:>8.2f}  "
-                  f"{walls[label] / walls[next(iter(walls))]:.2f}")
+def _measure(folder: Path, images: int) -> None:
+    """Both measurements on `images` new JPEGs in `folder`; print them."""
+    make_images(folder, {1024: images})
+
+    print("\nmalloc, one process each            page faults   CPU s  system s  peak MiB"
+          "  CPU ratio")
+    reference = None
+    for name, env in MALLOC_SETTINGS.items():
+        figures = _result(_start(folder, {**env, "OMP_NUM_THREADS": "1"}, one_thread=True))
+        reference = reference or figures
+        print(f"  {name:<32} {figures['page_faults']:>12,} {figures['cpu_s']:>7.2f} "
+              f"{figures['system_s']:>9.2f} {figures['peak_rss_mib']:>9.0f}"
+              f"  {figures['cpu_s'] / reference['cpu_s']:>9.2f}")
+
+    print("\nOpenCV threads, two processes at once        wall s  ratio")
+    walls = {}
+    for label, one_thread in (("OpenCV's default", False), ("one thread", True)):
+        started = time.perf_counter()
+        pair = [_start(folder, DASK_WORKER_MALLOC_ENV, one_thread) for _ in range(2)]
+        for process in pair:
+            _result(process)
+        walls[label] = time.perf_counter() - started
+        print(f"  {label:<40} {walls[label]:>8.2f}  "
+              f"{walls[label] / walls[next(iter(walls))]:.2f}")
 
 
 if __name__ == "__main__":
-    main()
+    cleanup.main(main)

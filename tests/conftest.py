@@ -18,6 +18,7 @@ import pytest
 # Set before Prefect is imported: its root settings are read from the environment then.
 os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
 
+from bench import cleanup
 from clearlake import pipeline
 from clearlake.actions import install_actions, render_actions
 from clearlake.config import lakefs_settings
@@ -28,29 +29,43 @@ from clearlake.store import LakeFS
 from tests.pipeline_support import wait_until
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """SIGTERM stops the session as Ctrl-C does, so that fixtures stop what they started.
+
+    Python's default SIGTERM action ends the process at once: no finalizer runs, and the
+    stack's services (each in its own session) would outlive the tests. pytest handles
+    the `KeyboardInterrupt` this raises by tearing every fixture down; a second signal
+    while that runs is ignored instead of cutting it short.
+    """
+    cleanup.install()
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A running stack (lakeFS + Prefect) for the whole test session."""
     install_lakefs(report=lambda line: None)
     home = tmp_path_factory.mktemp("clearlake-home")
     stack = Stack(home=home, ports=free_loopback_ports())
-    stack.up(report=lambda line: None)
     saved = {k: os.environ.get(k) for k in ("CLEARLAKE_HOME", "PREFECT_API_URL")}
-    os.environ["CLEARLAKE_HOME"] = str(home)
-    os.environ["PREFECT_API_URL"] = stack.prefect_api_url
-    # Prefect reads its settings when imported, so set them in-process as well as
-    # in the environment (which flow-run subprocesses inherit).
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     try:
+        stack.up(report=lambda line: None)
+        os.environ["CLEARLAKE_HOME"] = str(home)
+        os.environ["PREFECT_API_URL"] = stack.prefect_api_url
+        # Prefect reads its settings when imported, so set them in-process as well as
+        # in the environment (which flow-run subprocesses inherit).
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
         with temporary_settings(updates={PREFECT_API_URL: stack.prefect_api_url}):
             yield stack
     finally:
-        # Deliver the events Prefect still holds before its server goes away.
-        from prefect.events.worker import EventsWorker
+        with cleanup.deferred():
+            try:
+                # Deliver the events Prefect still holds before its server goes away.
+                from prefect.events.worker import EventsWorker
 
-        EventsWorker.drain_all()
-        stack.down(report=lambda line: None)
+                EventsWorker.drain_all()
+            finally:
+                stack.down(report=lambda line: None)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

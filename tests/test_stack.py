@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -120,7 +121,12 @@ def test_up_refuses_a_port_taken_by_another_program(tmp_path: Path) -> None:
             stack.up(report=lambda line: None)
     # The S3 server had started before lakeFS's port was found taken: it is stopped again.
     assert stack._running_pid("s3") is None
-    assert all(port_is_free(p) for p in seaweedfs.all_ports(ports["s3"]))
+    deadline = time.monotonic() + 10
+    while (busy := [p for p in seaweedfs.all_ports(ports["s3"]) if not port_is_free(p)]):
+        sockets = subprocess.run(["ss", "-tanp"], capture_output=True, text=True).stdout
+        assert time.monotonic() < deadline, (busy, [line for line in sockets.splitlines()
+                                                    if any(f":{p} " in line for p in busy)])
+        time.sleep(0.2)
 
 
 def test_dask_workers_keep_numpy_temporaries_on_the_heap(stack: Stack) -> None:

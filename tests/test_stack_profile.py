@@ -88,3 +88,15 @@ def test_secrets_of_an_older_stack_are_kept_and_completed(tmp_path: Path) -> Non
     assert loaded.s3_access_key_id.startswith("AKIA") and loaded.postgres_password
     assert (tmp_path / "secrets.json").stat().st_mode & 0o777 == 0o600
     assert StackSecrets.load_or_create(tmp_path) == loaded  # generated once
+
+
+def test_weeds_sockets_stay_bindable_under_a_deep_state_directory(tmp_path: Path) -> None:
+    assert seaweedfs.socket_dir(tmp_path) == tmp_path
+    deep = tmp_path / ("d" * 60) / ("e" * 60) / "run"
+    short = seaweedfs.socket_dir(deep)
+    assert short != deep and len(str(short / "filer-65535.sock")) <= seaweedfs.MAX_SOCKET_PATH
+    assert short.stat().st_mode & 0o777 == 0o700
+    assert seaweedfs.socket_dir(deep) == short  # the same folder on every start
+    argv = seaweedfs.command(Path("/bin/weed"), Path("/data"), deep, 20000)
+    assert f"-filer.localSocket={short}/filer-20000.sock" in argv
+    short.rmdir()

@@ -12,17 +12,22 @@ environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`), never its arguments.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import random
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from clearlake.config import LOOPBACK
+from clearlake.errors import StackError
 
 BUCKET = "clearlake"
 # Flags of the internal ports, in the order they follow the S3 port.
 _FOLLOWING = ("s3.port.grpc", "master.port", "master.port.grpc", "volume.port",
               "volume.port.grpc", "filer.port", "filer.port.grpc", "admin.port")
 ADMIN_GRPC_OFFSET = 10000  # where weed's worker looks for the admin's gRPC server
+MAX_SOCKET_PATH = 107  # sockaddr_un.sun_path holds 108 bytes with the terminating NUL
 
 
 def internal_ports(s3_port: int) -> dict[str, int]:
@@ -51,6 +56,19 @@ def free_s3_port(is_free: Callable[[int], bool], attempts: int = 200) -> int:
     raise RuntimeError("found no block of free loopback ports for the S3 server")
 
 
+def socket_dir(run_dir: Path) -> Path:
+    """Where `weed`'s Unix sockets go: `run_dir`, unless its paths would be too long to bind
+    (about 107 bytes), then a private folder under /tmp named after it (0700)."""
+    if len(os.fsencode(run_dir / "filer-65535.sock")) <= MAX_SOCKET_PATH:
+        return run_dir
+    digest = hashlib.sha256(os.fsencode(run_dir.resolve())).hexdigest()[:16]
+    short = Path(tempfile.gettempdir()) / f"clearlake-weed-{digest}"
+    short.mkdir(mode=0o700, exist_ok=True)
+    if short.is_symlink() or short.stat().st_uid != os.geteuid():
+        raise StackError(f"{short} exists and is not this user's own folder: remove it")
+    return short
+
+
 def command(weed: Path, data_dir: Path, run_dir: Path, s3_port: int) -> list[str]:
     """The argv of a `weed mini` serving S3 on `s3_port` with its data in `data_dir`."""
     flags = {
@@ -68,8 +86,8 @@ def command(weed: Path, data_dir: Path, run_dir: Path, s3_port: int) -> list[str
         # As on AWS: writing to a bucket that does not exist is an error, not a new bucket.
         "s3.autoCreateBucket": "false",
         # Their defaults are shared files in /tmp named by port.
-        "filer.localSocket": str(run_dir / f"seaweedfs-filer-{s3_port}.sock"),
-        "s3.localSocket": str(run_dir / f"seaweedfs-s3-{s3_port}.sock"),
+        "filer.localSocket": str(socket_dir(run_dir) / f"filer-{s3_port}.sock"),
+        "s3.localSocket": str(socket_dir(run_dir) / f"s3-{s3_port}.sock"),
     }
     return [str(weed), "mini", *(f"-{flag}={value}" for flag, value in flags.items())]
 
