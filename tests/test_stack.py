@@ -161,3 +161,10 @@ def test_the_work_pool_starts_runs_through_the_forkserver(stack: Stack) -> None:
         pool = client.read_work_pool(WORK_POOL)
     command = pool.base_job_template["variables"]["properties"]["command"]["default"]
     assert "forkserver.py launch" in command and str(stack.forkserver_socket) in command
+
+
+def test_the_lakefs_web_ui_opens_on_the_data_not_an_email_form(stack: Stack) -> None:
+    # lakeFS's UI shows its "User Configuration" form while comm_prefs_missing is true.
+    with urllib.request.urlopen(f"{stack.lakefs_url}/api/v1/setup_lakefs") as response:
+        state = json.loads(response.read())
+    assert state["state"] == "initialized" and state["comm_prefs_missing"] is False

@@ -179,7 +179,9 @@ def demo(
 
     console.rule("[bold green]done")
     console.print(
-        f"lakeFS UI:  {stack.lakefs_url}  (user admin; keys in {stack.home / 'secrets.json'})\n"
+        f"lakeFS UI:  {stack.lakefs_url}  (log in with access key id "
+        f"{LakeFS().settings.access_key_id}; the secret key is lakefs_secret_access_key in "
+        f"{stack.home / 'secrets.json'})\n"
         f"Prefect UI: {stack.prefect_api_url.removesuffix('/api')}\n"
         "The stack keeps running: commit more images and watch. Stop it with `make down`."
     )

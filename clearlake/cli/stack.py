@@ -49,6 +49,7 @@ def up(
 ) -> None:
     """Start the S3 server, lakeFS, Prefect (server, worker, deployments), Dask and the bridge.
     Harmless twice."""
+    from clearlake.config import StackSecrets
     from clearlake.stack.install import install_lakefs, lakectl_binary
     from clearlake.stack.services import Stack
 
@@ -62,7 +63,8 @@ def up(
     except StackError as error:
         raise fail(error) from error
     console.print(
-        f"\n[bold]lakeFS[/bold]    {stack.lakefs_url}  (web UI; user admin, keys in "
+        f"\n[bold]lakeFS[/bold]    {stack.lakefs_url}  (web UI; access key id "
+        f"{StackSecrets.load(stack.home).lakefs_access_key_id}, secret key in "
         f"{stack.home / 'secrets.json'})\n"
         + (f"[bold]S3[/bold]        {stack.s3_endpoint}  (SeaweedFS; lakeFS's blockstore, bucket "
            f"clearlake; keys in the same file)\n" if stack.profile.blockstore == "s3" else "")

@@ -494,6 +494,9 @@ class Stack:
             "installation": {"user_name": "admin"},
             # No telemetry, no version checks: this machine talks only to loopback.
             "stats": {"enabled": False},
+            # Without it, the web UI opens on a "User Configuration" (e-mail) form before
+            # any data: a stack that sends no mail has no use for it.
+            "email_subscription": {"enabled": False},
             "security": {"check_latest_version": False},
         }
         config_path = root / "config.yaml"
