@@ -305,7 +305,7 @@ def _classify(
                                          presigned=presigned):
                 measured += batch
                 new_entries.add(pipeline.store_documents(batch))
-                labelled = pipeline.label(batch, model, the_plan.source_commit, run_id)
+                labelled = pipeline.label(batch, model, the_plan.source_commit, run_id, key=key)
                 results.upload_in_background(pipeline.record_files(labelled))
                 new_records += labelled
         clock.lap("measure")
@@ -323,7 +323,7 @@ def _classify(
         if the_plan.relabel_all:
             replaced = {r["path"] for r in new_records} | set(the_plan.removed)
             kept = [r for r in pipeline.table_records(base) if r["path"] not in replaced]
-            relabelled = pipeline.relabel(kept, model, run_id)
+            relabelled = pipeline.relabel(kept, model, run_id, key=key)
             results.upload_in_background(pipeline.record_files(relabelled))
             new_records += relabelled
         clock.lap("label")

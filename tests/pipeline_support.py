@@ -94,3 +94,32 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CLEARLAKE_HOME": str(home), "COLUMNS": "200", **(env or {})}
     return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, check=check)
+
+
+class CountingLakeFS(LakeFS):
+    """The real client, counting the lakeFS requests of listings, presigning and reads.
+
+    Attributes:
+        pages: listing pages requested.
+        entries: entries those pages held.
+        presigns: objects presigned one at a time.
+        object_reads: objects read through lakeFS's object API.
+    """
+
+    def __init__(self, lakefs: LakeFS) -> None:
+        super().__init__(lakefs.settings)
+        self.pages = self.entries = self.presigns = self.object_reads = 0
+
+    def _list_entries(self, *args: Any, **kwargs: Any) -> tuple[list[tuple[str, str]], bool]:
+        self.pages += 1
+        entries, more = super()._list_entries(*args, **kwargs)
+        self.entries += len(entries)
+        return entries, more
+
+    def presign(self, *args: Any, **kwargs: Any) -> str:
+        self.presigns += 1
+        return super().presign(*args, **kwargs)
+
+    def get_object(self, *args: Any, **kwargs: Any) -> bytes:
+        self.object_reads += 1
+        return super().get_object(*args, **kwargs)

@@ -15,7 +15,7 @@ from clearlake.metrics_store import MetricsStore
 from clearlake.stack import seaweedfs
 from clearlake.stack.services import Stack
 from clearlake.store import LakeFS
-from tests.pipeline_support import commit_images, photo, unique_seed
+from tests.pipeline_support import CountingLakeFS, commit_images, photo, unique_seed
 
 
 def test_the_stack_runs_lakefs_over_its_own_s3_server(stack: Stack, lakefs: LakeFS) -> None:
@@ -49,29 +49,7 @@ def test_a_namespace_lakefs_refuses_names_itself_and_the_blockstore(lakefs: Lake
     assert not lakefs.repository_exists(name)
 
 
-class _CountingLakeFS(LakeFS):
-    """The real client, counting the lakeFS requests presigned reads make."""
-
-    def __init__(self, lakefs: LakeFS) -> None:
-        super().__init__(lakefs.settings)
-        self.pages = self.entries = self.presigns = self.object_reads = 0
-
-    def _list_entries(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        self.pages += 1
-        entries, more = super()._list_entries(*args, **kwargs)
-        self.entries += len(entries)
-        return entries, more
-
-    def presign(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        self.presigns += 1
-        return super().presign(*args, **kwargs)
-
-    def get_object(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        self.object_reads += 1
-        return super().get_object(*args, **kwargs)
-
-
-class _RefusedURLs(_CountingLakeFS):
+class _RefusedURLs(CountingLakeFS):
     """Hands out URLs the object store refuses, as it does once they have expired; with
     `always`, fresh ones too."""
 
@@ -95,6 +73,12 @@ def _spoilt(url: str) -> str:
     return parts._replace(query=urllib.parse.urlencode(query, doseq=True)).geturl()
 
 
+def _images(lakefs: LakeFS, repo: str, commit: str) -> list[pipeline.Datum]:
+    """The committed images, as a run plans them."""
+    return [pipeline.Datum(o.path, o.checksum, o.size)
+            for o in lakefs.list_objects(repo, commit, "images/")]
+
+
 @pytest.fixture
 def committed(lakefs: LakeFS, repo: str) -> Iterator[tuple[str, dict[str, bytes]]]:
     seed = unique_seed()
@@ -107,7 +91,7 @@ def test_a_batch_gets_its_urls_from_one_listing_page_and_bytes_from_the_store(
     stack: Stack, lakefs: LakeFS, repo: str, committed: tuple[str, dict[str, bytes]]
 ) -> None:
     commit, images = committed
-    counting = _CountingLakeFS(lakefs)
+    counting = CountingLakeFS(lakefs)
     wanted = sorted(p for p in images if p.startswith("images/"))
     urls = counting.presigned_urls(repo, commit, wanted)
     assert sorted(urls) == wanted
@@ -132,9 +116,8 @@ def test_measure_batch_reads_presigned_and_never_through_lakefs(
     lakefs: LakeFS, repo: str, committed: tuple[str, dict[str, bytes]]
 ) -> None:
     commit, images = committed
-    counting = _CountingLakeFS(lakefs)
-    datums = [pipeline.Datum(o.path, o.checksum, o.size)
-              for o in lakefs.list_objects(repo, commit, "images/")][:10]
+    counting = CountingLakeFS(lakefs)
+    datums = _images(lakefs, repo, commit)[:10]
     measured = pipeline.measure_batch(counting, MetricsStore(lakefs), repo, commit, datums,
                                       "run-presigned", presigned=True)
     assert [m.origin for m in measured] == ["computed"] * 10
@@ -148,8 +131,7 @@ def test_a_refused_url_is_presigned_again_once(
     lakefs: LakeFS, repo: str, committed: tuple[str, dict[str, bytes]]
 ) -> None:
     commit, _ = committed
-    datums = [pipeline.Datum(o.path, o.checksum, o.size)
-              for o in lakefs.list_objects(repo, commit, "images/")][10:14]
+    datums = _images(lakefs, repo, commit)[10:14]
     refused = _RefusedURLs(lakefs)
     with pytest.raises(PermissionDeniedError):
         url = next(iter(refused.presigned_urls(repo, commit, [datums[0].path]).values()))
@@ -164,8 +146,7 @@ def test_an_image_the_store_keeps_refusing_is_a_typed_failure_retried_later(
     lakefs: LakeFS, repo: str, committed: tuple[str, dict[str, bytes]]
 ) -> None:
     commit, _ = committed
-    datums = [pipeline.Datum(o.path, o.checksum, o.size)
-              for o in lakefs.list_objects(repo, commit, "images/")][14:17]
+    datums = _images(lakefs, repo, commit)[14:17]
     refused = _RefusedURLs(lakefs, always=True)
     measured = pipeline.measure_batch(refused, MetricsStore(lakefs), repo, commit, datums,
                                       "run-refused", presigned=True)
@@ -189,8 +170,7 @@ def test_the_s3_server_down_mid_run_gives_typed_failures_and_nothing_else(
     stack: Stack, lakefs: LakeFS, repo: str, committed: tuple[str, dict[str, bytes]]
 ) -> None:
     commit, _ = committed
-    datums = [pipeline.Datum(o.path, o.checksum, o.size)
-              for o in lakefs.list_objects(repo, commit, "images/")][20:24]
+    datums = _images(lakefs, repo, commit)[20:24]
     s3_pid = next(s.pid for s in stack.status() if s.name == "s3")
     stack._stop(s3_pid)
     try:

@@ -8,6 +8,7 @@ from clearlake.errors import NotFoundError, PermissionDeniedError
 from clearlake.metrics_store import MetricsStore
 from clearlake.store import LakeFS
 from clearlake.transaction import MergePending, Transaction, finish_pending
+from tests.pipeline_support import CountingLakeFS
 
 
 def test_missing_repository_is_not_found_and_named(lakefs: LakeFS) -> None:
@@ -134,31 +135,15 @@ def test_diff_pages_past_one_thousand_changes(lakefs: LakeFS, repo: str) -> None
     assert [(f.path, f.change) for f in folders] == [("many/", "prefix")]
 
 
-class _CountingLakeFS(LakeFS):
-    """The real client, counting the requests `read_existing` makes."""
-
-    def __init__(self, lakefs: LakeFS) -> None:
-        super().__init__(lakefs.settings)
-        self.pages = self.reads = 0
-
-    def _list_entries(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        self.pages += 1
-        return super()._list_entries(*args, **kwargs)
-
-    def get_object(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        self.reads += 1
-        return super().get_object(*args, **kwargs)
-
-
 def test_read_existing_lists_a_dense_lookup_and_reads_only_what_exists(
     lakefs: LakeFS, repo: str
 ) -> None:
     lakefs.upload_many(repo, "main", ((f"keys/{i:04d}.json", b"%d" % i) for i in range(0, 600, 2)))
-    counting = _CountingLakeFS(lakefs)
+    counting = CountingLakeFS(lakefs)
     sought = [f"keys/{i:04d}.json" for i in range(0, 600, 3)]  # every other one exists
     found = counting.read_existing(repo, "main", [*sought, "nowhere/else.json"])
     assert found == {f"keys/{i:04d}.json": b"%d" % i for i in range(0, 600, 6)}
-    assert counting.reads == len(found)  # no request for any missing object
+    assert counting.object_reads == len(found)  # no request for any missing object
     assert counting.pages == 2  # 300 entries: a first small page, then the rest
 
 
@@ -166,11 +151,11 @@ def test_read_existing_reads_one_by_one_where_listing_would_cost_more(
     lakefs: LakeFS, repo: str
 ) -> None:
     lakefs.upload_many(repo, "main", ((f"keys/{i:04d}.json", b"%d" % i) for i in range(1000)))
-    counting = _CountingLakeFS(lakefs)
+    counting = CountingLakeFS(lakefs)
     # The first page after 'keys/0000.jsonx' answers for it alone: 200 entries for one path.
     found = counting.read_existing(repo, "main", ["keys/0000.jsonx", "keys/0999.json"])
     assert found == {"keys/0999.json": b"999"}
-    assert (counting.pages, counting.reads) == (1, 1)
+    assert (counting.pages, counting.object_reads) == (1, 1)
 
 
 def test_a_store_that_does_not_exist_yet_knows_nothing(lakefs: LakeFS, repo: str) -> None:

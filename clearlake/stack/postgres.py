@@ -135,10 +135,7 @@ class Postgres:
         when the caller is root. `setpriv` execs it, so the started pid is the postmaster.
         """
         argv = [str(self._binaries()["postgres"]), "-D", str(self.data_dir)]
-        user = _server_user(create=False)
-        if user is None:
-            return argv
-        return [*_setpriv(user), *argv]
+        return _as_user(_server_user(create=False), argv)
 
     def env(self) -> dict[str, str]:
         """Extra environment for `command()` (holds no secret)."""
@@ -249,16 +246,8 @@ class Postgres:
                         f"reach {path}: {blocked} is not traversable by it (chmod o+x {blocked}, "
                         "or use a state directory and virtual environment outside it)"
                     )
-        argv = [str(binaries["postgres"]), "--version"]
         try:
-            done = subprocess.run(
-                [*_setpriv(user), *argv] if user else argv,
-                env={**os.environ, **self.env()},
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=30,
-            )
+            done = self._run(user, [str(binaries["postgres"]), "--version"], timeout_s=30)
         except OSError as exc:
             raise StackError(f"cannot run {binaries['postgres']}: {exc}; {_FIX}") from exc
         if done.returncode != 0 or "PostgreSQL" not in done.stdout:
@@ -266,6 +255,13 @@ class Postgres:
                 f"{binaries['postgres']} does not run on this machine "
                 f"(exit {done.returncode}): {done.stderr.strip()}; {_FIX}"
             )
+
+    def _run(
+        self, user: pwd.struct_passwd | None, argv: list[str], *, timeout_s: float
+    ) -> subprocess.CompletedProcess[str]:
+        """Run one of the binaries to completion as the server's user, output captured."""
+        return subprocess.run(_as_user(user, argv), env={**os.environ, **self.env()},
+                              capture_output=True, text=True, check=False, timeout=timeout_s)
 
     def _initdb(self, user: pwd.struct_passwd | None, binaries: dict[str, Path]) -> None:
         self.data_dir.mkdir(exist_ok=True)
@@ -291,14 +287,7 @@ class Postgres:
                 "--encoding=UTF8",
                 "--locale=C",  # exists everywhere; lakeFS and Prefect need no collation
             ]
-            done = subprocess.run(
-                [*_setpriv(user), *argv] if user else argv,
-                env={**os.environ, **self.env()},
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=300,
-            )
+            done = self._run(user, argv, timeout_s=300)
         finally:
             pwfile.unlink(missing_ok=True)
         if done.returncode != 0:
@@ -412,6 +401,11 @@ def _server_user(create: bool = True) -> pwd.struct_passwd | None:
     if done.returncode != 0:
         raise StackError(f"cannot create the system user {SYSTEM_USER}: {done.stderr.strip()}")
     return pwd.getpwnam(SYSTEM_USER)
+
+
+def _as_user(user: pwd.struct_passwd | None, argv: list[str]) -> list[str]:
+    """`argv`, run as `user` when there is one (the caller is root), else as it is."""
+    return argv if user is None else [*_setpriv(user), *argv]
 
 
 def _setpriv(user: pwd.struct_passwd) -> list[str]:
