@@ -694,7 +694,11 @@ def updated_table(
         return sink.getvalue()
     old = pq.ParquetFile(io.BytesIO(base))
     # A new model or metric set brings columns the kept rows lack: those are null there.
-    schema = pa.unify_schemas([old.schema_arrow, new.schema], promote_options="default")
+    # The new rows' column order leads (a first, empty table has no metric columns), and
+    # the long `record` JSON stays last, after every column a person reads.
+    unified = pa.unify_schemas([new.schema, old.schema_arrow], promote_options="default")
+    schema = pa.schema([unified.field(n) for n in unified.names if n != "record"]
+                       + [unified.field("record")])
     replaced = pa.array([r["path"] for r in new_records] + list(removed), pa.string())
     new_paths = new.column("path").to_pylist()
     merged = 0  # rows of `new` written so far

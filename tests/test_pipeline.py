@@ -302,6 +302,18 @@ def test_the_table_update_replaces_removes_adds_and_keeps_other_rows_intact() ->
     assert table.column("p_good").to_pylist() == [0.9, None, None, 0.9]
 
 
+def test_a_table_that_began_empty_reads_metrics_first_and_the_record_json_last() -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # A branch's first run (the action files' commit) writes a table without images.
+    empty = pipeline.updated_table(None, [], [])
+    updated = pipeline.updated_table(empty, [_record("a.jpg", "good", {"good": 0.9})], [])
+    names = pq.read_table(pa.BufferReader(updated)).column_names
+    assert names[-1] == "record"
+    assert names.index("p_good") < names.index("sha256") and "blur" in names[:-1]
+
+
 def test_the_table_update_streams_group_by_group_and_stays_sorted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
