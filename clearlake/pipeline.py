@@ -48,6 +48,7 @@ from clearlake import __version__
 from clearlake.errors import LakeFSError, NotFoundError, PermissionDeniedError
 from clearlake.metrics_store import MetricsStore, StoredAnalysis, documents_for
 from clearlake.provenance import (
+    RECORD_SIGNATURE,
     ResultsMarker,
     latest_results,
     sign_record,
@@ -71,6 +72,7 @@ TABLES_PREFIX = "_clearlake/tables/"
 MODEL_PATH = "_clearlake/model/model.json"
 NEVER_INPUTS = (RESULTS_ROOT, "_lakefs_actions/")
 DEFAULT_BATCH_SIZE = 256  # chosen by bench.pipeline (bench/README.md)
+TABLE_LAYOUT = 2  # flat columns (layout 1 kept each record as JSON in a `record` column)
 TABLE_GROUP_ROWS = 1024  # rows per Parquet row group: the most a table update decodes at once
 PACKAGED_MODEL = "packaged"
 READ_CHUNK_IMAGES = 64  # images whose SHA-256s are looked up in the store together
@@ -613,7 +615,7 @@ def load_table(lakefs: LakeFS, repository: str, ref: str, branch: str) -> bytes 
 
 
 def table_records(table: bytes | None, *, key: bytes | None = None) -> list[dict[str, Any]]:
-    """The records a Parquet table holds (read back from its `record` column).
+    """The records a Parquet table holds, rebuilt from its columns (see `records_table`).
 
     Args:
         table: the table's Parquet bytes.
@@ -625,10 +627,16 @@ def table_records(table: bytes | None, *, key: bytes | None = None) -> list[dict
 
     if table is None:
         return []
-    rows = pq.read_table(io.BytesIO(table), columns=["record"]).column("record")
-    records = (json.loads(text) for text in rows.to_pylist())
+    data = pq.read_table(io.BytesIO(table))
+    layout = _TableLayout.of(data.schema)
+    if layout is None:  # layout 1: each row's record as JSON in a `record` column
+        records = [json.loads(text) for text in data.column("record").to_pylist()]
+    else:
+        columns = {name: data.column(name).to_pylist() for name in data.column_names}
+        records = [layout.record(dict(zip(columns, row, strict=True)))
+                   for row in zip(*columns.values(), strict=True)]
     if key is None:
-        return list(records)
+        return records
     return [r for r in records if verified_record(r, key) is not None]
 
 
@@ -640,35 +648,127 @@ def read_table(
     return table_records(load_table(lakefs, repository, ref, branch), key=key)
 
 
-def records_table(records: Sequence[dict[str, Any]]) -> pa.Table:
-    """Records as a table: flat columns to query, plus each whole record as JSON.
+# Record fields that lead the table, in this order; metrics and class probabilities
+# follow as columns of their own, then every other field, maps as JSON, the signature last.
+_LEADING_FIELDS = ("path", "label", "outcome", "reason")
+_SPREAD_FIELDS = frozenset({"metrics", "probabilities", RECORD_SIGNATURE})
+_TABLE_METADATA_KEY = b"clearlake"
 
-    Columns: path, label, outcome, reason, p_<class>, every metric, sha256, size,
-    width, height, model_id, source_commit, run_id, origin, and `record` (the JSON
-    the table is read back from, so no column layout is ever guessed).
+
+@dataclass(frozen=True)
+class _TableLayout:
+    """How a record is spread over the table's columns (kept in the Parquet schema's
+    metadata, so no column layout is ever guessed).
+
+    Attributes:
+        metrics: metric name → its column (the name itself unless a field has it).
+        classes: class → its probability column (`p_<class>`).
+        json_fields: fields stored as JSON text (maps and lists other than the two above).
+    """
+
+    metrics: dict[str, str]
+    classes: dict[str, str]
+    json_fields: tuple[str, ...]
+
+    @classmethod
+    def for_records(cls, records: Sequence[dict[str, Any]]) -> _TableLayout:
+        fields = {f for r in records for f in r}
+        classes = sorted({c for r in records for c in (r.get("probabilities") or {})})
+        taken = fields | {f"p_{c}" for c in classes}
+        metrics = dict.fromkeys(n for r in records for n in (r.get("metrics") or {}))
+        return cls(
+            metrics={n: f"metric_{n}" if n in taken else n for n in metrics},
+            classes={c: f"p_{c}" for c in classes},
+            json_fields=tuple(sorted(f for f in fields - _SPREAD_FIELDS if any(
+                isinstance(r.get(f), dict | list) for r in records))),
+        )
+
+    @classmethod
+    def of(cls, schema: pa.Schema) -> _TableLayout | None:
+        """The layout a table was written with; None for layout 1 (a `record` column)."""
+        text = (schema.metadata or {}).get(_TABLE_METADATA_KEY)
+        if text is None:
+            return None
+        data = json.loads(text)
+        return cls(metrics=data["metrics"], classes=data["classes"],
+                   json_fields=tuple(data["json_fields"]))
+
+    def merged(self, other: _TableLayout) -> _TableLayout:
+        return _TableLayout(metrics={**self.metrics, **other.metrics},
+                            classes=dict(sorted({**self.classes, **other.classes}.items())),
+                            json_fields=tuple(sorted({*self.json_fields, *other.json_fields})))
+
+    def metadata(self) -> dict[bytes, bytes]:
+        return {_TABLE_METADATA_KEY: json.dumps({
+            "layout": TABLE_LAYOUT, "metrics": self.metrics, "classes": self.classes,
+            "json_fields": list(self.json_fields)}).encode()}
+
+    def column_order(self, names: Iterable[str]) -> list[str]:
+        """`names` in the table's reading order: what a person queries first."""
+        names = list(names)
+        spread = [*_LEADING_FIELDS, *self.classes.values(), *self.metrics.values()]
+        rest = [n for n in names if n not in spread and n != RECORD_SIGNATURE]
+        ordered = ([n for n in spread if n in names]
+                   + [n for n in rest if n not in self.json_fields]
+                   + [n for n in rest if n in self.json_fields])
+        return ordered + ([RECORD_SIGNATURE] if RECORD_SIGNATURE in names else [])
+
+    def record(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A record rebuilt from its row: nulls are absent values (see `sign_record`)."""
+        metric_of = {column: name for name, column in self.metrics.items()}
+        class_of = {column: name for name, column in self.classes.items()}
+        record: dict[str, Any] = {}
+        metrics: dict[str, float] = {}
+        probabilities: dict[str, float] = {}
+        for column, value in row.items():
+            if column in metric_of:
+                if value is not None:
+                    metrics[metric_of[column]] = value
+            elif column in class_of:
+                if value is not None:
+                    probabilities[class_of[column]] = value
+            elif column in self.json_fields and value is not None:
+                record[column] = json.loads(value)
+            elif column == RECORD_SIGNATURE and value is None:
+                continue  # an unsigned record has none
+            else:
+                record[column] = value
+        record["metrics"] = metrics or None
+        record["probabilities"] = probabilities or None
+        return record
+
+
+def records_table(records: Sequence[dict[str, Any]]) -> pa.Table:
+    """Records as a table of flat columns, one row per record, sorted by path.
+
+    Columns: path, label, outcome, reason, p_<class>, every metric, then the other
+    fields of a record (sha256, size, width, height, model_id, source_commit, run_id,
+    origin, …; maps such as `computed_at` as JSON), and its `signature` last. Each
+    record can be rebuilt from its row (`table_records`) and still verify.
     """
     import pyarrow as pa
 
-    classes = sorted({c for r in records for c in (r["probabilities"] or {})})
-    metric_names = list(dict.fromkeys(n for r in records for n in (r["metrics"] or {})))
+    layout = _TableLayout.for_records(records)
     columns: dict[str, pa.Array] = {
-        "path": pa.array([r["path"] for r in records], pa.string()),
-        "label": pa.array([r["label"] for r in records], pa.string()),
-        "outcome": pa.array([r["outcome"] for r in records], pa.string()),
-        "reason": pa.array([r["reason"] for r in records], pa.string()),
-    }
-    for c in classes:
-        columns[f"p_{c}"] = pa.array(
-            [(r["probabilities"] or {}).get(c) for r in records], pa.float64())
-    for n in metric_names:
-        columns[n] = pa.array([(r["metrics"] or {}).get(n) for r in records], pa.float64())
-    for name, kind in (("sha256", pa.string()), ("size", pa.int64()), ("width", pa.int32()),
-                       ("height", pa.int32()), ("model_id", pa.string()),
-                       ("source_commit", pa.string()), ("run_id", pa.string()),
-                       ("origin", pa.string())):
-        columns[name] = pa.array([r[name] for r in records], kind)
-    columns["record"] = pa.array([json.dumps(r, sort_keys=True) for r in records], pa.string())
-    return pa.table(columns)
+        name: pa.array([r.get(name) for r in records], pa.string()) for name in _LEADING_FIELDS}
+    for c, column in layout.classes.items():
+        columns[column] = pa.array(
+            [(r.get("probabilities") or {}).get(c) for r in records], pa.float64())
+    for n, column in layout.metrics.items():
+        columns[column] = pa.array([(r.get("metrics") or {}).get(n) for r in records],
+                                   pa.float64())
+    others = dict.fromkeys(f for r in records for f in r
+                           if f not in _SPREAD_FIELDS and f not in _LEADING_FIELDS)
+    for name in others:
+        values = [r.get(name) for r in records]
+        columns[name] = (pa.array([None if v is None else json.dumps(v, sort_keys=True)
+                                   for v in values], pa.string())
+                         if name in layout.json_fields else pa.array(values))
+    columns[RECORD_SIGNATURE] = pa.array([r.get(RECORD_SIGNATURE) for r in records],
+                                         pa.string())  # last: nobody reads it
+    table = pa.table(columns)
+    table = table.select(layout.column_order(table.column_names))
+    return table.replace_schema_metadata(layout.metadata()).sort_by("path")
 
 
 def updated_table(
@@ -681,24 +781,25 @@ def updated_table(
     decoded into records, and the flow never holds more of the old table decoded
     than one group, so its memory does not grow with the repository. `base` is
     sorted by path, so each group is merged with the new rows that sort before its
-    last path, and the rest follow at the end.
+    last path, and the rest follow at the end. A layout-1 table (records as JSON) is
+    rewritten in today's layout once.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    new = records_table(new_records).sort_by("path")
+    new = records_table(new_records)
     sink = io.BytesIO()
+    if base is not None and _TableLayout.of(pq.read_schema(io.BytesIO(base))) is None:
+        base = _write_table(records_table(table_records(base)))
     if base is None:
-        pq.write_table(new, sink, compression="zstd", row_group_size=TABLE_GROUP_ROWS)
-        return sink.getvalue()
+        return _write_table(new)
     old = pq.ParquetFile(io.BytesIO(base))
     # A new model or metric set brings columns the kept rows lack: those are null there.
-    # The new rows' column order leads (a first, empty table has no metric columns), and
-    # the long `record` JSON stays last, after every column a person reads.
+    layout = _TableLayout.of(old.schema_arrow).merged(_TableLayout.of(new.schema))
     unified = pa.unify_schemas([new.schema, old.schema_arrow], promote_options="default")
-    schema = pa.schema([unified.field(n) for n in unified.names if n != "record"]
-                       + [unified.field("record")])
+    schema = pa.schema([unified.field(n) for n in layout.column_order(unified.names)],
+                       metadata=layout.metadata())
     replaced = pa.array([r["path"] for r in new_records] + list(removed), pa.string())
     new_paths = new.column("path").to_pylist()
     merged = 0  # rows of `new` written so far
@@ -714,6 +815,14 @@ def updated_table(
             writer.write_table(chunk.sort_by("path"), row_group_size=TABLE_GROUP_ROWS)
             merged = until
         writer.write_table(_conform(new.slice(merged), schema), row_group_size=TABLE_GROUP_ROWS)
+    return sink.getvalue()
+
+
+def _write_table(table: pa.Table) -> bytes:
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd", row_group_size=TABLE_GROUP_ROWS)
     return sink.getvalue()
 
 

@@ -65,16 +65,35 @@ def sign(key: bytes, repository: str, source_commit: str, run_id: str) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
+def _significant(value: Any) -> bool:
+    return value is not None and value != {}
+
+
 def _canonical_record(record: dict[str, Any]) -> bytes:
-    """A record's content without its signature, as canonical JSON (what is signed)."""
+    """What a record's signature covers, as canonical JSON: every field but the signature,
+    with empty values (None, {}, and None inside a map) left out.
+
+    A record read back from the results table's columns, where an absent value and a
+    null are the same thing, then signs exactly as the record written.
+    """
+    content = {
+        k: {n: x for n, x in v.items() if x is not None} if isinstance(v, dict) else v
+        for k, v in record.items() if k != RECORD_SIGNATURE
+    }
+    content = {k: v for k, v in content.items() if _significant(v)}
+    return json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _legacy_canonical_record(record: dict[str, Any]) -> bytes:
+    """What signatures covered before empty values were left out: every field verbatim."""
     content = {k: v for k, v in record.items() if k != RECORD_SIGNATURE}
     return json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _record_digest(key: bytes, record: dict[str, Any]) -> str:
+def _record_digest(key: bytes, record: dict[str, Any], *, legacy: bool = False) -> str:
+    canonical = (_legacy_canonical_record if legacy else _canonical_record)(record)
     # Its own domain, so a record's MAC can never pass for a marker's or the reverse.
-    return hmac.new(key, b"clearlake-record\n" + _canonical_record(record),
-                    hashlib.sha256).hexdigest()
+    return hmac.new(key, b"clearlake-record\n" + canonical, hashlib.sha256).hexdigest()
 
 
 def sign_record(record: dict[str, Any], key: bytes) -> dict[str, Any]:
@@ -111,7 +130,9 @@ def verified_record(
         return None
     if not isinstance(record, dict) or not isinstance(record.get(RECORD_SIGNATURE), str):
         return None
-    if not hmac.compare_digest(_record_digest(key, record), record[RECORD_SIGNATURE]):
+    signature = record[RECORD_SIGNATURE]
+    if not (hmac.compare_digest(_record_digest(key, record), signature)
+            or hmac.compare_digest(_record_digest(key, record, legacy=True), signature)):
         return None
     if (path is not None and record.get("path") != path) or (
             checksum is not None and record.get("checksum") != checksum):

@@ -302,7 +302,7 @@ def test_the_table_update_replaces_removes_adds_and_keeps_other_rows_intact() ->
     assert table.column("p_good").to_pylist() == [0.9, None, None, 0.9]
 
 
-def test_a_table_that_began_empty_reads_metrics_first_and_the_record_json_last() -> None:
+def test_a_table_that_began_empty_reads_what_a_person_queries_first() -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -310,8 +310,63 @@ def test_a_table_that_began_empty_reads_metrics_first_and_the_record_json_last()
     empty = pipeline.updated_table(None, [], [])
     updated = pipeline.updated_table(empty, [_record("a.jpg", "good", {"good": 0.9})], [])
     names = pq.read_table(pa.BufferReader(updated)).column_names
-    assert names[-1] == "record"
-    assert names.index("p_good") < names.index("sha256") and "blur" in names[:-1]
+    assert names[:6] == ["path", "label", "outcome", "reason", "p_good", "blur"]
+    assert names[-2:] == ["computed_at", "signature"]
+    assert "record" not in names  # no row carries its whole record as JSON any more
+
+
+def test_signed_records_read_back_from_the_table_columns_still_verify() -> None:
+    from clearlake.provenance import sign_record, verified_record
+
+    key = b"k" * 32
+    ok = sign_record(_record("a.jpg", "good", {"good": 0.9, "blurry": 0.1}), key)
+    failed = sign_record({**_record("b.jpg", "good", {}), "outcome": "corrupt",
+                          "reason": "truncated", "label": None, "probabilities": None,
+                          "metrics": None}, key)
+    # A metric whose name a record field already has gets a column of its own.
+    clash = sign_record({**_record("c.jpg", "good", {"good": 0.5}),
+                         "metrics": {"size": 3.0}}, key)
+    table = pipeline.updated_table(None, [ok, failed, clash], [])
+
+    read = pipeline.table_records(table, key=key)
+    assert [r["path"] for r in read] == ["a.jpg", "b.jpg", "c.jpg"]
+    assert read[0] == ok and read[2]["metrics"] == {"size": 3.0} and read[2]["size"] == 10
+    assert read[1]["metrics"] is None and read[1]["label"] is None
+    assert all(verified_record(r, key) is not None for r in read)
+    # One changed value in the table and its row is no longer clearlake's.
+    tampered = pipeline.updated_table(table, [{**ok, "label": "blurry"}], [])
+    assert [r["path"] for r in pipeline.table_records(tampered, key=key)] == ["b.jpg", "c.jpg"]
+
+
+def test_a_layout_1_table_is_read_and_rewritten_in_the_flat_layout() -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from clearlake.provenance import sign_record
+
+    key = b"k" * 32
+    old = [sign_record(_record(p, "good", {"good": 0.9}), key) for p in ("a.jpg", "b.jpg")]
+    sink = pa.BufferOutputStream()  # what clearlake wrote before layout 2
+    pq.write_table(pa.table({"path": [r["path"] for r in old],
+                             "record": [json.dumps(r, sort_keys=True) for r in old]}), sink)
+    layout_1 = sink.getvalue().to_pybytes()
+    assert pipeline.table_records(layout_1, key=key) == old
+
+    new = sign_record(_record("c.jpg", "blurry", {"good": 0.2}), key)
+    updated = pipeline.updated_table(layout_1, [new], ["a.jpg"])
+    assert "record" not in pq.read_schema(pa.BufferReader(updated)).names
+    assert pipeline.table_records(updated, key=key) == [old[1], new]
+
+
+def test_records_signed_before_empty_values_were_left_out_still_verify() -> None:
+    from clearlake import provenance
+
+    key = b"k" * 32
+    failed = {**_record("b.jpg", "good", {}), "outcome": "corrupt", "label": None,
+              "probabilities": None, "metrics": None}
+    legacy = {**failed, "signature": provenance._record_digest(key, failed, legacy=True)}
+    assert provenance.verified_record(legacy, key) == legacy
+    assert provenance.verified_record({**legacy, "reason": "x"}, key) is None
 
 
 def test_the_table_update_streams_group_by_group_and_stays_sorted(
