@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import yaml
 
 from clearlake.bridge import SECRET_HEADER
-from clearlake.stack.services import WEBHOOK_SECRET_ENV
+from clearlake.stack.services import ACTIONS_WEBHOOK_SECRET_ENV
 from clearlake.store import LakeFS
 from clearlake.transaction import commit_changed_files
 
@@ -31,7 +31,7 @@ def _hook(hook_id: str, url: str, timeout: str) -> dict[str, object]:
         "properties": {
             "url": url,
             "timeout": timeout,
-            "headers": {SECRET_HEADER: f"{{{{ ENV.{WEBHOOK_SECRET_ENV} }}}}"},
+            "headers": {SECRET_HEADER: f"{{{{ ENV.{ACTIONS_WEBHOOK_SECRET_ENV} }}}}"},
         },
     }
 

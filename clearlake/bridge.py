@@ -23,7 +23,6 @@ import contextlib
 import hmac
 import json
 import logging
-import os
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -40,11 +39,11 @@ from starlette.routing import Route
 from clearlake.config import StackSecrets, prefect_api_url, state_dir
 from clearlake.errors import ConfigurationError, LakeFSError, NotFoundError
 from clearlake.provenance import ResultsMarker, signing_key, verified_marker
+from clearlake.settings import settings
 from clearlake.store import LakeFS
 from clearlake.transaction import TEMP_BRANCH_PREFIX
 
 SECRET_HEADER = "X-Clearlake-Secret"
-WEBHOOK_SECRET_ENV = "CLEARLAKE_WEBHOOK_SECRET"
 # lakeFS (v1.84.0) bounds neither commit messages nor commit metadata, and its webhook
 # body carries both verbatim (pkg/actions/event.go), so no limit fits every commit. 16 MiB
 # is far beyond what people write (500 KB messages and 72 KB of metadata must pass) and
@@ -296,13 +295,13 @@ def create_app() -> Starlette:
         ConfigurationError: no webhook secret, signing key or lakeFS credentials (the
             error says where it looked); the bridge never makes secrets up.
     """
-    secret = os.environ.get(WEBHOOK_SECRET_ENV)
+    secret = settings().webhook_secret
     if not secret:
         try:
             secret = StackSecrets.load(state_dir()).webhook_secret.get_secret_value()
         except ConfigurationError as error:
             raise ConfigurationError(
-                f"no webhook secret ({WEBHOOK_SECRET_ENV} is unset) and {error}") from None
+                f"no webhook secret (CLEARLAKE_WEBHOOK_SECRET is unset) and {error}") from None
     bridge = Bridge(secret, signing_key(), prefect_api_url())
     bridge.lakefs = LakeFS()
 

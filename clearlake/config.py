@@ -4,9 +4,14 @@ The stack keeps everything under one state directory: `$CLEARLAKE_HOME`, or
 `.clearlake/` in the working directory. `clearlake stack up` records the ports it
 used in `stack.json` and generates its secrets once into `secrets.json` (mode
 0600), so the CLI, the blocks and the flows find lakeFS and Prefect without anyone
-copying keys around. Environment variables override what the stack recorded:
-`LAKEFS_ENDPOINT`, `LAKEFS_ACCESS_KEY_ID`, `LAKEFS_SECRET_ACCESS_KEY` and
-`PREFECT_API_URL`.
+copying keys around. Environment variables (read through `clearlake.settings`)
+override what the stack recorded.
+
+lakeFS credentials resolve in this order: an explicit `LakeFSCredentials` block
+(`blocks.LakeFSCredentials.get_store()`), then `LAKEFS_ACCESS_KEY_ID` and
+`LAKEFS_SECRET_ACCESS_KEY`, then the local stack's (when its state directory has
+them), then lakectl's `~/.lakectl.yaml`. The local stack comes before lakectl's file so
+that `make demo` on a laptop configured for a team's lakeFS writes to the demo's own.
 """
 
 from __future__ import annotations
@@ -20,15 +25,13 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from clearlake.errors import ConfigurationError
+from clearlake.settings import settings
 
 DEFAULT_PORTS: dict[str, int] = {
     "lakefs": 8000, "prefect": 4200, "bridge": 8765, "dask": 8786, "dask-dashboard": 8787,
     # The S3 server's endpoint; its internal ports follow it (clearlake/stack/seaweedfs.py).
     "s3": 8333, "postgres": 5433,
 }
-# Where new repositories keep their data, as a prefix the repository's name is appended
-# to (`s3://team-bucket/lakefs/`); unset, lakeFS's own `default_namespace_prefix`.
-STORAGE_NAMESPACE_ENV = "CLEARLAKE_STORAGE_NAMESPACE"
 # The source checkout (where prefect.yaml lives) when clearlake is installed editable.
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
@@ -47,13 +50,7 @@ DASK_WORKER_MALLOC_ENV: dict[str, str] = {
 
 def state_dir() -> Path:
     """The stack's state directory (not created here)."""
-    return Path(os.environ.get("CLEARLAKE_HOME") or Path.cwd() / ".clearlake").resolve()
-
-
-def cache_dir() -> Path:
-    """Where builds and caches live, outside any checkout: `$XDG_CACHE_HOME/clearlake`."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "clearlake"
+    return settings().home
 
 
 def write_private(path: Path, text: str) -> None:
@@ -179,31 +176,64 @@ class LakeFSSettings:
 
 
 def lakefs_settings(home: Path | None = None) -> LakeFSSettings:
-    """lakeFS endpoint and credentials: environment first, then the local stack's."""
+    """lakeFS endpoint and credentials: the environment, the local stack's, or lakectl's
+    (in that order; see the module docstring).
+
+    Raises:
+        ConfigurationError: none of them has credentials (the error says where it looked).
+    """
     home = home or state_dir()
-    endpoint = os.environ.get("LAKEFS_ENDPOINT")
-    key_id = os.environ.get("LAKEFS_ACCESS_KEY_ID")
-    secret = os.environ.get("LAKEFS_SECRET_ACCESS_KEY")
+    env = settings()
+    endpoint, key_id, secret = (env.lakefs_endpoint, env.lakefs_access_key_id,
+                                env.lakefs_secret_access_key)
     if not (key_id and secret):
         try:
             stack = StackSecrets.load(home)
         except ConfigurationError as error:
-            raise ConfigurationError(
-                f"no lakeFS credentials (LAKEFS_ACCESS_KEY_ID and LAKEFS_SECRET_ACCESS_KEY "
-                f"are unset) and {error}"
-            ) from None
-        key_id, secret = (
-            stack.lakefs_access_key_id,
-            stack.lakefs_secret_access_key.get_secret_value(),
-        )
+            lakectl = lakectl_credentials()
+            if lakectl is None:
+                raise ConfigurationError(
+                    f"no lakeFS credentials: LAKEFS_ACCESS_KEY_ID and LAKEFS_SECRET_ACCESS_KEY "
+                    f"are unset, {LAKECTL_CONFIG} has none, and {error}") from None
+            endpoint = endpoint or lakectl[0]
+            key_id, secret = lakectl[1], lakectl[2]
+        else:
+            key_id, secret = (stack.lakefs_access_key_id,
+                              stack.lakefs_secret_access_key.get_secret_value())
     if not endpoint:
         endpoint = f"http://{LOOPBACK}:{recorded_ports(home)['lakefs']}"
     return LakeFSSettings(endpoint.rstrip("/"), key_id, SecretStr(secret),
-                          os.environ.get(STORAGE_NAMESPACE_ENV) or None)
+                          env.storage_namespace)
+
+
+LAKECTL_CONFIG = Path("~/.lakectl.yaml")
+
+
+def lakectl_credentials() -> tuple[str | None, str, str] | None:
+    """(endpoint, access key id, secret key) from lakectl's `~/.lakectl.yaml`, if it has them."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(LAKECTL_CONFIG.expanduser().read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    credentials = config.get("credentials") or {}
+    server = config.get("server") or {}
+    key_id, secret = credentials.get("access_key_id"), credentials.get("secret_access_key")
+    if not (isinstance(key_id, str) and isinstance(secret, str) and key_id and secret):
+        return None
+    endpoint = server.get("endpoint_url") if isinstance(server, dict) else None
+    if isinstance(endpoint, str) and endpoint:
+        endpoint = endpoint.rstrip("/").removesuffix("/api/v1")  # lakectl takes either form
+    else:
+        endpoint = None
+    return endpoint, key_id, secret
 
 
 def prefect_api_url(home: Path | None = None) -> str:
     """The Prefect API URL: `PREFECT_API_URL` if set, else the local stack's server."""
-    return os.environ.get("PREFECT_API_URL") or (
+    return settings().prefect_api_url or (
         f"http://{LOOPBACK}:{recorded_ports(home)['prefect']}/api"
     )

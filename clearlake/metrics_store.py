@@ -19,22 +19,21 @@ measured the same bytes wrote equivalent entries and either may stay.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from types import TracebackType
 
 from clearlake.errors import NotFoundError
+from clearlake.settings import settings
 from clearlake.store import LakeFS
 from clearlake.transaction import Transaction
 
-DEFAULT_STORE_REPOSITORY = "clearlake-metrics"
 STORE_BRANCH = "main"
 
 
 def store_repository() -> str:
     """The metrics store's repository: `CLEARLAKE_METRICS_REPOSITORY` or the default."""
-    return os.environ.get("CLEARLAKE_METRICS_REPOSITORY", DEFAULT_STORE_REPOSITORY)
+    return settings().metrics_repository
 
 
 @dataclass(frozen=True)

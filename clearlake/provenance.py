@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,11 +28,11 @@ import lakefs_sdk
 
 from clearlake.config import StackSecrets, state_dir
 from clearlake.errors import ConfigurationError
+from clearlake.settings import settings
 from clearlake.store import LakeFS
 
 PREFIX = "clearlake."
 KIND_RESULTS = "results"
-SIGNING_KEY_ENV = "CLEARLAKE_SIGNING_KEY"
 RESULTS_ROOT = "_clearlake/"  # = pipeline.RESULTS_ROOT (pipeline imports this module)
 RECORD_SIGNATURE = "signature"
 # Commit id → whether it changes only `_clearlake/`. A lakeFS commit id hashes the commit's
@@ -49,13 +48,13 @@ def signing_key(home: Path | None = None) -> bytes:
         ConfigurationError: neither is there. A key made up here would sign markers
             that validate nowhere else, so none is.
     """
-    if key := os.environ.get(SIGNING_KEY_ENV):
+    if key := settings().signing_key:
         return key.encode()
     try:
         secrets = StackSecrets.load(home or state_dir())
     except ConfigurationError as error:
         raise ConfigurationError(
-            f"no signing key ({SIGNING_KEY_ENV} is unset) and {error}") from None
+            f"no signing key (CLEARLAKE_SIGNING_KEY is unset) and {error}") from None
     return secrets.signing_key.get_secret_value().encode()
 
 

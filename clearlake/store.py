@@ -400,11 +400,14 @@ class LakeFS:
         metadata: dict[str, str] | None = None,
         *,
         strategy: str | None = None,
+        squash: bool = False,
     ) -> str:
         """Merge ref `source` into branch `destination`; return the resulting commit id.
 
         Args:
             strategy: None to fail on conflicts; 'source-wins' or 'dest-wins' to resolve them.
+            squash: one commit on `destination` whose only parent is its head, instead of a
+                merge commit that also keeps `source`'s commits in the history.
 
         Raises:
             DirtyBranchError: `destination` has uncommitted changes.
@@ -412,9 +415,8 @@ class LakeFS:
             HookRejectedError: a pre-merge hook refused the merge.
         """
         # allow_empty: a commit that changes no image still advances clearlake's marker.
-        merge = lakefs_sdk.Merge(
-            message=message or None, metadata=metadata or {}, strategy=strategy, allow_empty=True
-        )
+        merge = lakefs_sdk.Merge(message=message or None, metadata=metadata or {},
+                                 strategy=strategy, allow_empty=True, squash_merge=squash)
         with _translate("merge", repository, f"{source} into {destination}"):
             result = self.refs.merge_into_branch(repository, source, destination, merge=merge)
         return result.reference

@@ -3,8 +3,9 @@
 A lakeFS commit takes everything staged on a branch, so writing straight to a
 user's branch would sweep up their uncommitted work. A `Transaction` stages its
 writes on a temporary branch created from the branch's head, commits there and
-merges that commit back: the result is one atomic change, and concurrent commits
-to the branch are neither swept in nor lost (the merge is three-way).
+squash-merges that commit back: the result is one atomic change, one commit in the
+branch's history (whose only parent is the branch's previous head), and concurrent
+commits to the branch are neither swept in nor lost (the merge is three-way).
 
 lakeFS refuses to merge into a branch with uncommitted changes. The merge is
 retried with exponential backoff for `merge_timeout_s`; after that `MergePending`
@@ -19,7 +20,6 @@ it. If the branch is deleted anyway, the transaction raises `TransactionLost`.
 
 from __future__ import annotations
 
-import os
 import secrets
 import sys
 import time
@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from types import TracebackType
 
 from clearlake.errors import DirtyBranchError, NotFoundError
+from clearlake.settings import settings
 from clearlake.store import BackgroundUploads, LakeFS
 
 TEMP_BRANCH_PREFIX = "clearlake-tx-"
@@ -65,7 +66,7 @@ def current_flow_run() -> str | None:
 
         run_id = flow_run.id
     else:
-        run_id = os.environ.get("PREFECT__FLOW_RUN_ID")
+        run_id = settings().flow_run_id
     try:
         return str(uuid.UUID(run_id)) if run_id else None
     except ValueError:
@@ -109,7 +110,8 @@ def merge_with_retry(
     *,
     strategy: str | None = None,
 ) -> str:
-    """Merge `source` into `branch`, waiting out uncommitted changes for up to `timeout_s`.
+    """Squash-merge `source` into `branch` (one commit on `branch`), waiting out uncommitted
+    changes for up to `timeout_s`.
 
     Raises:
         DirtyBranchError: `branch` still had uncommitted changes when time ran out.
@@ -118,7 +120,8 @@ def merge_with_retry(
     delay = 0.2
     while True:
         try:
-            return lakefs.merge(repository, source, branch, message, metadata, strategy=strategy)
+            return lakefs.merge(repository, source, branch, message, metadata,
+                                strategy=strategy, squash=True)
         except DirtyBranchError:
             if time.monotonic() + delay > deadline:
                 raise

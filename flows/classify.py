@@ -26,6 +26,7 @@ from clearlake.config import DASK_WORKER_MALLOC_ENV
 from clearlake.errors import ConfigurationError, NotFoundError
 from clearlake.metrics_store import MetricsStore
 from clearlake.provenance import signing_key
+from clearlake.settings import settings
 from clearlake.store import LakeFS
 from clearlake.transaction import MergePending, Transaction, TransactionLost
 
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
     from distributed import LocalCluster
     from prefect_dask import DaskTaskRunner
 
-DASK_ADDRESS_ENV = "CLEARLAKE_DASK_ADDRESS"
 LOCK_LEASE_S = 60.0  # Prefect's minimum; renewed while the run lives, freed soon after it dies
 BATCH_RETRIES = 2
 
@@ -66,7 +66,7 @@ def resolve_dask_address(address: str | None, cluster_block: str | None) -> str 
             raise ConfigurationError(
                 f"no DaskCluster block named {cluster_block!r}: save one first, e.g. "
                 f"DaskCluster(address='tcp://host:8786').save({cluster_block!r})") from error
-    return address or os.environ.get(DASK_ADDRESS_ENV)
+    return address or settings().dask_address
 
 
 def dask_task_runner(address: str | None) -> DaskTaskRunner:

@@ -42,7 +42,9 @@ def test_a_lakectl_commit_is_classified_by_itself(
     commit_id, marker = latest_results(lakefs, repo, "main", signing_key())
     assert marker.source_commit == commit
     results = lakefs.get_commit(repo, commit_id)
-    assert results.parents[0] == commit  # exactly one results commit, right after the user's
+    # Exactly one results commit, right after the user's: the run's commit is squashed in,
+    # so the history reads one commit per run.
+    assert results.parents == [commit]
     assert marker.counts["computed"] == 3
     runs = [r for r in classify_runs(repo) if r.parameters.get("commit") == commit]
     assert len(runs) == 1 and str(runs[0].id) == marker.run_id

@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import functools
 import io
-import os
 import re
 import struct
 import warnings
@@ -200,16 +199,9 @@ def default_max_pixels() -> int:
     Raises:
         ValueError: the environment variable is set but is not a positive integer.
     """
-    raw = os.environ.get(MAX_PIXELS_ENV, "").strip().replace("_", "")
-    if not raw:
-        return DEFAULT_MAX_PIXELS
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{MAX_PIXELS_ENV}={raw!r} is not an integer") from None
-    if value <= 0:
-        raise ValueError(f"{MAX_PIXELS_ENV}={value} must be positive")
-    return value
+    from clearlake.settings import settings
+
+    return settings().max_pixels or DEFAULT_MAX_PIXELS
 
 
 def decode(data: bytes, *, max_pixels: int | None = None) -> DecodeResult:

@@ -102,11 +102,9 @@ def default_cache_dir() -> Path:
         ``$CLEARLAKE_CACHE_DIR``, or ``$XDG_CACHE_HOME/clearlake/metrics``
         (``~/.cache/clearlake/metrics`` when `XDG_CACHE_HOME` is unset).
     """
-    configured = os.environ.get(CACHE_DIR_ENV)
-    if configured:
-        return Path(configured).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "clearlake" / "metrics"
+    from clearlake.settings import cache_dir, settings
+
+    return settings().metrics_cache_dir or cache_dir() / "metrics"
 
 
 class CacheError(Exception):

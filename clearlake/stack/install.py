@@ -27,8 +27,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from clearlake.config import cache_dir
 from clearlake.errors import StackError
+from clearlake.settings import cache_dir
 
 # The one pin. A release whose go.mod this machine's Go (with GOTOOLCHAIN=auto) can build.
 LAKEFS_VERSION = "v1.84.0"

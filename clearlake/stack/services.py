@@ -45,6 +45,7 @@ from clearlake.config import (
     write_private,
 )
 from clearlake.errors import StackError
+from clearlake.settings import settings
 from clearlake.stack import forkserver, install, seaweedfs
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 Report = Callable[[str], None]
 HEALTH_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 20.0
-WEBHOOK_SECRET_ENV = "LAKEFSACTION_CLEARLAKE_WEBHOOK_SECRET"
+ACTIONS_WEBHOOK_SECRET_ENV = "LAKEFSACTION_CLEARLAKE_WEBHOOK_SECRET"
 WORK_POOL = "clearlake"
 POSTGRES_DATABASES = ("lakefs", "prefect")
 # Prefect's defaults poll for scheduled runs every 10 s and make a run wait up to
@@ -221,9 +222,7 @@ class Stack:
     ) -> None:
         self.home = (home or state_dir()).resolve()
         chosen = recorded_ports(self.home)
-        for name in DEFAULT_PORTS:
-            if env_port := os.environ.get(port_variable(name)):
-                chosen[name] = int(env_port)
+        chosen.update({n: p for n, p in settings().ports.items() if n in DEFAULT_PORTS})
         chosen.update(ports or {})
         self.ports = chosen
         self.profile = self._choose_profile(blockstore, database)
@@ -463,7 +462,7 @@ class Stack:
                 secrets.lakefs_secret_access_key.get_secret_value()
             ),
             # Read by the action files as {{ ENV.LAKEFSACTION_CLEARLAKE_WEBHOOK_SECRET }}.
-            WEBHOOK_SECRET_ENV: secrets.webhook_secret.get_secret_value(),
+            ACTIONS_WEBHOOK_SECRET_ENV: secrets.webhook_secret.get_secret_value(),
         }
         if self.profile.blockstore == "s3":
             blockstore = {
