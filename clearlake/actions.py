@@ -15,12 +15,13 @@ from collections.abc import Sequence
 import yaml
 
 from clearlake.bridge import SECRET_HEADER
+from clearlake.layout import ACTIONS_ROOT
 from clearlake.stack.services import ACTIONS_WEBHOOK_SECRET_ENV
 from clearlake.store import LakeFS
 from clearlake.transaction import commit_changed_files
 
-EVENTS_ACTION_PATH = "_lakefs_actions/clearlake.yaml"
-GATE_ACTION_PATH = "_lakefs_actions/clearlake-gate.yaml"
+EVENTS_ACTION_PATH = f"{ACTIONS_ROOT}clearlake.yaml"
+GATE_ACTION_PATH = f"{ACTIONS_ROOT}clearlake-gate.yaml"
 GATE_TIMEOUT = "5m"  # the gate may have to measure images nobody measured yet
 
 

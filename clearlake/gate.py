@@ -31,13 +31,12 @@ from typing import Any
 
 import yaml
 
-from clearlake import pipeline
-from clearlake.errors import NotFoundError
+from clearlake import layout, pipeline
+from clearlake.layout import POLICY_PATH
 from clearlake.metrics_store import MetricsStore
 from clearlake.provenance import signing_key, verified_record
 from clearlake.store import LakeFS
 
-POLICY_PATH = "_clearlake/policy.yaml"
 GATE_RECORDS = "gates"
 
 
@@ -100,10 +99,8 @@ class Verdict:
 
 def load_policy(lakefs: LakeFS, repository: str, ref: str) -> Policy | None:
     """The policy at `ref`, None when there is none."""
-    try:
-        return Policy.parse(lakefs.get_object(repository, ref, POLICY_PATH).decode())
-    except NotFoundError:
-        return None
+    text = lakefs.get_object_or_none(repository, ref, POLICY_PATH)
+    return None if text is None else Policy.parse(text.decode())
 
 
 def incoming_labels(
@@ -127,11 +124,8 @@ def incoming_labels(
     known: dict[str, dict[str, Any]] = {}
     missing: list[pipeline.Datum] = []
     for change in changes:
-        try:
-            stored = lakefs.get_object(repository, source_commit,
-                                       pipeline.record_path(change.path))
-        except NotFoundError:
-            stored = None
+        stored = lakefs.get_object_or_none(repository, source_commit,
+                                           layout.record_path(change.path))
         record = verified_record(stored, key, path=change.path, checksum=change.checksum)
         if record is not None:
             known[change.path] = record
@@ -210,8 +204,6 @@ def record_verdict(lakefs: LakeFS, verdict: Verdict) -> None:
 def recorded_verdict(lakefs: LakeFS, repository: str, source_commit: str) -> dict[str, Any] | None:
     """The verdict recorded for a source commit, None if the gate never saw it."""
     store = MetricsStore(lakefs)
-    try:
-        return json.loads(lakefs.get_object(store.repository, "main",
-                                            verdict_path(repository, source_commit)))
-    except NotFoundError:
-        return None
+    data = lakefs.get_object_or_none(store.repository, "main",
+                                     verdict_path(repository, source_commit))
+    return None if data is None else json.loads(data)

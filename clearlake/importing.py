@@ -43,6 +43,7 @@ from clearlake.errors import (
     LakeFSError,
     NotFoundError,
 )
+from clearlake.layout import NEVER_INPUTS
 from clearlake.store import LakeFS, _translate
 
 if TYPE_CHECKING:
@@ -53,8 +54,6 @@ DEFAULT_TIMEOUT_S = 3600.0
 # A post-commit hook runs after the commit, and lakeFS records its run once the hook
 # has answered; clearlake's hook times out after 30 s (clearlake.actions).
 HOOK_WAIT_S = 45.0
-# Where clearlake keeps its own files in a repository: an import must never replace them.
-RESERVED_PREFIXES = ("_clearlake/", "_lakefs_actions/")
 REGION = "us-east-1"
 
 
@@ -292,7 +291,7 @@ def normalise_destination(destination: str) -> str:
             "destination must be a folder such as images/: lakeFS's import replaces "
             "everything under its destination, and the branch root holds clearlake's "
             "results and lakeFS actions")
-    for reserved in RESERVED_PREFIXES:
+    for reserved in NEVER_INPUTS:
         if folder.startswith(reserved):
             raise ConfigurationError(
                 f"destination {folder!r} is inside {reserved!r}, which clearlake manages: "

@@ -76,13 +76,10 @@ def lineage(
     history = []
     seen: set[str] = set()
     for commit in lakefs.log(repository, ref, objects=[record_key]):
-        try:
-            old = verified_record(lakefs.get_object(repository, commit.id, record_key), key,
-                                  path=path)
-        except NotFoundError:
-            continue  # the commit that deleted it
+        old = verified_record(lakefs.get_object_or_none(repository, commit.id, record_key),
+                              key, path=path)
         if old is None:
-            continue  # someone else's version
+            continue  # the commit that deleted it, or someone else's version
         # A results commit and the merge that applied it both show the change: keep one.
         identity = f"{old['run_id']}/{old['checksum']}/{old['label']}"
         if identity in seen:

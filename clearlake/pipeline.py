@@ -16,7 +16,7 @@ A run of a branch, in four steps that `flows/classify.py` orchestrates:
    and the branch's updated table, and commits and merges the results with a
    signed marker: one atomic change that never sweeps up anyone's work.
 
-Results live under `_clearlake/` on the branch itself:
+Results live under `_clearlake/` on the branch itself (`clearlake.layout`):
 
     _clearlake/records/<image path>.json   one record per image (see `record_path`)
     _clearlake/tables/<branch>.parquet     every record of the branch, one table
@@ -37,7 +37,6 @@ import io
 import itertools
 import json
 import os
-import urllib.parse
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +45,14 @@ from typing import TYPE_CHECKING, Any
 
 from clearlake import __version__
 from clearlake.errors import LakeFSError, NotFoundError, PermissionDeniedError
+from clearlake.layout import (
+    MODEL_PATH,
+    NEVER_INPUTS,
+    RESULTS_LAYOUT,
+    check_layout,
+    record_path,
+    table_path,
+)
 from clearlake.metrics_store import MetricsStore, StoredAnalysis, documents_for
 from clearlake.provenance import (
     RECORD_SIGNATURE,
@@ -66,13 +73,7 @@ from clearlake.transaction import Transaction
 if TYPE_CHECKING:
     import pyarrow as pa
 
-RESULTS_ROOT = "_clearlake/"
-RECORDS_PREFIX = "_clearlake/records/"
-TABLES_PREFIX = "_clearlake/tables/"
-MODEL_PATH = "_clearlake/model/model.json"
-NEVER_INPUTS = (RESULTS_ROOT, "_lakefs_actions/")
 DEFAULT_BATCH_SIZE = 256  # chosen by bench.pipeline (bench/README.md)
-TABLE_LAYOUT = 2  # flat columns (layout 1 kept each record as JSON in a `record` column)
 TABLE_GROUP_ROWS = 1024  # rows per Parquet row group: the most a table update decodes at once
 PACKAGED_MODEL = "packaged"
 READ_CHUNK_IMAGES = 64  # images whose SHA-256s are looked up in the store together
@@ -190,6 +191,8 @@ def plan(
     source = source_of(lakefs, repository, commit or branch, key)
     latest = latest_results(lakefs, repository, branch, key)
     previous = latest[1] if latest else None
+    if previous is not None:
+        check_layout(previous.layout, f"the results of {repository}/{branch}")
     result = Plan(repository, branch, source, previous)
     if previous is None:
         changes: Iterator[ObjectInfo] = (
@@ -465,9 +468,8 @@ def load_model(lakefs: LakeFS, repository: str, ref: str) -> tuple[Model, str]:
     Returns:
         (model, the commit it was read from, or 'packaged').
     """
-    try:
-        data = lakefs.get_object(repository, ref, MODEL_PATH)
-    except NotFoundError:
+    data = lakefs.get_object_or_none(repository, ref, MODEL_PATH)
+    if data is None:
         return Model.load(None), PACKAGED_MODEL
     return Model.from_json(data.decode()), lakefs.get_commit(repository, ref).id
 
@@ -545,73 +547,9 @@ def relabel(
 # -- 4. write back ---------------------------------------------------------------------------
 
 
-def _percent(text: str) -> str:
-    return "".join(f"%{byte:02X}" for byte in text.encode("utf-8"))
-
-
-def _unsafe_in_key(char: str) -> bool:
-    """`%` (so the encoding reverses), `\\` (a Windows separator) and control characters."""
-    code = ord(char)
-    return char in "%\\" or code < 0x20 or 0x7F <= code <= 0x9F or char in "\u2028\u2029"
-
-
-def record_path(image_path: str) -> str:
-    """Where the record of `image_path` lives: `_clearlake/records/<encoded path>.json`.
-
-    lakeFS keys are flat strings, but `lakectl fs download`, `lakectl local` or an S3
-    sync write them to a disk, where `..` or a drive would leave `_clearlake/records/`.
-    So the path is percent-encoded (UTF-8, upper-case hex) wherever it could lead out:
-    `%` itself (so the encoding reverses), `\\`, control characters, a `:` second in a
-    segment (`C:` is a drive to Windows, `1:` to Python's ntpath), a `/` that would
-    leave an empty segment (leading, trailing, doubled), and segments of only dots and
-    spaces (`.`, `..`, and what Windows trims to them). `image_path_of` reverses it.
-
-    Every other path keeps the key it had before keys were encoded, so the records
-    already stored for them are found as before. A path with one of those characters
-    or segments has a new key: a record written before stays under the old key, unread;
-    `lineage` finds none until the image changes and a run writes one, and the gate
-    takes its metrics from the metrics store instead.
-    """
-    parts = []
-    for segment in image_path.split("/"):
-        if segment and not segment.strip(". "):
-            parts.append(_percent(segment))
-            continue
-        encoded = "".join(_percent(c) if _unsafe_in_key(c) else c for c in segment)
-        if encoded[1:2] == ":":
-            encoded = f"{encoded[0]}%3A{encoded[2:]}"
-        parts.append(encoded)
-    key = parts[0]
-    for before, part in itertools.pairwise(parts):
-        key += ("/" if before and part else "%2F") + part
-    return f"{RECORDS_PREFIX}{key}.json"
-
-
-def image_path_of(record_key: str) -> str:
-    """The image path whose record lives at `record_key`: the inverse of `record_path`.
-
-    Raises:
-        ValueError: `record_key` is not a key `record_path` makes.
-    """
-    if not (record_key.startswith(RECORDS_PREFIX) and record_key.endswith(".json")):
-        raise ValueError(f"not a record key: {record_key!r}")
-    path = urllib.parse.unquote(record_key[len(RECORDS_PREFIX):-len(".json")], errors="strict")
-    if record_path(path) != record_key:  # one key per path: refuse other spellings
-        raise ValueError(f"not a record key: {record_key!r}")
-    return path
-
-
-def table_path(branch: str) -> str:
-    """Where the table of `branch` lives."""
-    return f"{TABLES_PREFIX}{branch}.parquet"
-
-
 def load_table(lakefs: LakeFS, repository: str, ref: str, branch: str) -> bytes | None:
     """The table of `branch` at `ref`, as its Parquet bytes (None if it has none yet)."""
-    try:
-        return lakefs.get_object(repository, ref, table_path(branch))
-    except NotFoundError:
-        return None
+    return lakefs.get_object_or_none(repository, ref, table_path(branch))
 
 
 def table_records(table: bytes | None, *, key: bytes | None = None) -> list[dict[str, Any]]:
@@ -690,6 +628,7 @@ class _TableLayout:
         if text is None:
             return None
         data = json.loads(text)
+        check_layout(data["layout"], "this results table")
         return cls(metrics=data["metrics"], classes=data["classes"],
                    json_fields=tuple(data["json_fields"]))
 
@@ -700,7 +639,7 @@ class _TableLayout:
 
     def metadata(self) -> dict[bytes, bytes]:
         return {_TABLE_METADATA_KEY: json.dumps({
-            "layout": TABLE_LAYOUT, "metrics": self.metrics, "classes": self.classes,
+            "layout": RESULTS_LAYOUT, "metrics": self.metrics, "classes": self.classes,
             "json_fields": list(self.json_fields)}).encode()}
 
     def column_order(self, names: Iterable[str]) -> list[str]:

@@ -28,12 +28,12 @@ import lakefs_sdk
 
 from clearlake.config import StackSecrets, state_dir
 from clearlake.errors import ConfigurationError
+from clearlake.layout import RESULTS_LAYOUT, RESULTS_ROOT
 from clearlake.settings import settings
 from clearlake.store import LakeFS
 
 PREFIX = "clearlake."
 KIND_RESULTS = "results"
-RESULTS_ROOT = "_clearlake/"  # = pipeline.RESULTS_ROOT (pipeline imports this module)
 RECORD_SIGNATURE = "signature"
 # Commit id → whether it changes only `_clearlake/`. A lakeFS commit id hashes the commit's
 # metarange and parents, so the answer never changes for an id; bounded, cleared when full.
@@ -156,6 +156,7 @@ class ResultsMarker:
         counts: computed / reused / failed / removed / relabelled counts.
         retry: images whose measurement failed for want of their bytes (lakeFS
             unreachable, a worker lost for good); the next run measures them again.
+        layout: the results layout written (`clearlake.layout`; 1 before it was recorded).
     """
 
     repository: str
@@ -169,6 +170,7 @@ class ResultsMarker:
     clearlake_version: str
     counts: dict[str, int] = field(default_factory=dict)
     retry: list[str] = field(default_factory=list)
+    layout: int = RESULTS_LAYOUT
 
     def to_metadata(self, key: bytes) -> dict[str, str]:
         """lakeFS commit metadata (string values), with the signature."""
@@ -185,6 +187,7 @@ class ResultsMarker:
             "clearlake_version": self.clearlake_version,
             "counts": json.dumps(self.counts, sort_keys=True),
             "retry": json.dumps(self.retry),
+            "layout": str(self.layout),
             "signature": sign(key, self.repository, self.source_commit, self.run_id),
         }
         return {PREFIX + k: v for k, v in values.items()}
@@ -212,6 +215,7 @@ class ResultsMarker:
                 clearlake_version=meta["clearlake_version"],
                 counts=json.loads(meta["counts"]),
                 retry=json.loads(meta.get("retry", "[]")),
+                layout=int(meta.get("layout", "1")),
             )
         except (KeyError, ValueError):
             return None

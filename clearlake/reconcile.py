@@ -2,7 +2,8 @@
 
 lakeFS sends each webhook once, a run can be killed, and a write-back can be left
 pending behind someone's uncommitted changes. `clean_temporary_branches` settles
-what runs left behind; `uncovered_branches` finds the heads that still need a run.
+what runs left behind; the `reconcile` flow (flows/reconcile.py) then starts a run
+for each watched head that no results cover yet (`pipeline.is_covered`).
 """
 
 from __future__ import annotations

@@ -15,11 +15,12 @@ import re
 import ssl
 import threading
 import urllib.parse
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import lakefs_sdk
 import urllib3
@@ -314,15 +315,9 @@ class LakeFS:
 
     def list_repositories(self) -> list[str]:
         """Names of every repository."""
-        names: list[str] = []
-        after = ""
-        while True:
-            with _translate("list repositories"):
-                page = self.repositories.list_repositories(after=after, amount=PAGE_SIZE)
-            names.extend(r.id for r in page.results)
-            if not page.pagination.has_more:
-                return names
-            after = page.pagination.next_offset
+        pages = _paged(lambda after: self.repositories.list_repositories(
+            after=after, amount=PAGE_SIZE), "list repositories")
+        return [r.id for r in pages]
 
     def delete_repository(self, repository: str) -> None:
         """Delete `repository` (its stored objects stay in the blockstore)."""
@@ -348,17 +343,10 @@ class LakeFS:
 
     def list_branches(self, repository: str, prefix: str = "") -> list[tuple[str, str]]:
         """(name, head commit id) of every branch whose name starts with `prefix`."""
-        result: list[tuple[str, str]] = []
-        after = ""
-        while True:
-            with _translate("list branches", repository):
-                page = self.branches.list_branches(
-                    repository, prefix=prefix, after=after, amount=PAGE_SIZE
-                )
-            result.extend((ref.id, ref.commit_id) for ref in page.results)
-            if not page.pagination.has_more:
-                return result
-            after = page.pagination.next_offset
+        pages = _paged(lambda after: self.branches.list_branches(
+            repository, prefix=prefix, after=after, amount=PAGE_SIZE),
+            "list branches", repository)
+        return [(ref.id, ref.commit_id) for ref in pages]
 
     def head(self, repository: str, branch: str) -> str:
         """The commit id at the head of `branch`."""
@@ -451,17 +439,9 @@ class LakeFS:
             objects: only commits that changed one of these paths.
             prefixes: only commits that changed something under one of these prefixes.
         """
-        after = ""
-        while True:
-            with _translate("log", repository, ref):
-                page = self.refs.log_commits(
-                    repository, ref, after=after, amount=100, first_parent=first_parent,
-                    objects=objects, prefixes=prefixes,
-                )
-            yield from page.results
-            if not page.pagination.has_more:
-                return
-            after = page.pagination.next_offset
+        yield from _paged(lambda after: self.refs.log_commits(
+            repository, ref, after=after, amount=100, first_parent=first_parent,
+            objects=objects, prefixes=prefixes), "log", repository, ref)
 
     def hook_outputs(self, repository: str, run_id: str) -> list[tuple[str, str]]:
         """(hook id, log) of every hook of an action run: what each hook answered."""
@@ -545,7 +525,7 @@ class LakeFS:
     ) -> dict[str, bytes]:
         """The bytes of those of `paths` that exist, one GET each on `threads` threads."""
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            found = pool.map(lambda path: (path, self._read_if_exists(repository, ref, path)),
+            found = pool.map(lambda path: (path, self.get_object_or_none(repository, ref, path)),
                              paths)
             return {path: data for path, data in found if data is not None}
 
@@ -594,7 +574,8 @@ class LakeFS:
         entries = [(entry["path"], entry["physical_address"]) for entry in page["results"]]
         return entries, page["pagination"]["has_more"]
 
-    def _read_if_exists(self, repository: str, ref: str, path: str) -> bytes | None:
+    def get_object_or_none(self, repository: str, ref: str, path: str) -> bytes | None:
+        """The object's bytes, None if there is no object at `path` (or no `ref`)."""
         try:
             return self.get_object(repository, ref, path)
         except NotFoundError:
@@ -639,17 +620,11 @@ class LakeFS:
 
     def list_objects(self, repository: str, ref: str, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every object under `prefix` at `ref`, in path order, page by page."""
-        after = ""
-        while True:
-            with _translate("list objects", repository, ref, prefix or None):
-                page = self.objects.list_objects(
-                    repository, ref, prefix=prefix, after=after, amount=PAGE_SIZE
-                )
-            for stats in page.results:
-                yield ObjectInfo(stats.path, stats.checksum, stats.size_bytes or 0)
-            if not page.pagination.has_more:
-                return
-            after = page.pagination.next_offset
+        pages = _paged(lambda after: self.objects.list_objects(
+            repository, ref, prefix=prefix, after=after, amount=PAGE_SIZE),
+            "list objects", repository, ref, prefix or None)
+        for stats in pages:
+            yield ObjectInfo(stats.path, stats.checksum, stats.size_bytes or 0)
 
     def diff(
         self,
@@ -669,29 +644,33 @@ class LakeFS:
         merge of `right` into `left` brings in. With a `delimiter`, changed folders
         below `prefix` come back once each, with change 'prefix'.
         """
-        after = ""
-        while True:
-            with _translate("diff", repository, f"{left}..{right}", prefix or None):
-                page = self.refs.diff_refs(
-                    repository,
-                    left,
-                    right,
-                    after=after,
-                    amount=PAGE_SIZE,
-                    prefix=prefix,
-                    delimiter=delimiter,
-                    type="three_dot" if three_dot else "two_dot",
-                    include_right_stats=True,
-                )
-            for d in page.results:
-                if d.path_type == "common_prefix":
-                    yield ObjectInfo(d.path, "", 0, "prefix")
-                    continue
-                stats = d.right  # the object on the right side; None when removed
-                yield ObjectInfo(d.path, stats.checksum if stats else "", d.size_bytes or 0, d.type)
-            if not page.pagination.has_more:
-                return
-            after = page.pagination.next_offset
+        pages = _paged(lambda after: self.refs.diff_refs(
+            repository, left, right, after=after, amount=PAGE_SIZE, prefix=prefix,
+            delimiter=delimiter, type="three_dot" if three_dot else "two_dot",
+            include_right_stats=True), "diff", repository, f"{left}..{right}", prefix or None)
+        for d in pages:
+            if d.path_type == "common_prefix":
+                yield ObjectInfo(d.path, "", 0, "prefix")
+                continue
+            stats = d.right  # the object on the right side; None when removed
+            yield ObjectInfo(d.path, stats.checksum if stats else "", d.size_bytes or 0, d.type)
+
+
+def _paged(fetch: Callable[[str], Any], *context: str | None) -> Iterator[Any]:
+    """The results of a paginated lakeFS listing, one page fetched as the last is consumed.
+
+    Args:
+        fetch: asks for the page after the given offset ("" for the first).
+        context: what `_translate` names in an error (operation, repository, ref, path).
+    """
+    after = ""
+    while True:
+        with _translate(*context):
+            page = fetch(after)
+        yield from page.results
+        if not page.pagination.has_more:
+            return
+        after = page.pagination.next_offset
 
 
 def _just_before(path: str) -> str:

@@ -8,12 +8,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from clearlake.pipeline import MODEL_PATH, Datum, Measured
+from clearlake.layout import MODEL_PATH, SCORES_PATH
+from clearlake.pipeline import Datum, Measured
 from clearlake.quality.classifier import Model, train
 from clearlake.store import LakeFS
 from clearlake.transaction import Transaction
-
-SCORES_PATH = "_clearlake/model/scores.json"
 
 
 @dataclass(frozen=True)

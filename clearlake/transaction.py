@@ -159,7 +159,6 @@ class Transaction:
         self.strategy = strategy
         # Named after the flow run that opens it: reconcile never deletes a live run's branch.
         self.temp_branch = temp_branch_name(current_flow_run())
-        self.base_commit: str | None = None
         # Seconds of each step: creating the branch, waiting for queued uploads after the
         # last was queued, the commit, the merge (with its retries). A run reports them.
         self.seconds: dict[str, float] = {}
@@ -168,8 +167,7 @@ class Transaction:
 
     def __enter__(self) -> Transaction:
         with self._timed("branch"):
-            self.base_commit = self.lakefs.create_branch(self.repository, self.temp_branch,
-                                                         self.branch)
+            self.lakefs.create_branch(self.repository, self.temp_branch, self.branch)
         return self
 
     @contextmanager
@@ -289,11 +287,7 @@ def commit_changed_files(
     """Commit those of `files` whose content differs on `branch`, atomically; None if none do."""
     changed = {}
     for path, data in files.items():
-        try:
-            current = lakefs.get_object(repository, branch, path)
-        except NotFoundError:
-            current = None
-        if current != data:
+        if lakefs.get_object_or_none(repository, branch, path) != data:
             changed[path] = data
     if not changed:
         return None

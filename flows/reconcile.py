@@ -17,10 +17,9 @@ from uuid import UUID
 import yaml
 from prefect import flow, get_run_logger
 
-from clearlake import gate, pipeline
+from clearlake import gate, layout, pipeline
 from clearlake import reconcile as catch_up
 from clearlake.actions import EVENTS_ACTION_PATH, GATE_ACTION_PATH
-from clearlake.errors import NotFoundError
 from clearlake.provenance import signing_key, verified_marker
 from clearlake.store import LakeFS
 from clearlake.transaction import TEMP_BRANCH_PREFIX
@@ -30,10 +29,8 @@ RECENT_MERGES = 50
 
 
 def _installed(lakefs: LakeFS, repository: str, ref: str, path: str) -> dict[str, Any] | None:
-    try:
-        return yaml.safe_load(lakefs.get_object(repository, ref, path))
-    except NotFoundError:
-        return None
+    data = lakefs.get_object_or_none(repository, ref, path)
+    return None if data is None else yaml.safe_load(data)
 
 
 def flow_run_is_live(run_id: str) -> bool:
@@ -61,7 +58,7 @@ def foreign_results_writes(lakefs: LakeFS, repository: str, branch: str, key: by
     """
     found = []
     written = lakefs.log(repository, branch, first_parent=True,
-                         prefixes=[pipeline.RECORDS_PREFIX, pipeline.TABLES_PREFIX])
+                         prefixes=[layout.RECORDS_PREFIX, layout.TABLES_PREFIX])
     for count, commit in enumerate(written):
         if count >= RECENT_MERGES:
             break

@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from clearlake import pipeline
+from clearlake import layout, pipeline
 from clearlake.provenance import signing_key
 from clearlake.store import LakeFS
 
@@ -56,8 +56,8 @@ def commit_images(lakefs: LakeFS, repo: str, images: dict[str, bytes], branch: s
 def records_on(lakefs: LakeFS, repo: str, ref: str = "main") -> dict[str, dict[str, Any]]:
     """Every record at `ref`, by image path."""
     return {
-        pipeline.image_path_of(o.path): json.loads(lakefs.get_object(repo, ref, o.path))
-        for o in lakefs.list_objects(repo, ref, pipeline.RECORDS_PREFIX)
+        layout.image_path_of(o.path): json.loads(lakefs.get_object(repo, ref, o.path))
+        for o in lakefs.list_objects(repo, ref, layout.RECORDS_PREFIX)
     }
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from clearlake import pipeline
+from clearlake import layout
 from clearlake.provenance import ResultsMarker, latest_results, signing_key
 from clearlake.stack.services import Stack
 from clearlake.store import LakeFS
@@ -87,8 +87,8 @@ def test_commits_in_a_row_are_all_covered_and_results_trigger_nothing(
     wait_until(lambda: all(r.state.is_final() for r in classify_runs(repo)))
     time.sleep(3)  # a results commit that triggered a run would show one by now
     assert len(classify_runs(repo)) - before == len(commits)  # one per user commit, none more
-    records = {o.path for o in lakefs.list_objects(repo, "main", pipeline.RECORDS_PREFIX)}
-    assert {pipeline.record_path(f"row/{i}.jpg") for i in range(4)} <= records
+    records = {o.path for o in lakefs.list_objects(repo, "main", layout.RECORDS_PREFIX)}
+    assert {layout.record_path(f"row/{i}.jpg") for i in range(4)} <= records
     results_merges = [c for c in lakefs.log(repo, "main", first_parent=True)
                       if ResultsMarker.from_metadata(c.metadata, key)]
     assert len(results_merges) <= len(commits) + 1  # + the one for the action files

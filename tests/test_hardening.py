@@ -25,7 +25,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from clearlake import pipeline
+from clearlake import layout
 from clearlake.bridge import MAX_BODY_BYTES, SECRET_HEADER, Bridge, create_app, event_id
 from clearlake.config import StackSecrets, lakefs_settings
 from clearlake.errors import ConfigurationError
@@ -337,9 +337,9 @@ def assert_contained(key: str) -> None:
 
 @pytest.mark.parametrize("path", HOSTILE_PATHS)
 def test_hostile_paths_get_keys_that_stay_inside_and_decode_back(path: str) -> None:
-    key = pipeline.record_path(path)
+    key = layout.record_path(path)
     assert_contained(key)
-    assert pipeline.image_path_of(key) == path
+    assert layout.image_path_of(key) == path
 
 
 def test_random_paths_round_trip_and_stay_inside() -> None:
@@ -348,9 +348,9 @@ def test_random_paths_round_trip_and_stay_inside() -> None:
     keys = set()
     for _ in range(5000):
         path = "".join(rng.choice(alphabet) for _ in range(rng.randrange(12)))
-        key = pipeline.record_path(path)
+        key = layout.record_path(path)
         assert_contained(key)
-        assert pipeline.image_path_of(key) == path
+        assert layout.image_path_of(key) == path
         keys.add((path, key))
     assert len({k for _, k in keys}) == len({p for p, _ in keys})  # one key per path
 
@@ -358,8 +358,8 @@ def test_random_paths_round_trip_and_stay_inside() -> None:
 @pytest.mark.parametrize("path", ORDINARY_PATHS)
 def test_ordinary_paths_keep_the_key_they_had(path: str) -> None:
     # Records stored before keys were encoded stay where `record_path` looks for them.
-    assert pipeline.record_path(path) == f"{ROOT}{path}.json"
-    assert pipeline.image_path_of(f"{ROOT}{path}.json") == path
+    assert layout.record_path(path) == f"{ROOT}{path}.json"
+    assert layout.image_path_of(f"{ROOT}{path}.json") == path
 
 
 @pytest.mark.parametrize("key", [
@@ -368,7 +368,7 @@ def test_ordinary_paths_keep_the_key_they_had(path: str) -> None:
 ])
 def test_keys_record_path_does_not_make_are_not_decoded(key: str) -> None:
     with pytest.raises(ValueError):
-        pipeline.image_path_of(key)
+        layout.image_path_of(key)
 
 
 # -- against the real stack ------------------------------------------------------------------
@@ -437,10 +437,10 @@ def test_lineage_answers_for_a_hostile_path(lakefs: LakeFS, repo: str) -> None:
     record = sign_record({"path": path, "checksum": "c", "label": "good", "source_commit": "s",
                           "run_id": "r", "origin": "computed", "model_id": "m",
                           "computed_at": 0}, signing_key())
-    lakefs.upload_object(repo, "main", pipeline.record_path(path), json.dumps(record).encode())
+    lakefs.upload_object(repo, "main", layout.record_path(path), json.dumps(record).encode())
     commit = lakefs.commit(repo, "main", "a record")
     found = lineage(lakefs, repo, path)
     assert found.record == record and [h.commit for h in found.history] == [commit]
-    listed = [pipeline.image_path_of(o.path)
-              for o in lakefs.list_objects(repo, "main", pipeline.RECORDS_PREFIX)]
+    listed = [layout.image_path_of(o.path)
+              for o in lakefs.list_objects(repo, "main", layout.RECORDS_PREFIX)]
     assert listed == [path]

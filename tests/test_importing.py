@@ -16,7 +16,7 @@ import boto3
 import pytest
 
 from blocks import LakeFSCredentials, LakeFSRepository
-from clearlake import pipeline
+from clearlake import layout
 from clearlake.config import StackSecrets
 from clearlake.errors import ConfigurationError, ConflictError, DirtyBranchError
 from clearlake.importing import (
@@ -69,8 +69,8 @@ def put_photos(stack: Stack, prefix: str, count: int) -> dict[str, bytes]:
 
 
 def records_exist(lakefs: LakeFS, repo: str, paths: list[str]) -> bool:
-    found = {o.path for o in lakefs.list_objects(repo, "main", pipeline.RECORDS_PREFIX)}
-    return {pipeline.record_path(p) for p in paths} <= found
+    found = {o.path for o in lakefs.list_objects(repo, "main", layout.RECORDS_PREFIX)}
+    return {layout.record_path(p) for p in paths} <= found
 
 
 def branch_state(lakefs: LakeFS, repo: str, branch: str = "main") -> tuple[str, bool]:

@@ -12,7 +12,7 @@ import cv2
 import pytest
 from distributed import Client
 
-from clearlake import pipeline
+from clearlake import layout, pipeline
 from clearlake.config import DASK_WORKER_MALLOC_ENV
 from clearlake.errors import NotFoundError
 from clearlake.lineage import lineage
@@ -167,9 +167,9 @@ def test_a_dirty_branch_leaves_the_results_pending_without_losing_them(
     summary = classify(repo, merge_timeout_s=1.0)
     assert summary["status"] == "pending"
     with pytest.raises(NotFoundError):
-        lakefs.get_object(repo, "main", pipeline.record_path("x.jpg"))
+        lakefs.get_object(repo, "main", layout.record_path("x.jpg"))
     pending = summary["pending_branch"]
-    assert lakefs.get_object(repo, pending, pipeline.record_path("x.jpg"))
+    assert lakefs.get_object(repo, pending, layout.record_path("x.jpg"))
     assert lakefs.has_uncommitted_changes(repo, "main")  # the user's upload untouched
 
 
@@ -187,7 +187,7 @@ def test_a_new_model_relabels_from_stored_metrics_without_decoding(
     labels = ["soft" if int(r["path"].split("/")[1].split(".")[0]) % 2 else "sharp"
               for r in table]
     model = train([r["metrics"] for r in table], labels, [r["path"] for r in table])
-    lakefs.upload_object(repo, "main", pipeline.MODEL_PATH, model.to_json().encode())
+    lakefs.upload_object(repo, "main", layout.MODEL_PATH, model.to_json().encode())
     lakefs.commit(repo, "main", "a new model")
 
     second = classify(repo)
@@ -229,7 +229,7 @@ def test_train_classifier_commits_a_model_that_relabels_everything(
 
     trained = train_classifier(repo, "main", "labels.csv", dask_address=dask_address)
     assert trained["computed"] == 0  # every metric came from the store
-    assert json.loads(lakefs.get_object(repo, "main", pipeline.MODEL_PATH))
+    assert json.loads(lakefs.get_object(repo, "main", layout.MODEL_PATH))
     second = classify(repo)
     assert second["counts"]["relabelled"] == 10 and second["counts"]["computed"] == 0
     assert {r["model_id"] for r in records_on(lakefs, repo).values()} == {trained["model_id"]}

@@ -109,3 +109,4 @@ def test_no_credentials_anywhere_says_where_it_looked(clean_env: Path) -> None:
     assert "LAKEFS_ACCESS_KEY_ID" in message and ".lakectl.yaml" in message
     assert str(clean_env / "stack" / "secrets.json") in message
     assert not (clean_env / "stack").exists()  # looking created nothing
+

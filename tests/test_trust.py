@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from clearlake import pipeline
+from clearlake import layout, pipeline
 from clearlake.errors import NotFoundError
 from clearlake.gate import POLICY_PATH, evaluate_merge, incoming_labels
 from clearlake.lineage import lineage
@@ -100,7 +100,7 @@ def test_a_commit_under_a_copied_marker_is_classified_and_foreign_writes_are_rep
     wait_until(lambda: settled(lakefs, repo) and "b.jpg" in records_on(lakefs, repo))
 
     # A user's own record under _clearlake/ is not trusted, and reconcile says so.
-    lakefs.upload_object(repo, "main", pipeline.record_path("a.jpg"), b'{"label": "good"}')
+    lakefs.upload_object(repo, "main", layout.record_path("a.jpg"), b'{"label": "good"}')
     forged = lakefs.commit(repo, "main", "my own record")
     wait_until(lambda: settled(lakefs, repo))  # its own triggered run
     report = reconcile([repo])[repo]
@@ -142,7 +142,7 @@ def test_a_forged_record_does_not_get_a_blurry_image_past_the_gate(
         branch = f"forged-{how.replace(' ', '-')}"
         lakefs.create_branch(repo, branch, "main")
         info = lakefs.upload_object(repo, branch, blurred, image)
-        lakefs.upload_object(repo, branch, pipeline.record_path(blurred),
+        lakefs.upload_object(repo, branch, layout.record_path(blurred),
                              json.dumps(_forged(how, genuine, info)).encode())
         source = lakefs.commit(repo, branch, "a blurred image, with a record calling it good")
 
@@ -184,7 +184,7 @@ def test_lineage_leaves_out_a_forged_version_of_a_record(
     genuine = records_on(lakefs, repo)["cat.jpg"]
     assert genuine["label"] == "blurry"
     forged = {**genuine, "label": "good", "probabilities": {"good": 1.0}}  # stale signature
-    lakefs.upload_object(repo, "main", pipeline.record_path("cat.jpg"),
+    lakefs.upload_object(repo, "main", layout.record_path("cat.jpg"),
                          json.dumps(forged).encode())
     lakefs.commit(repo, "main", "call the cat good")
     with pytest.raises(NotFoundError, match="not written by clearlake"):

@@ -123,7 +123,7 @@ def demo(
 ) -> None:
     """Start the stack, commit images with lakectl and watch clearlake classify them."""
     from clearlake.actions import install_actions, render_actions
-    from clearlake.gate import POLICY_PATH
+    from clearlake.layout import POLICY_PATH
     from clearlake.stack.install import install_lakefs
     from clearlake.stack.services import Stack
     from clearlake.store import LakeFS
