@@ -395,5 +395,18 @@ def test_batches_are_large_then_shrink_so_the_workers_finish_together() -> None:
     assert [d for b in pipeline.batches(datums, 256, workers=2) for d in b] == datums
     assert sizes[0] == 250 and max(sizes) <= 256  # a quarter of the work: one of 2 × 2 shares
     assert sizes == sorted(sizes, reverse=True)
-    assert min(sizes[:-1]) == 64  # never below a quarter of the batch size, but for the rest
+    assert sizes[-4:] == [59, 59, 59, 59]  # the last round: two equal shares per worker
     assert len(pipeline.batches(datums, 256, workers=8)) > len(sizes)
+
+
+@pytest.mark.parametrize(("images", "workers", "expected"), [
+    (200, 2, [50, 50, 50, 50]),  # not 64, 64, 64, 8: one worker would do 128 of 200
+    (8, 2, [4, 4]),  # a small commit still keeps both workers busy
+    (1, 2, [1]),
+    (100, 1, [50, 50]),
+])
+def test_a_small_run_is_split_in_equal_shares(
+    images: int, workers: int, expected: list[int]
+) -> None:
+    datums = [pipeline.Datum(f"{i}.jpg", "c", 1) for i in range(images)]
+    assert [len(b) for b in pipeline.batches(datums, 256, workers)] == expected

@@ -52,7 +52,9 @@ if TYPE_CHECKING:
     from clearlake.stack.postgres import Postgres
 
 Report = Callable[[str], None]
-HEALTH_TIMEOUT_S = 120.0
+# Prefect's server needs about 10 s on an idle 2-core machine, minutes on a busy one
+# (its database migrations compete for the cores): wait generously, fail only when stuck.
+HEALTH_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 20.0
 ACTIONS_WEBHOOK_SECRET_ENV = "LAKEFSACTION_CLEARLAKE_WEBHOOK_SECRET"
 WORK_POOL = "clearlake"
@@ -143,7 +145,7 @@ def _process_start_time(pid: int) -> int | None:
 
 def _is_healthy(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with urllib.request.urlopen(url, timeout=10) as response:
             return 200 <= response.status < 300
     except (urllib.error.URLError, OSError):
         return False
