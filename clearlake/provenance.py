@@ -136,6 +136,9 @@ class ResultsMarker:
         counts: computed / reused / failed / removed / relabelled counts.
         retry: images whose measurement failed for want of their bytes (lakeFS
             unreachable, a worker lost for good); the next run measures them again.
+        metric_versions: {name: version} of the metrics the records hold.
+        scripts: the scripts repository commit metrics were loaded from
+            (``lakefs://repo/ref@commit``), or "".
     """
 
     repository: str
@@ -149,6 +152,8 @@ class ResultsMarker:
     clearlake_version: str
     counts: dict[str, int] = field(default_factory=dict)
     retry: list[str] = field(default_factory=list)
+    metric_versions: dict[str, str] = field(default_factory=dict)
+    scripts: str = ""
 
     def to_metadata(self, key: bytes) -> dict[str, str]:
         """lakeFS commit metadata (string values), with the signature."""
@@ -165,6 +170,8 @@ class ResultsMarker:
             "clearlake_version": self.clearlake_version,
             "counts": json.dumps(self.counts, sort_keys=True),
             "retry": json.dumps(self.retry),
+            "metric_versions": json.dumps(self.metric_versions, sort_keys=True),
+            "scripts": self.scripts,
             "signature": sign(key, self.repository, self.source_commit, self.run_id),
         }
         return {PREFIX + k: v for k, v in values.items()}
@@ -192,6 +199,8 @@ class ResultsMarker:
                 clearlake_version=meta["clearlake_version"],
                 counts=json.loads(meta["counts"]),
                 retry=json.loads(meta.get("retry", "[]")),
+                metric_versions=json.loads(meta.get("metric_versions", "{}")),
+                scripts=meta.get("scripts", ""),
             )
         except (KeyError, ValueError):
             return None
