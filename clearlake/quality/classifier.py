@@ -179,9 +179,9 @@ class Model:
         self._data = dict(data)
         _validate(self._data, check_version)
         self._metrics = _metric_versions(self._data)
-        if check_version:
+        if check_version:  # built-ins are known now; other metrics when a run has them
             builtin = builtin_metrics()
-            self.check(builtin.select(n for n in self._metrics if n in builtin))
+            self.check(builtin, only=[n for n in self._metrics if n in builtin])
         nb = self._data["nb"]
         self._features: tuple[str, ...] = tuple(self._data["features"])
         self._mean = np.asarray(self._data["scaler"]["mean"], dtype=np.float64)
@@ -290,16 +290,17 @@ class Model:
         """``{name: version}`` of every metric the model reads."""
         return dict(self._metrics)
 
-    def check(self, metric_set: MetricSet) -> None:
+    def check(self, metric_set: MetricSet, *, only: Sequence[str] | None = None) -> None:
         """Make sure `metric_set` computes every metric this model reads, at its version.
 
-        Metrics the model does not read and `metric_set` lacks are not checked.
+        Args:
+            metric_set: the metrics a run computes.
+            only: check only these of the model's metrics.
 
         Raises:
             MissingMetricError: naming each metric missing or of another version.
         """
-        wanted = {n: v for n, v in self._metrics.items()
-                  if n in metric_set or n not in builtin_metrics()}
+        wanted = {n: v for n, v in self._metrics.items() if only is None or n in only}
         missing = {n: v for n, v in wanted.items()
                    if n not in metric_set or metric_set[n].version != v}
         if not missing:
