@@ -232,11 +232,12 @@ class MetricsStore:
         held = []
         for version in LEGACY_ANALYSES:
             try:
-                if next(iter(self.lakefs.list_objects(self.repository, STORE_BRANCH,
-                                                      f"analyses/{version}/")), None):
-                    held.append(version)
+                entries, _ = self.lakefs._list_entries(  # one entry is enough to know
+                    self.repository, STORE_BRANCH, f"analyses/{version}/", after="", amount=1)
             except NotFoundError:
                 return []
+            if entries:
+                held.append(version)
         return held
 
     def _legacy(self, version: str, sha256s: Iterable[str]) -> dict[str, StoredAnalysis]:
