@@ -131,7 +131,7 @@ def _import(lakefs: LakeFS, repository: str, commit: str) -> list[Metric]:
     package = f"clearlake_scripts.{re.sub(r'[^a-z0-9_]', '_', repository)}_{commit[:16]}"
     metrics = []
     for info in lakefs.list_objects(repository, commit):
-        if not info.path.endswith(".py") or info.path.startswith(("_lakefs_actions/", "_")):
+        if not info.path.endswith(".py") or info.path.startswith("_"):  # _lakefs_actions/ …
             continue
         stem = re.sub(r"\W", "_", info.path[:-3])
         name = f"{package}.{stem}"

@@ -379,12 +379,10 @@ def _referenced(tree: ast.AST, namespace: Mapping[str, Any]) -> Iterator[tuple[A
             yield namespace[node.id], node.id
         elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
               and isinstance(namespace.get(node.value.id), types.ModuleType)):
-            module = namespace[node.value.id]
-            if module.__name__.split(".")[0] == "clearlake" or hasattr(module, "__file__"):
-                with contextlib.suppress(AttributeError):
-                    value = getattr(module, node.attr)
-                    if not isinstance(value, types.ModuleType):
-                        yield value, f"{node.value.id}.{node.attr}"
+            with contextlib.suppress(AttributeError):
+                value = getattr(namespace[node.value.id], node.attr)
+                if not isinstance(value, types.ModuleType):
+                    yield value, f"{node.value.id}.{node.attr}"
 
 
 def _plain_tuple(value: Any) -> bool:
