@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import yaml
 
 from clearlake.errors import ConfigurationError, NotFoundError
-from clearlake.quality.registry import _MARK, Metric
+from clearlake.quality.registry import _MARK, VERSION_NAME, Metric
 from clearlake.store import LakeFS
 
 CONFIG_PATH = "_clearlake/config.yaml"
@@ -127,30 +127,49 @@ def load(lakefs: LakeFS, pin: ScriptsPin) -> list[Metric]:
 
 
 def _import(lakefs: LakeFS, repository: str, commit: str) -> list[Metric]:
-    source = f"scripts@{commit[:12]}"
     package = f"clearlake_scripts.{re.sub(r'[^a-z0-9_]', '_', repository)}_{commit[:16]}"
     metrics = []
     for info in lakefs.list_objects(repository, commit):
         if not info.path.endswith(".py") or info.path.startswith("_"):  # _lakefs_actions/ …
             continue
         stem = re.sub(r"\W", "_", info.path[:-3])
-        name = f"{package}.{stem}"
-        filename = f"<lakefs://{repository}@{commit}/{info.path}>"
         text = lakefs.get_object(repository, commit, info.path).decode("utf-8")
-        # inspect reads a function's source (to version it) from linecache.
-        linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
-        module = types.ModuleType(name)
-        module.__file__ = filename
-        sys.modules[name] = module
-        try:
-            exec(compile(text, filename, "exec"), module.__dict__)  # opted in: see above
-        except Exception as error:  # (any error of someone else's module)
-            del sys.modules[name]
-            raise ConfigurationError(
-                f"metric module {info.path} of lakefs://{repository}@{commit[:12]} cannot be "
-                f"imported: {type(error).__name__}: {error}") from error
-        for value in list(vars(module).values()):
-            if isinstance(value, types.FunctionType) and value.__module__ == name and hasattr(
-                    value, _MARK):
-                metrics.append(Metric.of(getattr(value, _MARK), value, source))
+        metrics += module_metrics(
+            text, f"{package}.{stem}", f"<lakefs://{repository}@{commit}/{info.path}>",
+            version_name=f"clearlake_scripts.{repository}.{stem}", source=f"scripts@{commit[:12]}")
     return metrics
+
+
+def module_metrics(
+    text: str, name: str, filename: str, *, version_name: str, source: str
+) -> list[Metric]:
+    """Import one metric module from its source text; return the metrics it marks.
+
+    Args:
+        text: the module's source.
+        name: its import name (unique: it carries the commit).
+        filename: where it came from, for tracebacks and `inspect` (through linecache).
+        version_name: its name in versions, without the commit: the same code at
+            another commit keeps its version.
+        source: the metrics' source label (`scripts@<commit>`).
+
+    Raises:
+        ConfigurationError: the module cannot be imported, or marks an invalid metric.
+    """
+    # inspect reads a function's source (to version it) from linecache.
+    linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+    module = types.ModuleType(name)
+    module.__file__ = filename
+    setattr(module, VERSION_NAME, version_name)
+    sys.modules[name] = module
+    try:
+        exec(compile(text, filename, "exec"), module.__dict__)  # opted in: see above
+    except Exception as error:  # (any error of someone else's module)
+        del sys.modules[name]
+        raise ConfigurationError(
+            f"metric module {filename} cannot be imported: {type(error).__name__}: {error}"
+        ) from error
+    return [Metric.of(getattr(value, _MARK), value, source)
+            for value in list(vars(module).values())
+            if isinstance(value, types.FunctionType) and value.__module__ == name
+            and hasattr(value, _MARK)]

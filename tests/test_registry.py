@@ -297,3 +297,43 @@ def test_a_scripts_pin_names_a_commit() -> None:
     for bad in ("lakefs://scripts/main", "lakefs://scripts/main@HEAD", "s3://scripts/main@abc"):
         with pytest.raises(ConfigurationError, match="not of the form"):
             ScriptsPin.parse(bad)
+
+
+def test_a_scripts_module_keeps_its_versions_across_commits_unless_its_code_changes() -> None:
+    from clearlake.scripts import module_metrics
+
+    source = textwrap.dedent('''
+        from clearlake.quality.registry import metric
+
+        SCALE = {scale}
+
+        @metric("luma_score")
+        def luma(image):
+            """{doc}"""
+            return float(image.grey.mean()) * SCALE
+
+        @metric("other_score")
+        def other(image):
+            return 1.0
+    ''')
+
+    def load(commit: str, scale: str = "1.0", doc: str = "Mean luma.") -> dict[str, Metric]:
+        found = module_metrics(
+            source.format(scale=scale, doc=doc), f"clearlake_scripts.s_{commit}.luma",
+            f"<lakefs://s@{commit}/luma.py>", version_name="clearlake_scripts.s.luma",
+            source=f"scripts@{commit}")
+        return {m.name: m for m in found}
+
+    first = load("c1")
+    reworded = load("c2", doc="Reworded.")
+    rescaled = load("c3", scale="2.0")
+    assert first["luma_score"].source == "scripts@c1"
+    assert {n: m.version for n, m in reworded.items()} == {
+        n: m.version for n, m in first.items()}
+    assert rescaled["luma_score"].version != first["luma_score"].version
+    assert rescaled["other_score"].version == first["other_score"].version
+    values, _ = MetricSet(rescaled.values()).compute(_astronaut())
+    assert values["luma_score"] == 2.0 * float(_astronaut().grey.mean())
+    with pytest.raises(ConfigurationError, match=r"cannot be imported: SyntaxError"):
+        module_metrics("def (", "clearlake_scripts.s_bad.x", "<bad>", version_name="x",
+                       source="scripts@bad")

@@ -57,6 +57,7 @@ ENTRY_POINT_GROUP = "clearlake.metrics"
 BUILTIN = "built-in"
 METRIC_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _MARK = "__clearlake_metric__"
+VERSION_NAME = "__clearlake_version_name__"
 
 #: Metric sets from before metrics had versions of their own (stored analyses, results
 #: markers and models name them), and the versions of today's built-ins that reproduce
@@ -321,13 +322,14 @@ def fingerprint(function: Callable[..., Any]) -> str:
     pending: list[Any] = [root]
     while pending:
         obj = inspect.unwrap(pending.pop())
-        key = f"{obj.__module__}.{obj.__qualname__}"
+        module = _version_name(obj)
+        key = f"{module}.{obj.__qualname__}"
         if key in code:
             continue
         code[key], referenced = _parsed(obj)
         for value, name in referenced:
             if isinstance(value, _PLAIN) or _plain_tuple(value):
-                params[f"{obj.__module__}.{name}"] = value
+                params[f"{module}.{name}"] = value
             elif _in_scope(value, scope):
                 if inspect.isfunction(inspect.unwrap(value)) or inspect.isclass(value):
                     pending.append(value)
@@ -338,6 +340,16 @@ def fingerprint(function: Callable[..., Any]) -> str:
     blob = json.dumps({"code": code, "params": params, "libraries": libraries,
                        "decoder": DECODER_VERSION}, sort_keys=True, default=repr)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _version_name(obj: Any) -> str:
+    """The name `obj`'s module has in versions: its `__clearlake_version_name__` if it sets
+    one (a scripts module, whose import name carries the commit it came from: the same
+    code at another commit is the same version), else its import name."""
+    namespace = getattr(obj, "__globals__", None)
+    if namespace is None:
+        namespace = vars(sys.modules[obj.__module__]) if obj.__module__ in sys.modules else {}
+    return namespace.get(VERSION_NAME, obj.__module__)
 
 
 @functools.lru_cache(maxsize=1024)
