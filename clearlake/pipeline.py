@@ -6,8 +6,9 @@ A run of a branch, in four steps that `flows/classify.py` orchestrates:
    asks lakeFS for the two-dot diff between it and the commit to process, restricted
    to the input paths. Only added and changed images are measured; results of
    removed ones are deleted. The first run of a branch takes everything.
-2. `measure_batch` (on a Dask worker) reuses stored metrics by content hash, reads
-   from lakeFS only what the metrics store has never seen, and measures it.
+2. `measure_batch` (on a Dask worker) reuses stored metrics by content hash and
+   (name, version), reads from lakeFS only the images that lack one, and computes
+   only the metrics they lack (see `clearlake.quality.registry`).
 3. `label` classifies from metrics alone (no decoding), in the flow's process, batch
    by batch as the batches finish; each batch's new store entries (`store_documents`)
    and records (`record_files`) are uploaded right away, while later batches are
