@@ -488,6 +488,7 @@ class Bench:
             "results_commit": summary.get("results_commit"),
             "error": _error_of(text) if failed else None,
             "counts": summary.get("counts", {}),
+            "metrics_computed": summary.get("metrics_computed", {}),
             "phases_s": summary.get("seconds", {}),
             "transaction_s": summary.get("transaction_seconds", {}),
             "process_wall_s": wall,

@@ -7,6 +7,7 @@ On each processed branch, under `_clearlake/` (and nowhere else):
     _clearlake/model/model.json            a model trained into the branch
     _clearlake/model/scores.json           its held-out scores
     _clearlake/policy.yaml                 the quality gate's policy (written by people)
+    _clearlake/config.yaml                 the metric scripts pinned (written by people)
 
 lakeFS's own `_lakefs_actions/` holds the hooks `init-repo` installs. Neither folder
 is ever an input, and an import never writes into them.
@@ -36,6 +37,7 @@ TABLES_PREFIX = f"{RESULTS_ROOT}tables/"
 MODEL_PATH = f"{RESULTS_ROOT}model/model.json"
 SCORES_PATH = f"{RESULTS_ROOT}model/scores.json"
 POLICY_PATH = f"{RESULTS_ROOT}policy.yaml"
+CONFIG_PATH = f"{RESULTS_ROOT}config.yaml"
 # Folders that are never images to classify, and that an import never writes into.
 NEVER_INPUTS = (RESULTS_ROOT, ACTIONS_ROOT)
 

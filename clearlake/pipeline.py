@@ -6,8 +6,9 @@ A run of a branch, in four steps that `flows/classify.py` orchestrates:
    asks lakeFS for the two-dot diff between it and the commit to process, restricted
    to the input paths. Only added and changed images are measured; results of
    removed ones are deleted. The first run of a branch takes everything.
-2. `measure_batch` (on a Dask worker) reuses stored metrics by content hash, reads
-   from lakeFS only what the metrics store has never seen, and measures it.
+2. `measure_batch` (on a Dask worker) reuses stored metrics by content hash and
+   (name, version), reads from lakeFS only the images that lack one, and computes
+   only the metrics they lack (see `clearlake.quality.registry`).
 3. `label` classifies from metrics alone (no decoding), in the flow's process, batch
    by batch as the batches finish; each batch's new store entries (`store_documents`)
    and records (`record_files`) are uploaded right away, while later batches are
@@ -53,7 +54,13 @@ from clearlake.layout import (
     record_path,
     table_path,
 )
-from clearlake.metrics_store import MetricsStore, StoredAnalysis, documents_for
+from clearlake.metrics_store import (
+    LEGACY_ANALYSES,
+    ImageMetrics,
+    MetricsStore,
+    StoredAnalysis,
+    documents_for,
+)
 from clearlake.provenance import (
     RECORD_SIGNATURE,
     ResultsMarker,
@@ -63,8 +70,9 @@ from clearlake.provenance import (
     verified_marker,
     verified_record,
 )
-from clearlake.quality.analyse import ANALYSIS_VERSION, analyse
+from clearlake.quality.analyse import analyse, analysis_version
 from clearlake.quality.classifier import Model
+from clearlake.quality.registry import Metric, MetricSet, available
 from clearlake.quality.score import IMAGE_EXTENSIONS
 from clearlake.quality.types import Outcome
 from clearlake.store import LakeFS, ObjectInfo
@@ -130,6 +138,8 @@ class Plan:
         removed: paths of removed images (their records are deleted).
         relabel_all: the model differs from the one that labelled the latest results,
             so every existing record is relabelled from its stored metrics.
+        new_metrics: metrics (name or version) the latest results do not hold: every
+            image is looked at, and only those metrics are computed.
         up_to_date: the source commit is already covered; the run does nothing.
     """
 
@@ -140,6 +150,7 @@ class Plan:
     to_measure: list[Datum] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     relabel_all: bool = False
+    new_metrics: list[str] = field(default_factory=list)
     up_to_date: bool = False
 
 
@@ -176,8 +187,13 @@ def plan(
     inputs: Inputs,
     model_id: str,
     key: bytes,
+    metric_versions: dict[str, str] | None = None,
 ) -> Plan:
     """Work out what a run must measure, relabel and remove; cost grows with the change.
+
+    A metric the latest results lack (added, or of another version: new code, a new
+    scripts pin) makes every image of the branch an input: the store has the other
+    metrics of each, so only the new ones are computed.
 
     Args:
         lakefs: the lakeFS client.
@@ -187,7 +203,11 @@ def plan(
         inputs: which paths are images.
         model_id: the id of the model this run labels with.
         key: the signing key that validates earlier results markers.
+        metric_versions: {name: version} of the metrics this run records (default:
+            `registry.available()`'s).
     """
+    if metric_versions is None:
+        metric_versions = available().versions
     source = source_of(lakefs, repository, commit or branch, key)
     latest = latest_results(lakefs, repository, branch, key)
     previous = latest[1] if latest else None
@@ -201,13 +221,17 @@ def plan(
         )
     else:
         result.relabel_all = previous.model_id != model_id
+        held = previous.metric_versions or LEGACY_ANALYSES.get(previous.analysis_version, {})
+        result.new_metrics = sorted(n for n, v in metric_versions.items() if held.get(n) != v)
         if lakefs.is_ancestor(repository, source, previous.source_commit):
-            result.up_to_date = not result.relabel_all
-            return result
-        if previous.analysis_version != ANALYSIS_VERSION:
-            # Metrics of another version are not comparable: measure everything again
-            # (the store still holds any bytes measured under this version elsewhere),
-            # and drop the records of images removed since.
+            if not result.new_metrics:
+                result.up_to_date = not result.relabel_all
+                return result
+            source = result.source_commit = previous.source_commit  # add them to what is covered
+        if result.new_metrics:
+            # Every image needs the new metrics (the store has the others, and copies of
+            # the bytes measured elsewhere): look at all of them, and drop the records of
+            # images removed since.
             removed = (c for c in input_changes(lakefs, repository, previous.source_commit,
                                                 source, inputs) if c.change == "removed")
             current = (
@@ -306,10 +330,15 @@ class Measured:
     Attributes:
         path: the image's path.
         checksum: lakeFS's checksum of the image.
-        analysis: the analysis (metrics, outcome, where first computed).
-        origin: 'computed' (decoded by this run) or 'reused' (from the store).
+        analysis: the analysis (metrics of the run's set, outcome, where first computed).
+        origin: 'computed' (this run decoded the image), 'reused' (every metric came
+            from the store) or 'failed' (the bytes could not be read).
         learned_sha256: True when this run read the bytes and learned the SHA-256 for
             `checksum` (the store should remember the mapping).
+        computed: the metrics this run computed for the image (empty when reused; every
+            one for a new image; only the new or changed ones for an image measured before).
+        document: the image's updated store document (as `ImageMetrics` fields) when this
+            run added to it, else None.
     """
 
     path: str
@@ -317,6 +346,8 @@ class Measured:
     analysis: StoredAnalysis
     origin: str
     learned_sha256: bool
+    computed: tuple[str, ...] = ()
+    document: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (what a Dask task returns)."""
@@ -325,7 +356,8 @@ class Measured:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Measured:
         """Inverse of `to_dict`."""
-        return cls(**{**data, "analysis": StoredAnalysis(**data["analysis"])})
+        return cls(**{**data, "analysis": StoredAnalysis(**data["analysis"]),
+                      "computed": tuple(data.get("computed", ()))})
 
 
 def measure_batch(
@@ -338,28 +370,40 @@ def measure_batch(
     io_threads: int = 4,
     *,
     presigned: bool = False,
+    metric_set: MetricSet | None = None,
 ) -> list[Measured]:
-    """Measure a batch of images, reusing stored metrics wherever the bytes are known.
+    """Measure a batch of images, computing only the metrics the store lacks for their bytes.
 
     The store is asked in bulk (a missing entry costs a request like a found one):
-    first for the whole batch by lakeFS checksum, which spares reading every image
-    whose bytes it knows; then the rest are read a chunk at a time, on `io_threads`
-    threads while this thread measures the chunk before, and each chunk's SHA-256s
-    are looked up together before anything is decoded.
+    first for the whole batch by lakeFS checksum, then for the documents of the
+    SHA-256s it knows. An image whose document holds every (metric, version) of
+    `metric_set` is not read at all. The rest are read a chunk at a time, on
+    `io_threads` threads while this thread measures the chunk before, and each
+    chunk's SHA-256s are looked up together before anything is decoded. An image is
+    decoded at most once, and only when at least one of its metrics is missing; then
+    only the missing metrics are computed and merged into its document.
 
     With `presigned` (a blockstore that presigns), the images' bytes come straight
     from the object store: lakeFS is asked for the batch's URLs in a few listing
     requests. A URL the store refuses (expired) is presigned once more; an image
     that still cannot be read is a 'failed' record, retried by the next run.
+
+    Args:
+        metric_set: the metrics to have for every image (default: built-ins and
+            installed entry points, `registry.available()`).
     """
+    metric_set = metric_set if metric_set is not None else available()
+    versions = metric_set.versions
     known = store.sha256s_for((d.checksum, d.size) for d in datums)
-    stored = store.get_many(ANALYSIS_VERSION, set(known.values()))
+    stored = store.documents(set(known.values()))
     results = []
     to_read = []
     for datum in datums:
         sha256 = known.get((datum.checksum, datum.size))
-        if sha256 in stored:
-            results.append(Measured(datum.path, datum.checksum, stored[sha256], "reused", False))
+        document = stored.get(sha256) if sha256 else None
+        if document is not None and not _missing(document, metric_set):
+            results.append(Measured(datum.path, datum.checksum, document.view(versions),
+                                    "reused", False))
         else:
             to_read.append(datum)
 
@@ -384,32 +428,37 @@ def measure_batch(
         while reading:
             chunk = [future.result() for future in reading]
             reading = [pool.submit(read, datum) for datum in next(chunks, [])]
-            stored.update(store.get_many(ANALYSIS_VERSION,
-                                         {sha256 for _, _, sha256 in chunk if sha256}
-                                         - stored.keys()))
+            stored.update(store.documents({sha256 for _, _, sha256 in chunk if sha256}
+                                          - stored.keys()))
             for datum, data, sha256 in chunk:
                 if isinstance(data, str):
                     results += failed_batch([datum], data, run_id, commit)
                     continue
-                if sha256 in stored:  # measured before, or earlier in this batch (a copy)
-                    results.append(Measured(datum.path, datum.checksum, stored[sha256], "reused",
-                                            True))
+                document = stored.get(sha256)
+                missing = _missing(document, metric_set) if document else list(metric_set)
+                if not missing:  # measured before, or earlier in this batch (a copy)
+                    results.append(Measured(datum.path, datum.checksum, document.view(versions),
+                                            "reused", True))
                     continue
-                analysis = analyse(data, sha256=sha256)
-                computed = StoredAnalysis(
-                    sha256=analysis.sha256,
-                    size=analysis.size,
-                    outcome=str(analysis.outcome),
-                    reason=analysis.reason,
-                    width=analysis.width,
-                    height=analysis.height,
-                    metrics=analysis.metrics,
-                    computed_at={"repository": repository, "commit": commit, "path": datum.path,
-                                 "run_id": run_id},
-                )
-                results.append(Measured(datum.path, datum.checksum, computed, "computed", True))
-                stored[sha256] = computed
+                analysis = analyse(data, sha256=sha256, metric_set=metric_set, only=missing)
+                if document is None:
+                    document = ImageMetrics(
+                        analysis.sha256, analysis.size, str(analysis.outcome), analysis.reason,
+                        analysis.width, analysis.height,
+                        computed_at={"repository": repository, "commit": commit,
+                                     "path": datum.path, "run_id": run_id})
+                document = document.merged(versions, analysis.metrics or {}, analysis.failures)
+                stored[sha256] = document
+                results.append(Measured(
+                    datum.path, datum.checksum, document.view(versions), "computed", True,
+                    tuple(m.name for m in missing if document.outcome == "ok"),
+                    asdict(document)))
     return results
+
+
+def _missing(document: ImageMetrics, metric_set: MetricSet) -> list[Metric]:
+    """The metrics `document` lacks; none for an image that did not decode (it has none)."""
+    return metric_set.missing(document.measured) if document.outcome == "ok" else []
 
 
 def _read_presigned(
@@ -456,11 +505,16 @@ def failed_batch(datums: Sequence[Datum], reason: str, run_id: str, commit: str)
 
 
 def store_documents(measured: Sequence[Measured]) -> dict[str, bytes]:
-    """The shared store's new documents: what was computed, and the SHA-256s learned."""
-    computed = [m.analysis for m in measured if m.origin == "computed"]
+    """The shared store's new objects: documents this run added to, and SHA-256s learned."""
+    documents = [ImageMetrics(**m.document) for m in measured if m.document is not None]
     learned = {(m.checksum, m.analysis.size): m.analysis.sha256
                for m in measured if m.learned_sha256 and m.analysis.sha256}
-    return documents_for(ANALYSIS_VERSION, computed, learned)
+    return documents_for(documents, learned)
+
+
+def computations(measured: Iterable[Measured]) -> dict[str, int]:
+    """How many images each metric was computed for, by name."""
+    return dict(Counter(name for m in measured for name in m.computed))
 
 
 def remember(store: MetricsStore, measured: Sequence[Measured], origin: str) -> str | None:
@@ -496,11 +550,20 @@ def _labelled_by(model: Model, prediction: Any) -> dict[str, Any]:
 
 def record(
     measured: Measured, model: Model, prediction: Any, source_commit: str, run_id: str,
-    *, key: bytes | None = None,
+    *, key: bytes | None = None, version: str | None = None,
 ) -> dict[str, Any]:
     """The per-image record written under `_clearlake/records/`, signed with `key`
-    (default `signing_key()`) so readers can tell it from one a user wrote there."""
+    (default `signing_key()`) so readers can tell it from one a user wrote there.
+
+    An image that decoded but lacks a metric the model needs (the metric failed on it)
+    has the outcome 'metric_failed', with the metric's failure as the reason.
+    """
     analysis = measured.analysis
+    outcome, reason = analysis.outcome, analysis.reason
+    if outcome == "ok" and not _usable(analysis.metrics, model):
+        outcome = str(Outcome.METRIC_FAILED)
+        reason = "; ".join(analysis.failures.get(f, f"no value for metric {f!r}")
+                           for f in model.features if f not in (analysis.metrics or {}))
     return sign_record({
         "path": measured.path,
         "checksum": measured.checksum,
@@ -508,11 +571,12 @@ def record(
         "size": analysis.size,
         "width": analysis.width,
         "height": analysis.height,
-        "outcome": analysis.outcome,
-        "reason": analysis.reason,
+        "outcome": outcome,
+        "reason": reason,
         "metrics": analysis.metrics,
+        "metric_failures": analysis.failures,
         **_labelled_by(model, prediction),
-        "analysis_version": ANALYSIS_VERSION,
+        "analysis_version": version or analysis_version(available()),
         "source_commit": source_commit,
         "run_id": run_id,
         "origin": measured.origin,
@@ -522,15 +586,28 @@ def record(
 
 def label(
     measured: Sequence[Measured], model: Model, source_commit: str, run_id: str,
-    *, key: bytes | None = None,
+    *, key: bytes | None = None, metric_set: MetricSet | None = None,
 ) -> list[dict[str, Any]]:
-    """Classify measured images from their metrics (one model call) into signed records."""
+    """Classify measured images from their metrics (one model call) into signed records.
+
+    Args:
+        metric_set: the run's metrics (for the records' analysis version); default
+            `registry.available()`.
+    """
     key = key if key is not None else signing_key()
-    ok = [m for m in measured if m.analysis.outcome == "ok" and m.analysis.metrics]
+    version = analysis_version(metric_set if metric_set is not None else available())
+    ok = [m for m in measured
+          if m.analysis.outcome == "ok" and _usable(m.analysis.metrics, model)]
     predictions = dict(zip((m.path for m in ok), model.predict([m.analysis.metrics for m in ok]),
                            strict=True))
-    return [record(m, model, predictions.get(m.path), source_commit, run_id, key=key)
+    return [record(m, model, predictions.get(m.path), source_commit, run_id, key=key,
+                   version=version)
             for m in measured]
+
+
+def _usable(metrics: dict[str, float] | None, model: Model) -> bool:
+    """True when `metrics` has every metric `model` reads."""
+    return bool(metrics) and all(f in metrics for f in model.features)
 
 
 def relabel(
@@ -544,7 +621,7 @@ def relabel(
     """
     key = key if key is not None else signing_key()
     records = [r for r in records if verified_record(r, key) is not None]
-    ok = [r for r in records if r["outcome"] == "ok" and r["metrics"]]
+    ok = [r for r in records if r["outcome"] == "ok" and _usable(r["metrics"], model)]
     predictions = model.predict([r["metrics"] for r in ok])
     by_path = {r["path"]: p for r, p in zip(ok, predictions, strict=True)}
     updated = []
@@ -841,8 +918,12 @@ def marker_for(
     model_commit: str,
     counts: dict[str, int],
     retry: list[str],
+    metric_set: MetricSet | None = None,
+    scripts: str = "",
 ) -> ResultsMarker:
-    """The signed provenance of this run's results commit."""
+    """The signed provenance of this run's results commit: which metrics (names, versions,
+    the scripts commit they were loaded from) its records hold, among the rest."""
+    metric_set = metric_set if metric_set is not None else available()
     return ResultsMarker(
         repository=plan_.repository,
         branch=plan_.branch,
@@ -851,8 +932,10 @@ def marker_for(
         run_id=run_id,
         model_id=model.id,
         model_commit=model_commit,
-        analysis_version=ANALYSIS_VERSION,
+        analysis_version=analysis_version(metric_set),
         clearlake_version=__version__,
         counts=counts,
         retry=retry,
+        metric_versions=metric_set.versions,
+        scripts=scripts,
     )

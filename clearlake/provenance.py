@@ -157,6 +157,9 @@ class ResultsMarker:
         retry: images whose measurement failed for want of their bytes (lakeFS
             unreachable, a worker lost for good); the next run measures them again.
         layout: the results layout written (`clearlake.layout`; 1 before it was recorded).
+        metric_versions: {name: version} of the metrics the records hold.
+        scripts: the scripts repository commit metrics were loaded from
+            (``lakefs://repo/ref@commit``), or "".
     """
 
     repository: str
@@ -171,6 +174,8 @@ class ResultsMarker:
     counts: dict[str, int] = field(default_factory=dict)
     retry: list[str] = field(default_factory=list)
     layout: int = RESULTS_LAYOUT
+    metric_versions: dict[str, str] = field(default_factory=dict)
+    scripts: str = ""
 
     def to_metadata(self, key: bytes) -> dict[str, str]:
         """lakeFS commit metadata (string values), with the signature."""
@@ -188,6 +193,8 @@ class ResultsMarker:
             "counts": json.dumps(self.counts, sort_keys=True),
             "retry": json.dumps(self.retry),
             "layout": str(self.layout),
+            "metric_versions": json.dumps(self.metric_versions, sort_keys=True),
+            "scripts": self.scripts,
             "signature": sign(key, self.repository, self.source_commit, self.run_id),
         }
         return {PREFIX + k: v for k, v in values.items()}
@@ -216,6 +223,8 @@ class ResultsMarker:
                 counts=json.loads(meta["counts"]),
                 retry=json.loads(meta.get("retry", "[]")),
                 layout=int(meta.get("layout", "1")),
+                metric_versions=json.loads(meta.get("metric_versions", "{}")),
+                scripts=meta.get("scripts", ""),
             )
         except (KeyError, ValueError):
             return None

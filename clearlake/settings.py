@@ -46,6 +46,8 @@ VARIABLES: tuple[Variable, ...] = (
              "(default: the local stack's)"),
     Variable("CLEARLAKE_DASK_ADDRESS", "a Dask scheduler for `classify-commit` "
              "(default: a local cluster)"),
+    Variable("CLEARLAKE_SCRIPTS_REPOSITORIES", "lakeFS repositories whose metric code runs "
+             "may load (comma-separated; default none: scripts are off)"),
     Variable("CLEARLAKE_MAX_PIXELS", "largest image decoded, in pixels (default 52.7 MP, "
              "the per-image memory budget)"),
     Variable("CLEARLAKE_CACHE_DIR", "`clearlake score`'s metrics cache "
@@ -79,6 +81,7 @@ class Settings:
         signing_key: the HMAC key, if set (never in a repr).
         webhook_secret: the bridge's shared secret, if set (never in a repr).
         dask_address: a Dask scheduler's address, if set.
+        scripts_repositories: repositories metric scripts may be loaded from.
         ports: service name (`lakefs`, `dask-dashboard`, …) → port, as set.
     """
 
@@ -96,6 +99,7 @@ class Settings:
     signing_key: str | None = field(default=None, repr=False)
     webhook_secret: str | None = field(default=None, repr=False)
     dask_address: str | None = None
+    scripts_repositories: frozenset[str] = frozenset()
     ports: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -123,6 +127,9 @@ class Settings:
             signing_key=_optional(env, "CLEARLAKE_SIGNING_KEY"),
             webhook_secret=_optional(env, "CLEARLAKE_WEBHOOK_SECRET"),
             dask_address=_optional(env, "CLEARLAKE_DASK_ADDRESS"),
+            scripts_repositories=frozenset(
+                r.strip() for r in env.get("CLEARLAKE_SCRIPTS_REPOSITORIES", "").split(",")
+                if r.strip()),
             ports=_ports(env),
         )
 

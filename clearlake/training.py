@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from clearlake.layout import MODEL_PATH, SCORES_PATH
 from clearlake.pipeline import Datum, Measured
-from clearlake.quality.classifier import Model, train
+from clearlake.quality.classifier import DEFAULT_FEATURES, Model, train
+from clearlake.quality.registry import MetricSet
 from clearlake.store import LakeFS
 from clearlake.transaction import Transaction
 
@@ -56,15 +57,20 @@ def datums_for(
     return datums
 
 
-def fit(labelled: Sequence[LabelledImage], measured: Sequence[Measured], prefix: str = "") -> Model:
-    """Train on the images that decoded; the others are left out (they have no metrics).
+def fit(
+    labelled: Sequence[LabelledImage], measured: Sequence[Measured], prefix: str = "",
+    *, features: Sequence[str] = DEFAULT_FEATURES, metric_set: MetricSet | None = None,
+) -> Model:
+    """Train on the images that decoded and have every metric in `features` (any subset of
+    `metric_set`, the metrics they were measured with); the others are left out.
 
     Raises:
-        ValueError: no labelled image could be measured.
+        ValueError: no labelled image could be measured, or a feature is unknown.
     """
     by_path = {m.path: m for m in measured}
     usable = [(item, by_path[prefix + item.path]) for item in labelled
-              if by_path[prefix + item.path].analysis.metrics]
+              if all(f in (by_path[prefix + item.path].analysis.metrics or {})
+                     for f in features)]
     if not usable:
         raise ValueError("no labelled image could be decoded and measured")
     return train(
@@ -73,6 +79,8 @@ def fit(labelled: Sequence[LabelledImage], measured: Sequence[Measured], prefix:
         [item.source for item, _ in usable],
         sublabels=[item.sublabel for item, _ in usable],
         checksums=[m.analysis.sha256 for _, m in usable],
+        features=features,
+        metric_set=metric_set,
     )
 
 

@@ -21,11 +21,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 
-from clearlake import pipeline
+from clearlake import pipeline, scripts
 from clearlake.config import DASK_WORKER_MALLOC_ENV
 from clearlake.errors import ConfigurationError, NotFoundError
 from clearlake.metrics_store import MetricsStore
 from clearlake.provenance import signing_key
+from clearlake.quality import registry
 from clearlake.settings import settings
 from clearlake.store import LakeFS
 from clearlake.transaction import MergePending, Transaction, TransactionLost
@@ -112,22 +113,40 @@ def dask_setup(worker: Any) -> None:
 @task(retries=BATCH_RETRIES, retry_delay_seconds=1, cache_policy=NO_CACHE)
 def measure_batch(
     repository: str, commit: str, datums: list[dict[str, Any]], run_id: str,
-    presigned: bool = False,
+    presigned: bool = False, metrics: list[dict[str, str]] | None = None,
+    scripts_pin: str | None = None,
 ) -> list[dict[str, Any]]:
     """Measure one batch on a Dask worker, reading the bytes itself: from the object store
-    through presigned URLs, or from lakeFS's object API."""
+    through presigned URLs, or from lakeFS's object API.
+
+    `metrics` (a `MetricSet.spec`) names the metrics and versions the flow planned
+    with; the worker computes them with its own code, the installed entry points and
+    the modules of `scripts_pin`, and refuses a version it does not have.
+    """
     _one_thread_per_worker()
     lakefs = LakeFS()  # the worker's own credentials: none travel in task parameters
     measured = pipeline.measure_batch(
         lakefs, MetricsStore(lakefs), repository, commit,
         [pipeline.Datum(**d) for d in datums], run_id, presigned=presigned,
+        metric_set=run_metrics(lakefs, metrics, scripts_pin),
     )
     return [m.to_dict() for m in measured]
+
+
+def run_metrics(
+    lakefs: LakeFS, spec: list[dict[str, str]] | None, scripts_pin: str | None
+) -> registry.MetricSet:
+    """This process's metrics for a run: those `spec` names (default: all available),
+    from the built-ins, the installed entry points and the scripts at `scripts_pin`."""
+    pinned = scripts.load(lakefs, scripts.ScriptsPin.parse(scripts_pin)) if scripts_pin else []
+    available = registry.available(pinned)
+    return available if spec is None else registry.from_spec(spec, available)
 
 
 def measure_on_dask(
     repository: str, commit: str, datums: list[pipeline.Datum], batch_size: int, run_id: str,
     address: str | None, *, presigned: bool = False,
+    metric_set: registry.MetricSet | None = None, scripts_pin: str | None = None,
 ) -> Iterator[list[pipeline.Measured]]:
     """Map batches of datums over a Dask cluster, each a Prefect task run of its own; yield
     each batch's measurements as soon as it finishes, so the caller can write them meanwhile.
@@ -135,7 +154,8 @@ def measure_on_dask(
     Batches hold at most `batch_size` images and shrink towards the end to the
     cluster's size (see `pipeline.batches`). `address` is a scheduler's (see
     `resolve_dask_address`); None starts a LocalCluster for the run. With `presigned`,
-    workers read images from the object store through presigned URLs.
+    workers read images from the object store through presigned URLs. Workers compute
+    the metrics of `metric_set` (default: what they have), loading `scripts_pin`'s.
 
     The batches go to the task runner directly rather than through a subflow: a
     subflow's parameters are stored by the Prefect server (512 KiB at most), and a
@@ -151,7 +171,9 @@ def measure_on_dask(
         for batch in pipeline.batches(datums, batch_size, workers):
             future = runner.submit(measure_batch, parameters={
                 "repository": repository, "commit": commit,
-                "datums": [vars(d) for d in batch], "run_id": run_id, "presigned": presigned})
+                "datums": [vars(d) for d in batch], "run_id": run_id, "presigned": presigned,
+                "metrics": metric_set.spec() if metric_set is not None else None,
+                "scripts_pin": scripts_pin})
             submitted[future.wrapped_future] = (batch, future)
         # Outcomes come from Dask itself: the Prefect server learns task states through
         # events, a moment later than the future completes.
@@ -276,17 +298,24 @@ def _classify(
     lakefs = LakeFS()
     key = signing_key()
     model, model_commit = pipeline.load_model(lakefs, repository, commit or branch)
+    # The metrics: built-ins, installed entry points, and the scripts the branch pins.
+    pin = scripts.configured(lakefs, repository, commit or branch)
+    scripts_pin = str(pin) if pin else None
+    metric_set = run_metrics(lakefs, None, scripts_pin)
+    model.check(metric_set)  # a model reading a metric this run lacks: say so, now
     inputs = pipeline.Inputs(prefix=prefix, glob=glob)
     the_plan = pipeline.plan(lakefs, repository, branch, commit=commit, inputs=inputs,
-                             model_id=model.id, key=key)
+                             model_id=model.id, key=key, metric_versions=metric_set.versions)
     clock.lap("plan")
     if the_plan.up_to_date:
         logger.info("%s@%s is already covered by the results of %s: nothing to do",
                     branch, the_plan.source_commit[:12], the_plan.previous.source_commit[:12])
         return {"status": "up_to_date", "source_commit": the_plan.source_commit}
-    logger.info("%s@%s: %d images to measure, %d removed%s", branch,
+    logger.info("%s@%s: %d images to measure, %d removed%s%s", branch,
                 the_plan.source_commit[:12], len(the_plan.to_measure), len(the_plan.removed),
-                ", relabelling all (model changed)" if the_plan.relabel_all else "")
+                ", relabelling all (model changed)" if the_plan.relabel_all else "",
+                f", new metrics {the_plan.new_metrics} for every image"
+                if the_plan.previous and the_plan.new_metrics else "")
 
     # The results transaction and the store's write are open while batches are measured:
     # each batch's records and store entries are uploaded as soon as it finishes.
@@ -302,10 +331,12 @@ def _classify(
                         if presigned else "through lakeFS's object API (no presigning)")
             for batch in measure_on_dask(repository, the_plan.source_commit,
                                          the_plan.to_measure, batch_size, run_id, dask_address,
-                                         presigned=presigned):
+                                         presigned=presigned, metric_set=metric_set,
+                                         scripts_pin=scripts_pin):
                 measured += batch
                 new_entries.add(pipeline.store_documents(batch))
-                labelled = pipeline.label(batch, model, the_plan.source_commit, run_id, key=key)
+                labelled = pipeline.label(batch, model, the_plan.source_commit, run_id, key=key,
+                                          metric_set=metric_set)
                 results.upload_in_background(pipeline.record_files(labelled))
                 new_records += labelled
         clock.lap("measure")
@@ -333,7 +364,8 @@ def _classify(
                   "removed": len(the_plan.removed),
                   "relabelled": len(new_records) - len(measured)}
         retry = [m.path for m in measured if m.origin == "failed"]
-        marker = pipeline.marker_for(the_plan, run_id, model, model_commit, counts, retry)
+        marker = pipeline.marker_for(the_plan, run_id, model, model_commit, counts, retry,
+                                     metric_set=metric_set, scripts=scripts_pin or "")
         try:
             results_commit = pipeline.write_back(
                 results, branch, base, new_records, the_plan.removed, marker.to_metadata(key),
@@ -347,7 +379,8 @@ def _classify(
 
     summary = {"status": status, "source_commit": the_plan.source_commit,
                "results_commit": results_commit, "pending_branch": pending,
-               "counts": counts, "read_path": read_path, **pipeline.tally(new_records),
+               "counts": counts, "metrics_computed": pipeline.computations(measured),
+               "scripts": scripts_pin, "read_path": read_path, **pipeline.tally(new_records),
                "seconds": clock.laps,
                "transaction_seconds": {"results": results.seconds, "store": new_entries.seconds}}
     _publish_artifacts(repository, branch, summary, new_records)

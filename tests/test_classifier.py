@@ -12,8 +12,15 @@ from typer.testing import CliRunner
 
 from clearlake.cli import app
 from clearlake.quality import classifier
-from clearlake.quality.classifier import Model, ModelError, cross_validate, train
-from clearlake.quality.metrics import METRIC_NAMES, METRIC_SET_VERSION
+from clearlake.quality.classifier import (
+    MissingMetricError,
+    Model,
+    ModelError,
+    cross_validate,
+    train,
+)
+from clearlake.quality.metrics import METRIC_NAMES
+from clearlake.quality.registry import LEGACY_METRIC_SETS, builtin_metrics
 from clearlake.quality.sample_data import generate
 
 # Per sub-label: mean of each default feature (log-ish scales), one blob per kind.
@@ -82,7 +89,9 @@ def test_json_predictions_match_the_sklearn_pipeline() -> None:
 
 def test_model_records_its_provenance(model: Model) -> None:
     info = json.loads(model.to_json())
-    assert info["metric_set_version"] == METRIC_SET_VERSION == model.metric_set_version
+    used = builtin_metrics().select(classifier.DEFAULT_FEATURES)
+    assert info["metrics"] == used.versions == model.metrics  # the versions it was trained on
+    assert info["metric_set_version"] == used.id == model.metric_set_version
     assert info["features"] == list(classifier.DEFAULT_FEATURES)
     assert info["training_set"]["fingerprint"].startswith("sha256:")
     assert info["collapse"]["moire_screen"] == "moire"
@@ -122,14 +131,36 @@ def test_pickle_offered_as_model_is_refused_without_unpickling(
     assert not marker.exists()
 
 
-def test_metric_set_mismatch_is_refused(model: Model) -> None:
+def test_a_model_of_another_version_of_a_builtin_metric_is_refused(model: Model) -> None:
     data = json.loads(model.to_json())
-    data["metric_set_version"] = "ms-000000000000"
-    with pytest.raises(ModelError) as err:
+    data["metrics"]["edge_width_score"] = "000000000000"
+    with pytest.raises(MissingMetricError) as err:
         Model.from_json(json.dumps(data))
     message = str(err.value)
-    assert "ms-000000000000" in message and METRIC_SET_VERSION in message
-    assert "retrain" in message
+    current = builtin_metrics()["edge_width_score"].version
+    assert "edge_width_score version 000000000000" in message and current in message
+    assert "Retrain" in message
+    assert err.value.missing == {"edge_width_score": "000000000000"}
+
+
+def test_a_legacy_model_of_an_unknown_metric_set_is_refused(model: Model) -> None:
+    data = json.loads(model.to_json())
+    del data["metrics"]
+    data["metric_set_version"] = "ms-000000000000"
+    with pytest.raises(ModelError, match=r"ms-000000000000.*retrained"):
+        Model.from_json(json.dumps(data))
+
+
+def test_a_legacy_model_of_the_set_the_builtins_reproduce_reads_their_versions(
+    model: Model,
+) -> None:
+    data = json.loads(model.to_json())
+    del data["metrics"]
+    data["metric_set_version"] = "ms-2c13a2439865"  # before metrics had their own versions
+    legacy = Model.from_json(json.dumps(data))
+    assert legacy.metrics == {f: LEGACY_METRIC_SETS["ms-2c13a2439865"][f]
+                              for f in classifier.DEFAULT_FEATURES}
+    legacy.check(builtin_metrics())  # today's built-ins compute those versions
 
 
 @pytest.mark.parametrize("field", ["nb", "features", "metric_set_version", "collapse"])
@@ -156,7 +187,7 @@ def test_malformed_parameters_are_refused(model: Model) -> None:
 def test_default_model_loads_for_this_metric_set() -> None:
     m = Model.load()
     assert m.classes == ("blurry", "good", "moire")
-    assert m.metric_set_version == METRIC_SET_VERSION
+    assert m.metrics == builtin_metrics().select(m.features).versions
     assert m.info["cross_validation"]["macro_f1"] >= 0.95
 
 

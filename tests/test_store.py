@@ -161,4 +161,4 @@ def test_read_existing_reads_one_by_one_where_listing_would_cost_more(
 def test_a_store_that_does_not_exist_yet_knows_nothing(lakefs: LakeFS, repo: str) -> None:
     store = MetricsStore(lakefs, f"{repo}-nostore")
     assert store.sha256s_for([("abc", 1), ("def", 2)]) == {}
-    assert store.get_many("v1", ["00" * 32, "ff" * 32]) == {}
+    assert store.documents(["00" * 32, "ff" * 32]) == {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -118,6 +119,11 @@ def train_command(
             help="Fit one Gaussian per sub-label (collapsed into labels), when the CSV has them.",
         ),
     ] = True,
+    features: Annotated[
+        str | None,
+        typer.Option("--features", help="Comma-separated metric names the model reads, any "
+                     "subset of `clearlake metrics list` (default: the packaged model's five)."),
+    ] = None,
     jobs: Annotated[
         int | None, typer.Option("--jobs", "-j", min=1, help="Worker processes (default: all).")
     ] = None,
@@ -125,14 +131,16 @@ def train_command(
     """Train the Naive Bayes model on labelled images and write it as JSON.
 
     The model records its cross-validated scores, with folds grouped by source
-    photograph (an image's siblings from the same photo are never on both sides).
+    photograph (an image's siblings from the same photo are never on both sides),
+    and the version of every metric it reads. Only the metrics it reads are computed.
     """
     from rich.console import Console
 
     from clearlake.quality.classifier import train
 
     console = Console()
-    data = _load_labelled(labels_csv, images, jobs, console, need_sources=True)
+    chosen = _features(features)
+    data = _load_labelled(labels_csv, images, jobs, console, need_sources=True, features=chosen)
     model = train(
         data.rows,
         data.labels,
@@ -140,6 +148,7 @@ def train_command(
         sublabels=data.sublabels if use_sublabels else None,
         checksums=data.checksums,
         folds=folds,
+        features=chosen,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     model.save(out)
@@ -192,33 +201,27 @@ def evaluate_command(
     from rich.console import Console
 
     from clearlake.quality.classifier import (
-        DEFAULT_FEATURES,
         Model,
         ModelError,
         cross_validate,
         evaluate_model,
     )
-    from clearlake.quality.metrics import METRIC_NAMES
+    from clearlake.quality.registry import available
 
     console = Console()
     if model_path is not None:
         try:
             model = Model.load(model_path)
+            model.check(available())
         except ModelError as exc:
             raise typer.BadParameter(str(exc), param_hint="--model") from exc
-        data = _load_labelled(labels_csv, images, jobs, console, need_sources=False)
+        data = _load_labelled(labels_csv, images, jobs, console, need_sources=False,
+                              features=model.features)
         result = evaluate_model(model, data.rows, data.labels)
     else:
-        chosen = DEFAULT_FEATURES
-        if features:
-            chosen = tuple(f.strip() for f in features.split(",") if f.strip())
-            unknown = [f for f in chosen if f not in METRIC_NAMES]
-            if unknown:
-                raise typer.BadParameter(
-                    f"unknown metrics {unknown}; known: {', '.join(METRIC_NAMES)}",
-                    param_hint="--features",
-                )
-        data = _load_labelled(labels_csv, images, jobs, console, need_sources=True)
+        chosen = _features(features)
+        data = _load_labelled(labels_csv, images, jobs, console, need_sources=True,
+                              features=chosen)
         result = cross_validate(
             data.rows,
             data.labels,
@@ -242,10 +245,27 @@ class _Labelled:
     checksums: list[str]
 
 
+def _features(text: str | None) -> tuple[str, ...]:
+    """Metric names from a comma-separated option (default: the packaged model's)."""
+    from clearlake.errors import ConfigurationError
+    from clearlake.quality.classifier import DEFAULT_FEATURES
+    from clearlake.quality.registry import available
+
+    if not text:
+        return DEFAULT_FEATURES
+    chosen = tuple(dict.fromkeys(f.strip() for f in text.split(",") if f.strip()))
+    try:
+        available().select(chosen)
+    except ConfigurationError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--features") from exc
+    return chosen
+
+
 def _load_labelled(
-    labels_csv: Path, images: Path, jobs: int | None, console: Console, *, need_sources: bool
+    labels_csv: Path, images: Path, jobs: int | None, console: Console, *, need_sources: bool,
+    features: tuple[str, ...],
 ) -> _Labelled:
-    """Read the CSV, then decode and measure every listed image on all cores."""
+    """Read the CSV, then decode every listed image on all cores and compute `features`."""
     import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor
@@ -294,8 +314,9 @@ def _load_labelled(
     ):
         task = progress.add_task("measuring", total=len(paths))
         chunk = max(1, min(16, len(paths) // (4 * workers) or 1))
+        measure = functools.partial(_analyse_file, features=features)
         for entry, result in zip(
-            entries, pool.map(_analyse_file, paths, chunksize=chunk), strict=True
+            entries, pool.map(measure, paths, chunksize=chunk), strict=True
         ):
             progress.advance(task)
             checksum, outcome, reason, metrics = result
@@ -314,10 +335,16 @@ def _load_labelled(
     return out
 
 
-def _analyse_file(path: Path) -> tuple[str, str, str, dict[str, float] | None]:
+def _analyse_file(
+    path: Path, features: tuple[str, ...]
+) -> tuple[str, str, str, dict[str, float] | None]:
+    """Decode one image and compute `features` (None for metrics when one failed on it)."""
     from clearlake.quality.analyse import analyse
+    from clearlake.quality.registry import available
 
-    result = analyse(path.read_bytes())
+    result = analyse(path.read_bytes(), metric_set=available().select(features))
+    if result.failures:
+        return result.sha256, "metric_failed", "; ".join(result.failures.values()), None
     return result.sha256, str(result.outcome), result.reason, result.metrics
 
 
@@ -345,3 +372,92 @@ def _print_evaluation(console: Console, result: Evaluation) -> None:
         f"macro-F1 [bold]{result.macro_f1:.3f}[/bold]   accuracy {result.accuracy:.3f}   "
         f"images {len(result.truth)}"
     )
+
+
+# --- clearlake metrics … --------------------------------------------------------------------
+
+metrics_app = typer.Typer(help="Metrics: which exist, their versions, where they come from.",
+                          no_args_is_help=True)
+app.add_typer(metrics_app, name="metrics")
+
+
+@metrics_app.command("list")
+def metrics_list(
+    models: Annotated[
+        list[Path] | None,
+        typer.Option("--model", "-m", help="Also show which metrics this model file reads "
+                     "(repeatable).", exists=True, dir_okay=False),
+    ] = None,
+    repository: Annotated[
+        str | None,
+        typer.Option("--repository", "-r", help="A lakeFS repository: add the metrics its "
+                     "_clearlake/config.yaml pins and the model trained into it."),
+    ] = None,
+    ref: Annotated[str, typer.Option("--ref", help="Branch or commit of --repository.")] = "main",
+) -> None:
+    """Every metric: name, version, source (built-in, entry point, scripts@commit), and which
+    models read it. A metric a model reads at a version nobody computes is listed as missing."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from clearlake.cli.app import fail
+    from clearlake.errors import ClearlakeError
+    from clearlake.quality.classifier import Model, ModelError
+    from clearlake.quality.registry import available
+
+    console = Console()
+    named: list[tuple[str, Model]] = []
+    pinned = []
+    try:
+        named.append((f"packaged {Model.load(None).id}", Model.load(None)))
+        for path in models or []:
+            model = Model.load(path)
+            named.append((f"{path} {model.id}", model))
+        if repository:
+            from clearlake import pipeline, scripts
+            from clearlake.store import LakeFS
+
+            lakefs = LakeFS()
+            model, commit = pipeline.load_model(lakefs, repository, ref)
+            if commit != pipeline.PACKAGED_MODEL:
+                named.append((f"{repository}@{ref} {model.id}", model))
+            pin = scripts.configured(lakefs, repository, ref)
+            if pin is not None:
+                pinned = scripts.load(lakefs, pin)
+        metric_set = available(pinned)
+    except (ClearlakeError, ModelError) as error:
+        raise fail(error) from error
+    table = Table(title="clearlake metrics")
+    for column in ("name", "version", "source", "used by"):
+        table.add_column(column)
+    for m in metric_set:
+        users = [label for label, model in named if model.metrics.get(m.name) == m.version]
+        table.add_row(m.name, m.version, m.source, ", ".join(users) or "-")
+    for label, model in named:
+        for name, version in model.metrics.items():
+            if name not in metric_set or metric_set[name].version != version:
+                table.add_row(name, version, "[red]missing[/red]", label)
+    console.print(table)
+
+
+@metrics_app.command("migrate")
+def metrics_migrate() -> None:
+    """Rewrite the metrics store's analyses from before metrics had versions of their own as
+    per-metric documents, in one commit: nothing is computed again. (Until then they are
+    read where they are, at one more lookup for each image the store has no document of.)"""
+    from clearlake.cli.app import console, fail
+    from clearlake.errors import ClearlakeError
+    from clearlake.metrics_store import MetricsStore
+    from clearlake.store import LakeFS
+
+    try:
+        store = MetricsStore(LakeFS())
+        versions = store.legacy_versions()
+        if not versions:
+            console.print(f"{store.repository}: nothing to migrate")
+        for version in versions:
+            count, commit = store.migrate(version)
+            console.print(f"{store.repository}: {count} analyses of {version} migrated "
+                          f"(commit {(commit or '')[:12]})")
+    except ClearlakeError as error:
+        raise fail(error) from error

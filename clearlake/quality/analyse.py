@@ -2,25 +2,32 @@
 
 `analyse` is the per-image unit of work shared by the local `score` command
 and the distributed pipeline: it hashes, decodes once (`decode.decode`) and
-measures (`metrics.measure`). Bad input never raises — it comes back as a
-typed outcome with a reason; programming errors do propagate.
+computes the metrics asked for (all of a `registry.MetricSet`, or only those an
+earlier analysis lacks). Bad input never raises — it comes back as a typed
+outcome with a reason, and a metric that fails on an image is a failure naming
+the metric; programming errors in clearlake itself do propagate.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from clearlake.quality import decode as decoding
-from clearlake.quality import metrics
+from clearlake.quality.metrics import METRIC_NAMES
+from clearlake.quality.registry import Metric, MetricSet, builtin_metrics
 from clearlake.quality.types import Outcome
 
-ANALYSIS_VERSION = f"{metrics.METRIC_SET_VERSION}+dec{decoding.DECODER_VERSION}"
-"""Identifies what `analyse` computes: the metric set and the decoding rules.
 
-Cached analyses are valid only under the same version (a change of decoding
-rules changes pixels, hence metrics, even when the metric code is unchanged).
-"""
+def analysis_version(metric_set: MetricSet) -> str:
+    """Identifies what `analyse` computes with `metric_set`: its metrics' versions and
+    the decoding rules (a change of decoding rules changes pixels, hence metrics)."""
+    return f"{metric_set.id}+dec{decoding.DECODER_VERSION}"
+
+
+ANALYSIS_VERSION = analysis_version(builtin_metrics())
+"""What `analyse` computes by default (the built-in metrics): the local cache's key."""
 
 
 @dataclass(frozen=True)
@@ -35,8 +42,9 @@ class Analysis:
         width: width in pixels after orientation (from the header when the image
             was refused; 0 when not even the header could be read).
         height: height in pixels, likewise.
-        metrics: ``{name: value}`` in `metrics.METRIC_NAMES` order, or None
-            unless `outcome` is OK.
+        metrics: ``{name: value}`` (built-ins in `metrics.METRIC_NAMES` order, then
+            the others), or None unless `outcome` is OK.
+        failures: ``{name: why}`` of the metrics that failed on this image.
     """
 
     sha256: str
@@ -46,6 +54,7 @@ class Analysis:
     width: int = 0
     height: int = 0
     metrics: dict[str, float] | None = None
+    failures: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -53,7 +62,14 @@ class Analysis:
         return self.outcome is Outcome.OK
 
 
-def analyse(data: bytes, *, max_pixels: int | None = None, sha256: str | None = None) -> Analysis:
+def analyse(
+    data: bytes,
+    *,
+    max_pixels: int | None = None,
+    sha256: str | None = None,
+    metric_set: MetricSet | None = None,
+    only: Sequence[Metric] | None = None,
+) -> Analysis:
     """Hash, decode and measure one image.
 
     Args:
@@ -80,11 +96,19 @@ def analyse(data: bytes, *, max_pixels: int | None = None, sha256: str | None = 
                 width, height = height, width
         return Analysis(digest, len(data), result.outcome, result.reason, width, height)
     image = result.image
+    metric_set = metric_set if metric_set is not None else builtin_metrics()
+    values, failures = metric_set.compute(image, only)
     return Analysis(
         sha256=digest,
         size=len(data),
         outcome=Outcome.OK,
         width=image.width,
         height=image.height,
-        metrics=metrics.measure(image),
+        metrics=dict(sorted(values.items(), key=lambda item: _column(item[0]))),
+        failures=dict(failures),
     )
+
+
+def _column(name: str) -> tuple[int, str]:
+    """Built-ins first, in their documented order, then the others by name."""
+    return (METRIC_NAMES.index(name), "") if name in METRIC_NAMES else (len(METRIC_NAMES), name)

@@ -53,13 +53,27 @@ blur by upscaling, crossed line screens, aliased fine textures, an RGB mask
 area-downscaled by non-integer factors; PNG or JPEG quality 70–100; 210
 images), the default model scores macro-F1 0.966.
 
-**Model file.** ``format``, ``created_at``, ``metric_set_version``,
-``features``, ``transform``, ``scaler`` (mean, scale), ``nb`` (classes,
+**Model file.** ``format``, ``created_at``, ``metrics`` (``{name: version}`` of
+each feature: the metric versions it was trained on), ``metric_set_version`` (the
+id of those), ``features``, ``transform``, ``scaler`` (mean, scale), ``nb`` (classes,
 theta, var, class_prior), ``labels``, ``collapse`` (sub-label → label),
 ``training_set`` (SHA-256 fingerprint of the sorted ``checksum,label`` lines,
 counts) and ``cross_validation`` (scores from folds grouped by source
 photograph). :attr:`Model.id` hashes everything but ``created_at``, so the
-same training data and code give the same id.
+same training data and code give the same id. A model from before metrics had
+versions of their own names only ``metric_set_version``; one of
+:data:`~clearlake.quality.registry.LEGACY_METRIC_SETS` is read as the versions
+listed there, any other is refused (retrain it).
+
+A model is usable by a run that computes every metric it names at that version
+(:meth:`Model.check`); otherwise :class:`MissingMetricError` says which is missing.
+
+**Regenerating the packaged model** (after a change to a metric it reads, or to
+its features)::
+
+    clearlake sample-data /tmp/sample --seed 0
+    clearlake train /tmp/sample/labels.csv --images /tmp/sample \
+        --out clearlake/quality/default_model.json
 """
 
 from __future__ import annotations
@@ -76,7 +90,7 @@ from typing import Any
 
 import numpy as np
 
-from clearlake.quality.metrics import METRIC_NAMES, METRIC_SET_VERSION
+from clearlake.quality.registry import LEGACY_METRIC_SETS, MetricSet, available, builtin_metrics
 
 FORMAT = "clearlake-nb/1"
 TRANSFORM = "signed_log1p"
@@ -106,6 +120,18 @@ _REQUIRED = (
 
 class ModelError(Exception):
     """A model file that cannot be used: not JSON, incomplete, or for other metrics."""
+
+
+class MissingMetricError(ModelError):
+    """A model reads a metric (name at a version) that the run cannot compute.
+
+    Attributes:
+        missing: {name: version} the model needs and the run lacks.
+    """
+
+    def __init__(self, message: str, missing: dict[str, str]) -> None:
+        super().__init__(message)
+        self.missing = missing
 
 
 @dataclass(frozen=True)
@@ -147,10 +173,15 @@ class Model:
             check_version: refuse a model whose metric set differs from the code's.
 
         Raises:
-            ModelError: when a field is missing or malformed, or the metric set differs.
+            ModelError: when a field is missing or malformed, or a built-in metric it
+                reads is of another version than this code's.
         """
         self._data = dict(data)
         _validate(self._data, check_version)
+        self._metrics = _metric_versions(self._data)
+        if check_version:  # built-ins are known now; other metrics when a run has them
+            builtin = builtin_metrics()
+            self.check(builtin, only=[n for n in self._metrics if n in builtin])
         nb = self._data["nb"]
         self._features: tuple[str, ...] = tuple(self._data["features"])
         self._mean = np.asarray(self._data["scaler"]["mean"], dtype=np.float64)
@@ -251,8 +282,42 @@ class Model:
 
     @property
     def metric_set_version(self) -> str:
-        """The metric-set version the model was trained with."""
+        """The id of the metric versions the model was trained on."""
         return str(self._data["metric_set_version"])
+
+    @property
+    def metrics(self) -> dict[str, str]:
+        """``{name: version}`` of every metric the model reads."""
+        return dict(self._metrics)
+
+    def check(self, metric_set: MetricSet, *, only: Sequence[str] | None = None) -> None:
+        """Make sure `metric_set` computes every metric this model reads, at its version.
+
+        Args:
+            metric_set: the metrics a run computes.
+            only: check only these of the model's metrics.
+
+        Raises:
+            MissingMetricError: naming each metric missing or of another version.
+        """
+        wanted = {n: v for n, v in self._metrics.items() if only is None or n in only}
+        missing = {n: v for n, v in wanted.items()
+                   if n not in metric_set or metric_set[n].version != v}
+        if not missing:
+            return
+        lines = []
+        for name, version in sorted(missing.items()):
+            have = "it has no such metric"
+            if name in metric_set:
+                have = f"it computes version {metric_set[name].version} ({metric_set[name].source})"
+            lines.append(f"{name} version {version}: {have}")
+        raise MissingMetricError(
+            f"model {self.id} reads metrics this run cannot compute as it was trained — "
+            + "; ".join(lines)
+            + f". Available: {', '.join(metric_set.names) or 'none'}. Retrain the model on "
+            "today's metrics (`clearlake train … --features …`), or make those versions "
+            "available (install the plugin; pin the scripts commit it was trained with).",
+            missing)
 
     @property
     def info(self) -> dict[str, Any]:
@@ -321,6 +386,7 @@ def train(
     checksums: Sequence[str] | None = None,
     features: Sequence[str] = DEFAULT_FEATURES,
     folds: int = 0,
+    metric_set: MetricSet | None = None,
 ) -> Model:
     """Fit the pipeline on all rows and cross-validate it by source group.
 
@@ -332,8 +398,10 @@ def train(
             ``labels`` (default: the labels themselves).
         checksums: content checksum of each image, for the training-set fingerprint
             (default: a hash of the row's feature values).
-        features: metric names the model reads.
+        features: metric names the model reads (any subset of `metric_set`).
         folds: number of cross-validation folds; 0 = one per source (leave one out).
+        metric_set: the metrics the rows were computed with, whose versions the model
+            records (default: `registry.available()`).
 
     Returns:
         The fitted model, with its cross-validated scores.
@@ -346,9 +414,11 @@ def train(
     subs = list(labels) if sublabels is None else list(sublabels)
     if not (len(labels) == len(groups) == len(subs) == n) or n == 0:
         raise ValueError("rows, labels, groups (and sublabels) must be non-empty and equally long")
-    unknown = [f for f in features if f not in METRIC_NAMES]
+    metric_set = metric_set if metric_set is not None else available()
+    unknown = [f for f in features if f not in metric_set]
     if unknown:
-        raise ValueError(f"unknown features {unknown}; known: {list(METRIC_NAMES)}")
+        raise ValueError(f"unknown features {unknown}; known: {list(metric_set.names)}")
+    used = metric_set.select(features)
     collapse = _collapse_map(subs, labels)
     if len(set(labels)) < 2:
         raise ValueError("training needs at least two labels")
@@ -363,7 +433,8 @@ def train(
     data = {
         "format": FORMAT,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "metric_set_version": METRIC_SET_VERSION,
+        "metric_set_version": used.id,
+        "metrics": used.versions,
         "features": list(features),
         "transform": TRANSFORM,
         "scaler": {"mean": _floats(scaler.mean_), "scale": _floats(scaler.scale_)},
@@ -551,17 +622,26 @@ def _looks_like_pickle(data: bytes) -> bool:
     return data[:1] == b"\x80" or data[:2] in (b"x\x01", b"x^", b"x\x9c", b"x\xda")
 
 
+def _metric_versions(data: dict[str, Any]) -> dict[str, str]:
+    """{name: version} of the features a (validated) model document reads."""
+    if "metrics" in data:
+        return {f: data["metrics"][f] for f in data["features"]}
+    legacy = LEGACY_METRIC_SETS[data["metric_set_version"]]
+    return {f: legacy[f] for f in data["features"]}
+
+
 def _validate(data: dict[str, Any], check_version: bool) -> None:
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise ModelError(f"model is missing field(s): {', '.join(missing)}")
     if data["format"] != FORMAT:
         raise ModelError(f"unknown model format {data['format']!r} (expected {FORMAT!r})")
-    if check_version and data["metric_set_version"] != METRIC_SET_VERSION:
+    if "metrics" not in data and data["metric_set_version"] not in LEGACY_METRIC_SETS:
         raise ModelError(
-            f"model was trained on metric set {data['metric_set_version']!r}, but this code "
-            f"computes metric set {METRIC_SET_VERSION!r}; the model must be retrained "
-            "(`clearlake train`) with the current metrics"
+            f"model was trained on metric set {data['metric_set_version']!r}, from before "
+            "metrics had versions of their own, whose values today's metrics do not "
+            f"reproduce (that is only {', '.join(LEGACY_METRIC_SETS)}); the model must be "
+            "retrained (`clearlake train`) with the current metrics"
         )
     if data["transform"] != TRANSFORM:
         raise ModelError(f"unknown feature transform {data['transform']!r}")
@@ -572,9 +652,10 @@ def _validate(data: dict[str, Any], check_version: bool) -> None:
         or not all(isinstance(f, str) for f in features)
     ):
         raise ModelError("model field 'features' must be a non-empty list of metric names")
-    unknown = [f for f in features if f not in METRIC_NAMES]
-    if unknown:
-        raise ModelError(f"model uses metrics this code does not compute: {unknown}")
+    versions = data.get("metrics", LEGACY_METRIC_SETS.get(data["metric_set_version"]))
+    if not isinstance(versions, dict) or not all(
+            isinstance(versions.get(f), str) for f in features):
+        raise ModelError("model field 'metrics' must give the version of every feature")
     try:
         mean = np.asarray(data["scaler"]["mean"], dtype=np.float64)
         scale = np.asarray(data["scaler"]["scale"], dtype=np.float64)

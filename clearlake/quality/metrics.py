@@ -1,9 +1,12 @@
 """Image-quality metrics: pure functions of a decoded image.
 
-Every metric is a ``calc_*`` function over NumPy arrays with its formula in the
-docstring; :func:`measure` computes them all for one :class:`DecodedImage`,
-sharing the greyscale, its float copy and its spectra between metrics, and
-returns them in :data:`METRIC_NAMES` order.
+Every measure is a ``calc_*`` function over NumPy arrays with its formula in the
+docstring. Each built-in metric is a function of one :class:`DecodedImage`
+named after its column (``laplacian_var_score``, …, listed in
+:data:`BUILTIN_METRICS`); within :func:`sharing` they share the greyscale, its
+float copy, the Sobel pass and the spectrum, so computing all of them costs what
+one combined function did, and computing one costs only what it needs.
+:func:`measure` computes them all, in :data:`METRIC_NAMES` order.
 
 Two families:
 
@@ -32,10 +35,12 @@ Two families:
 Which features the classifier uses, and the measured gain of each, is
 documented in :mod:`clearlake.quality.classifier`.
 
-:data:`METRIC_SET_VERSION` is ``"ms-"`` + the first 12 hex digits of the SHA-256
-of this module's source, its parameters (the upper-case constants) and the
-OpenCV, NumPy and SciPy versions: any change to how a number is computed
-changes it, and models trained on other metrics are refused.
+Each metric has its own version (:func:`clearlake.quality.registry.fingerprint`):
+the syntax tree of its function and of what it calls here, without docstrings or
+comments, the constants they read, the OpenCV, NumPy and SciPy versions, and the
+decoder version. Editing one metric's code changes that metric's version only;
+editing a docstring or comment changes none. :data:`METRIC_SET_VERSION` is the id
+of the built-in set as a whole (``ms-`` + 12 hex digits of its names and versions).
 
 Cost: scratch arrays are reused between images (per thread) instead of
 allocated afresh, since page faults on fresh full-size temporaries cost about
@@ -44,23 +49,20 @@ as much as the arithmetic; the colour features read a ≤ 256 px view.
 
 from __future__ import annotations
 
-import hashlib
-import inspect
-import json
+import contextlib
 import math
-import sys
 import threading
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 
 import cv2
 import numpy as np
-import scipy
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import fft as sfft
 
 from clearlake.quality.types import DecodedImage
 
-# --- parameters (all part of METRIC_SET_VERSION) -------------------------------------
+# --- parameters (part of the version of each metric that reads them) ------------------
 
 #: Half-size in pixels of the low-frequency square the seed's FFT measure removes.
 FFT_HALF_WINDOW = 60
@@ -418,11 +420,84 @@ def chroma_planes(colour: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ycc[..., 1].astype(np.float32), ycc[..., 2].astype(np.float32)
 
 
-# --- the whole set -----------------------------------------------------------------
+# --- the built-in metrics, one function each --------------------------------------------
+
+
+def laplacian_var_score(image: DecodedImage) -> float:
+    """Variance of the Laplacian (:func:`calc_laplacian_variance`)."""
+    return _finite(calc_laplacian_variance(_shared(image).grey))
+
+
+def sobel_y_var_score(image: DecodedImage) -> float:
+    """Variance of the y Sobel derivative (:func:`calc_sobel_variance`)."""
+    shared = _shared(image)
+    return _finite(calc_sobel_variance(shared.grey, "y", shared.sobel()[1]))
+
+
+def sobel_x_var_score(image: DecodedImage) -> float:
+    """Variance of the x Sobel derivative (:func:`calc_sobel_variance`)."""
+    shared = _shared(image)
+    return _finite(calc_sobel_variance(shared.grey, "x", shared.sobel()[0]))
+
+
+def edge_width_score(image: DecodedImage) -> float:
+    """ln of the median width of the strongest edges (:func:`calc_edge_width`)."""
+    shared = _shared(image)
+    gx, gy = shared.sobel()
+    return _finite(calc_edge_width(shared.grey, gx, gy))
+
+
+def spectral_slope_score(image: DecodedImage) -> float:
+    """Log-log slope of the Welch spectrum (:func:`calc_spectral_slope`); 0 when tiny."""
+    shared = _shared(image)
+    if min(shared.grey.shape) < MIN_SPECTRAL_SIDE:
+        return 0.0  # too small for a spectrum to mean anything
+    return _finite(calc_spectral_slope(welch_spectrum(shared.grey_f)))
+
+
+def luma_peak_score(image: DecodedImage) -> float:
+    """Prominence of whole-image luma spectral peaks (:func:`calc_global_peak`); 0 when tiny."""
+    shared = _shared(image)
+    if min(shared.grey.shape) < MIN_SPECTRAL_SIDE:
+        return 0.0
+    return _finite(calc_global_peak(pooled_power(shared.spectrum())))
+
+
+def fft_hf_score(image: DecodedImage) -> float:
+    """The seed's FFT high-frequency measure (:func:`calc_fft_high_frequency`)."""
+    shared = _shared(image)
+    return _finite(calc_fft_high_frequency(shared.grey, spectrum=shared.spectrum_to_consume()))
+
+
+def chroma_peak_score(image: DecodedImage) -> float:
+    """Prominence of chroma spectral peaks (colour moiré); 0 for greyscale or tiny images.
+
+    (A colour file holding a grey picture has constant chroma: the score comes out 0.)
+    """
+    colour = image.colour
+    if colour is None or min(image.grey.shape) < MIN_SPECTRAL_SIDE:
+        return 0.0
+    cr, cb = _chroma_view(colour)
+    return _finite(calc_peak_prominence(welch_spectrum(cr) + welch_spectrum(cb)))
+
+
+#: The built-in metrics in computing order: the ones sharing the Sobel pass first, the
+#: FFT measure (which consumes the shared spectrum and scratch buffers) after the luma
+#: peaks. Each is a unit of its own, versioned by `clearlake.quality.registry`.
+BUILTIN_METRICS: tuple[tuple[str, Callable[[DecodedImage], float]], ...] = (
+    ("laplacian_var_score", laplacian_var_score),
+    ("sobel_y_var_score", sobel_y_var_score),
+    ("sobel_x_var_score", sobel_x_var_score),
+    ("edge_width_score", edge_width_score),
+    ("spectral_slope_score", spectral_slope_score),
+    ("luma_peak_score", luma_peak_score),
+    ("fft_hf_score", fft_hf_score),
+    ("chroma_peak_score", chroma_peak_score),
+)
 
 
 def measure(image: DecodedImage) -> dict[str, float]:
-    """All metrics of one decoded image, in :data:`METRIC_NAMES` order.
+    """All built-in metrics of one decoded image, in :data:`METRIC_NAMES` order.
 
     Deterministic (same input, same numbers), finite, and independent of run
     order. Colour metrics are 0 for greyscale sources (no chroma to band).
@@ -433,36 +508,70 @@ def measure(image: DecodedImage) -> dict[str, float]:
     Returns:
         ``{name: value}`` for every name in :data:`METRIC_NAMES`.
     """
-    grey = np.ascontiguousarray(image.grey)
-    grey_f = _buffer("grey_f", grey.shape, np.float32)
-    grey_f[...] = grey
-    values: dict[str, float] = {
-        "laplacian_var_score": calc_laplacian_variance(grey),
-    }
-    gx, gy = sobel_derivatives(grey)
-    values["sobel_y_var_score"] = calc_sobel_variance(grey, "y", gy)
-    values["sobel_x_var_score"] = calc_sobel_variance(grey, "x", gx)
-    values["edge_width_score"] = calc_edge_width(grey, gx, gy)
-    # One full-resolution FFT serves both the luma peaks and the seed's measure.
-    spectrum = sfft.rfft2(grey_f)
-    if min(grey.shape) >= MIN_SPECTRAL_SIDE:
-        values["spectral_slope_score"] = calc_spectral_slope(welch_spectrum(grey_f))
-        values["luma_peak_score"] = calc_global_peak(pooled_power(spectrum))
-    else:  # too small for a spectrum to mean anything
-        values["spectral_slope_score"] = values["luma_peak_score"] = 0.0
-    values["fft_hf_score"] = calc_fft_high_frequency(grey, spectrum=spectrum)  # consumes it
-    colour = image.colour
-    # (A colour file holding a grey picture has constant chroma: both scores come out 0.)
-    if colour is not None and min(grey.shape) >= MIN_SPECTRAL_SIDE:
-        cr, cb = _chroma_view(colour)
-        values["chroma_peak_score"] = calc_peak_prominence(welch_spectrum(cr) + welch_spectrum(cb))
-    else:
-        values["chroma_peak_score"] = 0.0
-    out = {name: float(values[name]) for name in METRIC_NAMES}
-    for name, value in out.items():
-        if not np.isfinite(value):
-            out[name] = 0.0  # only reachable on degenerate (e.g. 1-px) images
-    return out
+    with sharing(image):
+        values = {name: function(image) for name, function in BUILTIN_METRICS}
+    return {name: values[name] for name in METRIC_NAMES}
+
+
+class _Shared:
+    """Intermediate results several built-in metrics of one image read, made on first use.
+
+    The Sobel derivatives live in scratch buffers the FFT measure overwrites, and the
+    FFT measure consumes the spectrum, so `spectrum_to_consume` forgets both: a metric
+    computed after it makes them afresh (none does, in `BUILTIN_METRICS` order).
+    """
+
+    def __init__(self, image: DecodedImage) -> None:
+        self.image = image
+        self.grey = np.ascontiguousarray(image.grey)
+        self._grey_f: np.ndarray | None = None
+        self._sobel: tuple[np.ndarray, np.ndarray] | None = None
+        self._spectrum: np.ndarray | None = None
+
+    @property
+    def grey_f(self) -> np.ndarray:
+        if self._grey_f is None:
+            self._grey_f = _buffer("grey_f", self.grey.shape, np.float32)
+            self._grey_f[...] = self.grey
+        return self._grey_f
+
+    def sobel(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._sobel is None:
+            self._sobel = sobel_derivatives(self.grey)
+        return self._sobel
+
+    def spectrum(self) -> np.ndarray:
+        if self._spectrum is None:
+            self._spectrum = sfft.rfft2(self.grey_f)
+        return self._spectrum
+
+    def spectrum_to_consume(self) -> np.ndarray:
+        spectrum = self.spectrum()
+        self._spectrum = self._sobel = None
+        return spectrum
+
+
+@contextlib.contextmanager
+def sharing(image: DecodedImage) -> Iterator[None]:
+    """Within this block, built-in metrics of `image` share their intermediate results."""
+    previous = getattr(_workspace, "shared", None)
+    _workspace.shared = _Shared(image)
+    try:
+        yield
+    finally:
+        _workspace.shared = previous
+
+
+def _shared(image: DecodedImage) -> _Shared:
+    """The intermediates of `image`: shared within `sharing(image)`, else made for one call."""
+    shared = getattr(_workspace, "shared", None)
+    return shared if shared is not None and shared.image is image else _Shared(image)
+
+
+def _finite(value: float) -> float:
+    """`value` as a float, 0.0 if not finite (only reachable on degenerate, e.g. 1-px, images)."""
+    value = float(value)
+    return value if np.isfinite(value) else 0.0
 
 
 # --- helpers ------------------------------------------------------------------------
@@ -620,25 +729,10 @@ def _polar(t: int) -> tuple[np.ndarray, np.ndarray]:
     return radius, angle
 
 
-def _version() -> str:
-    params = {
-        k: v
-        for k, v in sorted(globals().items())
-        if k.isupper() and isinstance(v, int | float | str | tuple) and k != "METRIC_SET_VERSION"
-    }
-    blob = json.dumps(
-        {
-            "source": inspect.getsource(sys.modules[__name__]),
-            "params": params,
-            "cv2": cv2.__version__,
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-        },
-        sort_keys=True,
-        default=str,
-    )
-    return "ms-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
+def __getattr__(name: str) -> str:
+    """`METRIC_SET_VERSION`: the id of the built-in metric set (see the module docstring)."""
+    if name == "METRIC_SET_VERSION":
+        from clearlake.quality.registry import builtin_metrics
 
-
-#: Identifies this exact metric set (code, parameters, OpenCV and NumPy versions).
-METRIC_SET_VERSION: str = _version()
+        return builtin_metrics().id
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

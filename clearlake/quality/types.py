@@ -16,6 +16,7 @@ class Outcome(StrEnum):
     UNSUPPORTED = "unsupported"  # a format OpenCV cannot read
     TOO_LARGE = "too_large"  # header announces more pixels than the configured limit
     FAILED = "failed"  # the pipeline could not read the bytes (retried by the next run)
+    METRIC_FAILED = "metric_failed"  # decoded, but a metric the model needs failed on it
 
 
 @dataclass(frozen=True)
