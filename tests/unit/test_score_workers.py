@@ -1,0 +1,67 @@
+"""`score_directory`'s two ways to get worker processes give the same records.
+
+Workers are forked from the scoring process itself when it runs no other thread
+(they inherit its imports); otherwise they come from a forkserver.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from sklearn.datasets import load_sample_image
+
+from clearlake.quality import score as scoring
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    """Twelve photo crops (every third one blurred) and a file that is not an image."""
+    photo = load_sample_image("china.jpg")
+    root = tmp_path / "images"
+    (root / "sub").mkdir(parents=True)
+    for index in range(12):
+        crop = Image.fromarray(photo[index * 20 : index * 20 + 200, index * 30 : index * 30 + 260])
+        if index % 3 == 0:
+            crop = crop.resize((65, 50)).resize((260, 200))
+        crop.save(root / ("sub" if index % 2 else "") / f"img{index:02d}.jpg", quality=90)
+    (root / "sub" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    return root
+
+
+def _records_in_a_fresh_process(root: Path) -> list[dict[str, object]]:
+    probe = (
+        "import json, sys; from pathlib import Path; from clearlake.quality import score as s\n"
+        "assert s._fork_pool(2, None, 10**6) is not None  # nothing else runs: workers fork\n"
+        "r = s.score_directory(Path(sys.argv[1]), jobs=2, use_cache=False)\n"
+        "print(json.dumps(r.records))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, str(root)], capture_output=True,
+                          text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def test_forked_and_forkserver_workers_give_the_same_records(images: Path) -> None:
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)  # a thread runs: forking would be unsafe
+    other.start()
+    try:
+        assert scoring._fork_pool(2, None, 10**6) is None
+        from_forkserver = scoring.score_directory(images, jobs=2, use_cache=False)
+    finally:
+        stop.set()
+        other.join()
+    forked = _records_in_a_fresh_process(images)
+    assert len(forked) == 13
+    assert [r["outcome"] for r in forked].count("ok") == 12
+    assert forked == json.loads(json.dumps(from_forkserver.records))
+
+
+def test_no_pool_for_one_worker() -> None:
+    assert scoring._fork_pool(1, None, 10**6) is None
+    assert scoring._fork_pool(0, None, 10**6) is None
