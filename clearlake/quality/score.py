@@ -474,25 +474,32 @@ def score_directory(
     limit = decoding.default_max_pixels() if max_pixels is None else max_pixels
     workers = default_jobs() if jobs is None else max(1, jobs)
     paths = find_images(root)
-    cache_path = (cache_dir or default_cache_dir()) / CACHE_FILE if use_cache else None
-    # Workers forked now, before this process opens the cache or (through
-    # on_start) starts a display thread, share its imports: they start at once.
-    pool = _fork_pool(min(workers, len(paths)), cache_path, limit)
-    if on_start is not None:
-        on_start(len(paths))
     progress = on_progress or (lambda n: None)
-
-    cache: MetricsCache | None = None
+    cache_path = (cache_dir or default_cache_dir()) / CACHE_FILE if use_cache else None
+    cache = MetricsCache(cache_path) if cache_path is not None else None
+    pool: concurrent.futures.ProcessPoolExecutor | None = None
     try:
-        if cache_path is not None:
-            cache = MetricsCache(cache_path)
         analyses, tasks = _plan(paths, root, cache, limit)
+        chunks = list(_chunks(tasks, workers))
+        if workers > 1 and len(chunks) > 1 and _safe_to_fork():
+            # Workers forked from this process inherit its imports (NumPy, OpenCV,
+            # SciPy, the metric code: a second or more each otherwise). Now: before
+            # on_start, through which the CLI starts its display thread, and with the
+            # cache closed, since an SQLite connection must not cross a fork.
+            if cache is not None:
+                cache.close()
+                cache = None
+            pool = _fork_pool(min(workers, len(chunks)), cache_path, limit)
+            if cache_path is not None:
+                cache = MetricsCache(cache_path)
+        if on_start is not None:
+            on_start(len(paths))
         cached = sum(1 for a in analyses if a is not None and a.sha256)
         progress(len(paths) - len(tasks))  # unreadable files and cache hits are done
 
         mtimes = {task.index: task.mtime_ns for task in tasks}
         computed = hashed = 0
-        for batch in _execute(tasks, workers, cache, limit, pool):
+        for batch in _execute(chunks, workers, cache, limit, pool):
             file_rows = []
             fresh = []
             now_ns = time.time_ns()
@@ -514,9 +521,7 @@ def score_directory(
             progress(len(batch))
     finally:
         if pool is not None:
-            # On Ctrl-C or an error, drop the chunks not started instead of finishing
-            # them all; batches already yielded are in the cache, so a re-run resumes.
-            pool.shutdown(wait=True, cancel_futures=True)
+            _shut_down(pool)
         if cache is not None:
             cache.close()
 
@@ -585,19 +590,17 @@ def _chunks(tasks: Sequence[_Task], workers: int) -> Iterator[list[_Task]]:
         yield list(tasks[start : start + size])
 
 
+def _safe_to_fork() -> bool:
+    """True when this process may fork workers: on a system with fork, with no other
+    thread running (a lock another thread holds at the fork stays held forever in the
+    child)."""
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
 def _fork_pool(
     workers: int, cache_path: Path | None, limit: int
-) -> concurrent.futures.ProcessPoolExecutor | None:
-    """Worker processes forked from this one now, if there is use for them and it is safe.
-
-    Forked workers inherit this process's imports (NumPy, OpenCV, SciPy, the
-    metric code: about a second each otherwise). Forking is safe only while no
-    other thread runs: a lock held by another thread at that moment would stay
-    held forever in the child. When one runs, or with one worker, None: the work
-    then runs in-process or in workers from a forkserver (see `_execute`).
-    """
-    if workers < 2 or threading.active_count() > 1 or not hasattr(os, "fork"):
-        return None
+) -> concurrent.futures.ProcessPoolExecutor:
+    """`workers` processes forked from this one, now (see `_safe_to_fork`)."""
     import threadpoolctl  # noqa: F401  (for `use_one_thread`: imported once, here)
 
     pool = concurrent.futures.ProcessPoolExecutor(
@@ -607,27 +610,26 @@ def _fork_pool(
         initargs=(str(cache_path) if cache_path else None, limit, ANALYSIS_VERSION),
     )
     # A fork-based executor forks all its workers at the first submit, before it
-    # starts its own management thread: do it now, while this process is alone.
+    # starts its own management thread: have it do so now.
     pool.submit(int)
     return pool
 
 
 def _execute(
-    tasks: Sequence[_Task],
+    chunks: Sequence[list[_Task]],
     workers: int,
     cache: MetricsCache | None,
     limit: int,
     pool: concurrent.futures.ProcessPoolExecutor | None = None,
 ) -> Iterator[list[_Done]]:
-    """Run tasks in-process (one worker or one chunk) or in a process pool; yield batches.
+    """Run chunks in-process (one worker or one chunk) or in a process pool; yield batches.
 
-    `pool`: workers already forked (`_fork_pool`), else one is made here from a
-    forkserver, and shut down when done.
+    `pool`: workers forked by the caller (`_fork_pool`), who shuts them down; without
+    one, workers come from a forkserver and are shut down here.
     """
-    if not tasks:
+    if not chunks:
         return
-    chunks = list(_chunks(tasks, workers))
-    if workers == 1 or (len(chunks) == 1 and pool is None):
+    if pool is None and (workers == 1 or len(chunks) == 1):
         for chunk in chunks:
             yield [_run_task(task, cache, limit) for task in chunk]
         return
@@ -652,9 +654,13 @@ def _execute(
             yield future.result()
     finally:
         if own_pool:
-            # On Ctrl-C or an error, drop the chunks not started instead of finishing
-            # them all; batches already yielded are in the cache, so a re-run resumes.
-            pool.shutdown(wait=True, cancel_futures=True)
+            _shut_down(pool)
+
+
+def _shut_down(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    # On Ctrl-C or an error, drop the chunks not started instead of finishing them
+    # all; batches already yielded are in the cache, so a re-run resumes.
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _records(

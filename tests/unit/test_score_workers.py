@@ -37,7 +37,7 @@ def images(tmp_path: Path) -> Path:
 def _records_in_a_fresh_process(root: Path) -> list[dict[str, object]]:
     probe = (
         "import json, sys; from pathlib import Path; from clearlake.quality import score as s\n"
-        "assert s._fork_pool(2, None, 10**6) is not None  # nothing else runs: workers fork\n"
+        "assert s._safe_to_fork()  # no other thread: workers fork from this process\n"
         "r = s.score_directory(Path(sys.argv[1]), jobs=2, use_cache=False)\n"
         "print(json.dumps(r.records))"
     )
@@ -51,7 +51,7 @@ def test_forked_and_forkserver_workers_give_the_same_records(images: Path) -> No
     other = threading.Thread(target=stop.wait)  # a thread runs: forking would be unsafe
     other.start()
     try:
-        assert scoring._fork_pool(2, None, 10**6) is None
+        assert not scoring._safe_to_fork()
         from_forkserver = scoring.score_directory(images, jobs=2, use_cache=False)
     finally:
         stop.set()
@@ -62,6 +62,20 @@ def test_forked_and_forkserver_workers_give_the_same_records(images: Path) -> No
     assert forked == json.loads(json.dumps(from_forkserver.records))
 
 
-def test_no_pool_for_one_worker() -> None:
-    assert scoring._fork_pool(1, None, 10**6) is None
-    assert scoring._fork_pool(0, None, 10**6) is None
+def test_a_cache_is_shared_by_both_kinds_of_worker(images: Path, tmp_path: Path) -> None:
+    # Forked workers start before the cache exists: they open it on their first chunk.
+    cache = tmp_path / "cache"
+    first = json.loads(subprocess.run(
+        [sys.executable, "-c", _CACHED, str(images), str(cache)],
+        capture_output=True, text=True, check=True).stdout)
+    assert (first["computed"], first["cached"]) == (13, 0)
+    (images / "img00.jpg").rename(images / "renamed.jpg")  # new path, same bytes
+    again = scoring.score_directory(images, jobs=2, cache_dir=cache)
+    assert (again.computed, again.cached, again.hashed) == (0, 13, 1)
+
+
+_CACHED = (
+    "import json, sys; from pathlib import Path; from clearlake.quality import score as s\n"
+    "r = s.score_directory(Path(sys.argv[1]), jobs=2, cache_dir=Path(sys.argv[2]))\n"
+    "print(json.dumps({'computed': r.computed, 'cached': r.cached}))"
+)
