@@ -34,7 +34,6 @@ import math
 import multiprocessing
 import os
 import sqlite3
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -584,17 +583,25 @@ def _racy(mtime_ns: int, now_ns: int) -> bool:
 
 
 def _chunks(tasks: Sequence[_Task], workers: int) -> Iterator[list[_Task]]:
-    # ~8 chunks per worker: enough to balance slow images, few enough to amortise IPC.
-    size = max(1, min(32, math.ceil(len(tasks) / (workers * 8))))
+    # ~24 chunks per worker: the last chunks to finish are small (a worker idles at the
+    # end for at most a few images), and a chunk still costs little IPC.
+    size = max(1, min(32, math.ceil(len(tasks) / (workers * 24))))
     for start in range(0, len(tasks), size):
         yield list(tasks[start : start + size])
 
 
 def _safe_to_fork() -> bool:
-    """True when this process may fork workers: on a system with fork, with no other
-    thread running (a lock another thread holds at the fork stays held forever in the
-    child)."""
-    return hasattr(os, "fork") and threading.active_count() == 1
+    """True when this process runs no thread but its own, native ones included.
+
+    A lock another thread holds at the fork stays held forever in the child: a
+    child forked while OpenCV's thread pool exists hangs in `cv2.setNumThreads`.
+    OpenBLAS starts threads when NumPy is imported unless ``OPENBLAS_NUM_THREADS=1``
+    (`clearlake score` sets it). No /proc (not Linux): False.
+    """
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
 
 
 def _fork_pool(

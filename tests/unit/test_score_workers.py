@@ -7,6 +7,7 @@ Workers are forked from the scoring process itself when it runs no other thread
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -17,6 +18,8 @@ from PIL import Image
 from sklearn.datasets import load_sample_image
 
 from clearlake.quality import score as scoring
+
+ONE_THREAD = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}  # as `clearlake score` runs
 
 
 @pytest.fixture
@@ -42,7 +45,7 @@ def _records_in_a_fresh_process(root: Path) -> list[dict[str, object]]:
         "print(json.dumps(r.records))"
     )
     done = subprocess.run([sys.executable, "-c", probe, str(root)], capture_output=True,
-                          text=True, check=True)
+                          text=True, check=True, env=ONE_THREAD)
     return json.loads(done.stdout)
 
 
@@ -67,7 +70,7 @@ def test_a_cache_is_shared_by_both_kinds_of_worker(images: Path, tmp_path: Path)
     cache = tmp_path / "cache"
     first = json.loads(subprocess.run(
         [sys.executable, "-c", _CACHED, str(images), str(cache)],
-        capture_output=True, text=True, check=True).stdout)
+        capture_output=True, text=True, check=True, env=ONE_THREAD).stdout)
     assert (first["computed"], first["cached"]) == (13, 0)
     (images / "img00.jpg").rename(images / "renamed.jpg")  # new path, same bytes
     again = scoring.score_directory(images, jobs=2, cache_dir=cache)
@@ -79,3 +82,16 @@ _CACHED = (
     "r = s.score_directory(Path(sys.argv[1]), jobs=2, cache_dir=Path(sys.argv[2]))\n"
     "print(json.dumps({'computed': r.computed, 'cached': r.cached}))"
 )
+
+
+def test_native_threads_make_forking_unsafe() -> None:
+    # OpenCV's thread pool, once started, would hang a forked child: forkserver instead.
+    probe = (
+        "import cv2, numpy as np; from clearlake.quality import score as s\n"
+        "before = s._safe_to_fork()\n"
+        "cv2.setNumThreads(2); cv2.GaussianBlur(np.zeros((2000, 2000), np.uint8), (9, 9), 0)\n"
+        "print(before, s._safe_to_fork())"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True, env=ONE_THREAD)
+    assert done.stdout.split() == ["True", "False"]
