@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -74,10 +75,11 @@ def score(
         raise typer.BadParameter(
             f"{out.name}: use a .parquet, .csv or .jsonl file name", param_hint="--out"
         )
-    # One BLAS thread here (this process only labels: small matrices), set before NumPy
-    # is imported: a process without threads can fork its workers, which then share
-    # its imports (see score_directory).
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if "numpy" not in sys.modules:  # the command's own process (not a test's, say)
+        # One BLAS thread here (this process only labels: small matrices), set before
+        # NumPy is imported: a process without threads can fork its workers, which then
+        # share its imports (see score_directory).
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     # Heavy imports here, so that `clearlake --help` stays fast.
     from rich.console import Console
 
