@@ -51,6 +51,21 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         )
 
 
+@pytest.fixture(autouse=True)
+def _no_stack_in_the_server_free_tier(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under --server-free, a test that starts a stack itself (`Stack.up`) fails.
+
+    (A `clearlake stack up` run as a subprocess is not seen here: mark such tests slow.)
+    """
+    if request.config.getoption("server_free"):
+        def refuse(*args: Any, **kwargs: Any) -> None:
+            pytest.fail(f"{request.node.nodeid} starts a stack in the server-free tier")
+
+        monkeypatch.setattr(Stack, "up", refuse)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """SIGTERM stops the session as Ctrl-C does, so that fixtures stop what they started.
 
@@ -68,7 +83,7 @@ def stack(
 ) -> Iterator[Stack]:
     """A running stack (lakeFS + Prefect) for the whole test session."""
     if request.config.getoption("server_free"):
-        pytest.fail(f"{request.node.nodeid} asks for the stack in the server-free tier")
+        pytest.fail("a test asks for the stack in the server-free tier: mark it slow")
     install_lakefs(report=lambda line: None)
     home = tmp_path_factory.mktemp("clearlake-home")
     stack = Stack(home=home, ports=free_loopback_ports())

@@ -25,6 +25,7 @@ from clearlake.stack.services import (
 from tests.pipeline_support import run_cli
 
 
+@pytest.mark.slow  # starts servers without the stack fixture
 def test_up_twice_status_and_down_leave_nothing_running(tmp_path: Path) -> None:
     home = tmp_path / "home"
     ports = free_loopback_ports()
@@ -112,6 +113,7 @@ def test_install_names_the_missing_tool(tmp_path: Path, monkeypatch: pytest.Monk
         install.install_lakefs(report=lambda line: None)
 
 
+@pytest.mark.slow  # starts servers without the stack fixture
 def test_up_refuses_a_port_taken_by_another_program(tmp_path: Path) -> None:
     import socket
 
