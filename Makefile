@@ -28,9 +28,10 @@ demo: setup
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## test-fast: everything but the slow end-to-end tests
+## test-fast: the server-free tier: everything but the slow tests (which need the stack);
+## --server-free makes a test that asks for the stack fail instead of starting it
 test-fast: setup
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" --server-free $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check clearlake blocks flows tests bench

@@ -1,9 +1,27 @@
 """Benchmark: `clearlake score` against the seed's naive loop, on the same images and cores.
 
-Run ``python -m bench.score`` (or ``python bench/score.py``). It writes a few
-hundred JPEGs at about 1024 px and 2048 px (upscaled crops of the photographs
-installed packages carry — fine for speed, not for accuracy) into a temporary
-folder, then times, each in a fresh Python process:
+Run ``python -m bench.score`` (or ``python bench/score.py``). By default it times
+the commands as a user runs them, end to end (interpreter start, imports, worker
+start, the work, the summary), each a subprocess:
+
+* **seed loop** — ``python -m bench.score --seed-loop FOLDER``: the seed's script,
+  `cv2.imread` + its three measures in a `multiprocessing.Pool` of one process
+  per core (see below);
+* **clearlake score** — the ``clearlake score FOLDER`` console script, with an
+  empty metrics cache (``CLEARLAKE_CACHE_DIR``), then once more warm;
+
+on two folders it writes from the photographs installed packages carry: 320
+JPEGs with a long side of 256–1024 px, and 60 of 1–2 MP. Seed and clearlake
+runs alternate (``--repeat`` pairs), so a change in background load hits both
+alike; each pair gives one ratio. Then ``clearlake --help``, ``--help-runs``
+times: the median wall time, an absolute figure. CPU times are of the process
+and the children it waited for (`RUSAGE_CHILDREN`).
+
+``--in-process`` runs the older comparison instead: `score_directory` timed
+inside the measuring process, without interpreter start-up and imports. It
+writes a few hundred JPEGs at about 1024 px and 2048 px (upscaled crops of the
+photographs installed packages carry — fine for speed, not for accuracy) into
+a temporary folder, then times, each in a fresh Python process:
 
 * **seed**: one process per core (`multiprocessing.Pool`), each image
   `cv2.imread` + the seed's three measures exactly as written (variance of
@@ -30,10 +48,12 @@ import json
 import multiprocessing
 import os
 import resource
+import statistics
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -101,8 +121,69 @@ def _photographs() -> list[np.ndarray]:
     return photos
 
 
+ScaleRule = Callable[[np.random.Generator, int, int], float]
+"""(rng, crop height, crop width) → the scale factor an image is resized by."""
+
+
+def long_side(side: int) -> ScaleRule:
+    """Resize to a long side of exactly `side` px."""
+    return lambda rng, h, w: side / max(h, w)
+
+
+def long_side_between(low: int, high: int) -> ScaleRule:
+    """Resize to a long side drawn uniformly from [low, high] px."""
+    return lambda rng, h, w: int(rng.integers(low, high + 1)) / max(h, w)
+
+
+def megapixels_between(low: float, high: float) -> ScaleRule:
+    """Resize to a pixel count drawn uniformly from [low, high] MP."""
+    return lambda rng, h, w: float(np.sqrt(rng.uniform(low, high) * 1e6 / (h * w)))
+
+
+def write_images(
+    folder: Path,
+    count: int,
+    scale: ScaleRule,
+    seed: int = 0,
+    photos: list[np.ndarray] | None = None,
+) -> list[Path]:
+    """Write distinct JPEGs (quality 90): random crops of real photographs, flipped at
+    random, resized by `scale` (INTER_AREA down, INTER_CUBIC up).
+
+    Args:
+        folder: destination (created).
+        count: how many.
+        scale: the resize rule.
+        seed: RNG seed (the set is reproducible).
+        photos: the source photographs (default: `_photographs()`).
+
+    Returns:
+        The paths written.
+    """
+    rng = np.random.default_rng(seed)
+    photos = photos if photos is not None else _photographs()
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        photo = photos[index % len(photos)]
+        h, w = photo.shape[:2]
+        ch, cw = int(h * rng.uniform(0.6, 1.0)), int(w * rng.uniform(0.6, 1.0))
+        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        crop = photo[y : y + ch, x : x + cw]
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        factor = scale(rng, ch, cw)
+        size = (max(1, round(cw * factor)), max(1, round(ch * factor)))
+        method = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
+        resized = cv2.resize(np.ascontiguousarray(crop), size, interpolation=method)
+        path = folder / f"img{index:04d}.jpg"
+        cv2.imwrite(str(path), resized, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        paths.append(path)
+    return paths
+
+
 def make_images(folder: Path, per_size: dict[int, int], seed: int = 0) -> list[Path]:
-    """Write distinct JPEGs: random crops, flipped at random, upscaled to each long side.
+    """Write distinct JPEGs upscaled to each long side, in one subfolder per side.
 
     Args:
         folder: destination.
@@ -112,26 +193,12 @@ def make_images(folder: Path, per_size: dict[int, int], seed: int = 0) -> list[P
     Returns:
         The paths written.
     """
-    rng = np.random.default_rng(seed)
     photos = _photographs()
-    paths = []
-    for side, count in per_size.items():
-        for index in range(count):
-            photo = photos[index % len(photos)]
-            h, w = photo.shape[:2]
-            ch, cw = int(h * rng.uniform(0.6, 1.0)), int(w * rng.uniform(0.6, 1.0))
-            y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-            crop = photo[y : y + ch, x : x + cw]
-            if rng.random() < 0.5:
-                crop = crop[:, ::-1]
-            scale = side / max(ch, cw)
-            size = (round(cw * scale), round(ch * scale))
-            big = cv2.resize(crop, size, interpolation=cv2.INTER_CUBIC)
-            path = folder / f"{side}" / f"img{index:04d}.jpg"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(path), big, [cv2.IMWRITE_JPEG_QUALITY, 90])
-            paths.append(path)
-    return paths
+    return [
+        path
+        for offset, (side, count) in enumerate(per_size.items())
+        for path in write_images(folder / f"{side}", count, long_side(side), seed + offset, photos)
+    ]
 
 
 # --- memory and CPU of the process tree ----------------------------------------------------
@@ -307,24 +374,129 @@ def _run_fresh(kind: str, folder: Path, cache: Path, jobs: int) -> dict[str, flo
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+# --- the commands, end to end --------------------------------------------------------
+
+
+def seed_loop(folder: Path, jobs: int) -> int:
+    """The seed's script: every JPEG under `folder` through `seed_measure`, one process
+    per core. Returns the number of images measured."""
+    paths = sorted(str(p) for p in folder.rglob("*.jpg"))
+    with multiprocessing.Pool(processes=jobs) as pool:
+        results = pool.map(seed_measure, paths, chunksize=4)
+    return sum(1 for r in results if r is not None)
+
+
+def clearlake_command() -> list[str]:
+    """The `clearlake` console script of this environment (as a user runs it)."""
+    script = Path(sys.executable).with_name("clearlake")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "clearlake.cli"]
+
+
+def timed(command: Sequence[str], env: dict[str, str] | None = None) -> dict[str, float]:
+    """Run a command to its end: its wall time, and its CPU time with the children it reaped."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = cleanup.run(command, capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"seconds": seconds, "cpu_seconds": cpu}
+
+
+def _row(label: str, run: dict[str, float], seed: dict[str, float], load: float) -> str:
+    return (f"{label:<24}{run['seconds']:>8.2f}{run['cpu_seconds']:>8.2f}"
+            f"{run['seconds'] / seed['seconds']:>12.3f}"
+            f"{run['cpu_seconds'] / seed['cpu_seconds']:>11.3f}{load:>6.1f}")
+
+
+def compare_commands(args: argparse.Namespace, jobs: int) -> None:
+    """`clearlake score` and the seed's script on two folders, then `clearlake --help`."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    seed_command = [sys.executable, "-m", "bench.score", "--jobs", str(jobs), "--seed-loop"]
+    score_command = [*clearlake_command(), "score", "--jobs", str(jobs)]
+    sets = {
+        "small (long side 256-1024 px)": (args.small, long_side_between(256, 1024), 0.7),
+        "1-2 MP": (args.large, megapixels_between(1.0, 2.0), 0.4),
+    }
+    print(f"{jobs} cores; OpenCV {cv2.__version__}, NumPy {np.__version__}; "
+          f"load average {os.getloadavg()[0]:.1f} at the start")
+    verdicts = []
+    with tempfile.TemporaryDirectory(prefix="clearlake-bench-") as tmp:
+        photos = _photographs()
+        for number, (name, (count, scale, target)) in enumerate(sets.items()):
+            folder = Path(tmp) / f"set{number}"
+            paths = write_images(folder, count, scale, seed=number, photos=photos)
+            shapes = sorted(cv2.imread(str(p), cv2.IMREAD_REDUCED_GRAYSCALE_8).shape for p in paths)
+            sides = sorted(8 * max(shape) for shape in shapes)
+            megabytes = sum(p.stat().st_size for p in paths) / 1e6
+            print(f"\n{name}: {len(paths)} JPEGs, {megabytes:.0f} MB, long side "
+                  f"~{sides[0]}-{sides[-1]} px (median ~{sides[len(sides) // 2]})")
+            print(f"{'run':<24}{'wall s':>8}{'CPU s':>8}{'wall ratio':>12}{'CPU ratio':>11}"
+                  f"{'load':>6}")
+            ratios = []
+            for attempt in range(args.repeat):
+                cache = Path(tmp) / f"cache{number}-{attempt}"  # empty: a cold run
+                cache_env = {**env, "CLEARLAKE_CACHE_DIR": str(cache)}
+                seed = timed([*seed_command, str(folder)], env)
+                cold = timed([*score_command, str(folder)], cache_env)
+                ratios.append(cold["seconds"] / seed["seconds"])
+                load = os.getloadavg()[0]
+                print(_row("seed loop", seed, seed, load))
+                print(_row("clearlake score, cold", cold, seed, load))
+            warm = timed([*score_command, str(folder)], cache_env)
+            print(_row("clearlake score, warm", warm, seed, os.getloadavg()[0]))
+            ratio = statistics.median(ratios)
+            verdicts.append(
+                f"clearlake score / seed loop, {name}: wall ratio "
+                f"{', '.join(f'{r:.3f}' for r in ratios)} (median {ratio:.3f}; "
+                f"target <= {target}: {'met' if ratio <= target else 'MISSED'})")
+    helps = [timed([*clearlake_command(), "--help"]) for _ in range(args.help_runs)]
+    wall = statistics.median(h["seconds"] for h in helps)
+    cpu = statistics.median(h["cpu_seconds"] for h in helps)
+    print()
+    for line in verdicts:
+        print(line)
+    print(f"clearlake --help: median {wall:.3f} s wall, {cpu:.3f} s CPU over {args.help_runs} "
+          f"runs (target < 0.3 s: {'met' if wall < 0.3 else 'MISSED'}); "
+          f"load average {os.getloadavg()[0]:.1f} at the end")
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Generate the images, run seed / clearlake cold (interleaved) then warm; print ratios."""
+    """The commands end to end (default), or the older in-process comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n1024", type=int, default=200, help="images at ~1024 px")
-    parser.add_argument("--n2048", type=int, default=100, help="images at ~2048 px")
     parser.add_argument("--jobs", type=int, default=None, help="cores to use (default: all)")
-    parser.add_argument(
-        "--repeat", type=int, default=3, help="seed/cold pairs, interleaved; the best of each"
-    )
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="seed/clearlake pairs, interleaved (default: 2; --in-process: 3)")
+    parser.add_argument("--small", type=int, default=320,
+                        help="JPEGs with a long side of 256-1024 px")
+    parser.add_argument("--large", type=int, default=60, help="JPEGs of 1-2 MP")
+    parser.add_argument("--help-runs", type=int, default=9, help="runs of `clearlake --help`")
+    parser.add_argument("--in-process", action="store_true",
+                        help="the older comparison: score_directory timed in-process")
+    parser.add_argument("--n1024", type=int, default=200, help="--in-process: images at ~1024 px")
+    parser.add_argument("--n2048", type=int, default=100, help="--in-process: images at ~2048 px")
+    parser.add_argument("--seed-loop", type=Path, metavar="FOLDER", help=argparse.SUPPRESS)
     parser.add_argument("--measure", choices=("seed", "cold", "warm"), help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     jobs = args.jobs or len(os.sched_getaffinity(0))
 
+    if args.seed_loop:
+        print(seed_loop(args.seed_loop, jobs))
+        return
     if args.measure:
         print(json.dumps(_measure(args.measure, args.folder, args.cache, jobs)))
         return
+    if not args.in_process:
+        args.repeat = args.repeat or 2
+        compare_commands(args, jobs)
+        return
+    args.repeat = args.repeat or 3
 
     runs: dict[str, list[dict[str, float]]] = {"seed loop": [], "clearlake cold": []}
     load_before = os.getloadavg()[0]

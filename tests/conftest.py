@@ -29,6 +29,43 @@ from clearlake.store import LakeFS
 from tests.pipeline_support import wait_until
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--server-free",
+        action="store_true",
+        help="the server-free tier (`make test-fast`): a test that asks for the stack fails",
+    )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Every test that needs the stack is marked `slow`, so `-m 'not slow'` starts no server."""
+    unmarked = [
+        item.nodeid
+        for item in session.items
+        if "stack" in getattr(item, "fixturenames", ()) and item.get_closest_marker("slow") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests use the stack (through stack, lakefs, repo, dask_address, …) "
+            "but are not marked slow:\n  " + "\n  ".join(unmarked)
+        )
+
+
+@pytest.fixture(autouse=True)
+def _no_stack_in_the_server_free_tier(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under --server-free, a test that starts a stack itself (`Stack.up`) fails.
+
+    (A `clearlake stack up` run as a subprocess is not seen here: mark such tests slow.)
+    """
+    if request.config.getoption("server_free"):
+        def refuse(*args: Any, **kwargs: Any) -> None:
+            pytest.fail(f"{request.node.nodeid} starts a stack in the server-free tier")
+
+        monkeypatch.setattr(Stack, "up", refuse)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """SIGTERM stops the session as Ctrl-C does, so that fixtures stop what they started.
 
@@ -41,8 +78,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     """A running stack (lakeFS + Prefect) for the whole test session."""
+    if request.config.getoption("server_free"):
+        pytest.fail("a test asks for the stack in the server-free tier: mark it slow")
     install_lakefs(report=lambda line: None)
     home = tmp_path_factory.mktemp("clearlake-home")
     stack = Stack(home=home, ports=free_loopback_ports())

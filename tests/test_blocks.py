@@ -68,6 +68,7 @@ class TestDaskClusterStandards(BlockStandardTestSuite):
         assert 1000 > image.width > 45
 
 
+@pytest.mark.slow
 def test_a_dask_cluster_block_names_the_scheduler_a_run_uses(stack: Stack, repo: str) -> None:
     from flows.classify import resolve_dask_address
 
@@ -91,6 +92,7 @@ def credentials(lakefs: LakeFS) -> LakeFSCredentials:
     )
 
 
+@pytest.mark.slow
 def test_write_then_read_round_trip(credentials: LakeFSCredentials, repo: str) -> None:
     storage = LakeFSRepository(credentials=credentials, repository=repo, prefix="results")
     storage.write_path("run-1/out.json", b'{"ok": true}')
@@ -103,6 +105,7 @@ def test_write_then_read_round_trip(credentials: LakeFSCredentials, repo: str) -
     assert lakefs.get_object(repo, "main", "results/run-1/out.json") == b'{"ok": true}'
 
 
+@pytest.mark.slow
 def test_reading_an_old_commit_after_the_branch_moved(
     credentials: LakeFSCredentials, repo: str
 ) -> None:
@@ -115,6 +118,7 @@ def test_reading_an_old_commit_after_the_branch_moved(
     assert storage.read_path("model.json") == b"v2"
 
 
+@pytest.mark.slow
 def test_writing_to_a_commit_is_refused(credentials: LakeFSCredentials, repo: str) -> None:
     head = credentials.get_store().head(repo, "main")
     pinned = LakeFSRepository(credentials=credentials, repository=repo, ref=head)
@@ -122,12 +126,14 @@ def test_writing_to_a_commit_is_refused(credentials: LakeFSCredentials, repo: st
         pinned.write_path("x", b"x")
 
 
+@pytest.mark.slow
 def test_paths_cannot_escape_the_prefix(credentials: LakeFSCredentials, repo: str) -> None:
     storage = LakeFSRepository(credentials=credentials, repository=repo, prefix="flows")
     with pytest.raises(ValueError, match="leaves the prefix"):
         storage.read_path("../secrets.json")
 
 
+@pytest.mark.slow
 def test_put_and_get_directory_at_a_commit(
     credentials: LakeFSCredentials, repo: str, tmp_path: Path
 ) -> None:
@@ -153,6 +159,7 @@ def test_put_and_get_directory_at_a_commit(
     assert not (out / "notes.tmp").exists()
 
 
+@pytest.mark.slow
 def test_block_save_and_load_keeps_the_secret_secret(
     credentials: LakeFSCredentials, repo: str
 ) -> None:
@@ -168,6 +175,7 @@ def test_block_save_and_load_keeps_the_secret_secret(
     assert credentials.get_store().get_object(repo, "main", "a.txt") == b"a"
 
 
+@pytest.mark.slow
 def test_credentials_from_the_local_stack(stack: object, lakefs: LakeFS) -> None:
     assert os.environ["CLEARLAKE_HOME"]
     found = LakeFSCredentials.from_environment()
@@ -175,6 +183,7 @@ def test_credentials_from_the_local_stack(stack: object, lakefs: LakeFS) -> None
     assert found.get_store().repository_exists("no-such-repo") is False
 
 
+@pytest.mark.slow
 def test_a_credentials_block_names_new_repositories_namespaces(
     credentials: LakeFSCredentials,
 ) -> None:

@@ -18,6 +18,7 @@ from clearlake.store import LakeFS
 from tests.pipeline_support import CountingLakeFS, commit_images, photo, unique_seed
 
 
+@pytest.mark.slow
 def test_the_stack_runs_lakefs_over_its_own_s3_server(stack: Stack, lakefs: LakeFS) -> None:
     storage = lakefs.storage_config()
     assert (storage.blockstore_type, storage.pre_sign_support) == ("s3", True)
@@ -25,6 +26,7 @@ def test_the_stack_runs_lakefs_over_its_own_s3_server(stack: Stack, lakefs: Lake
     assert lakefs.storage_namespace("photos") == f"s3://{seaweedfs.BUCKET}/photos"
 
 
+@pytest.mark.slow
 def test_new_repositories_take_their_namespace_from_the_setting(
     stack: Stack, lakefs: LakeFS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -41,6 +43,7 @@ def test_new_repositories_take_their_namespace_from_the_setting(
         configured.delete_repository(name)
 
 
+@pytest.mark.slow
 def test_a_namespace_lakefs_refuses_names_itself_and_the_blockstore(lakefs: LakeFS) -> None:
     name = f"test-{secrets.token_hex(4)}"
     with pytest.raises(ConfigurationError) as refused:
@@ -87,6 +90,7 @@ def committed(lakefs: LakeFS, repo: str) -> Iterator[tuple[str, dict[str, bytes]
     yield commit_images(lakefs, repo, images), images
 
 
+@pytest.mark.slow
 def test_a_batch_gets_its_urls_from_one_listing_page_and_bytes_from_the_store(
     stack: Stack, lakefs: LakeFS, repo: str, committed: tuple[str, dict[str, bytes]]
 ) -> None:
@@ -112,6 +116,7 @@ def test_a_batch_gets_its_urls_from_one_listing_page_and_bytes_from_the_store(
     assert (counting.pages, counting.presigns) == (1, 1)
 
 
+@pytest.mark.slow
 def test_measure_batch_reads_presigned_and_never_through_lakefs(
     lakefs: LakeFS, repo: str, committed: tuple[str, dict[str, bytes]]
 ) -> None:
@@ -127,6 +132,7 @@ def test_measure_batch_reads_presigned_and_never_through_lakefs(
     assert counting.presigns == 0
 
 
+@pytest.mark.slow
 def test_a_refused_url_is_presigned_again_once(
     lakefs: LakeFS, repo: str, committed: tuple[str, dict[str, bytes]]
 ) -> None:
@@ -142,6 +148,7 @@ def test_a_refused_url_is_presigned_again_once(
     assert refused.presigns == 4  # once each, after the refusal
 
 
+@pytest.mark.slow
 def test_an_image_the_store_keeps_refusing_is_a_typed_failure_retried_later(
     lakefs: LakeFS, repo: str, committed: tuple[str, dict[str, bytes]]
 ) -> None:
@@ -158,6 +165,7 @@ def test_an_image_the_store_keeps_refusing_is_a_typed_failure_retried_later(
     assert pipeline.store_documents(measured) == {}
 
 
+@pytest.mark.slow
 def test_a_bucket_that_does_not_exist_is_a_clear_error(lakefs: LakeFS) -> None:
     name = f"test-{secrets.token_hex(4)}"
     with pytest.raises(ConfigurationError) as refused:
@@ -166,6 +174,7 @@ def test_a_bucket_that_does_not_exist_is_a_clear_error(lakefs: LakeFS) -> None:
     assert not lakefs.repository_exists(name)
 
 
+@pytest.mark.slow
 def test_the_s3_server_down_mid_run_gives_typed_failures_and_nothing_else(
     stack: Stack, lakefs: LakeFS, repo: str, committed: tuple[str, dict[str, bytes]]
 ) -> None:

@@ -52,6 +52,7 @@ def events_with_id(stack: Stack, wanted: str, wait_s: float = 2.0) -> list[dict[
     return found
 
 
+@pytest.mark.slow
 def test_a_good_webhook_becomes_one_prefect_event(
     stack: Stack, secret: str, lakefs: LakeFS, repo: str
 ) -> None:
@@ -71,6 +72,7 @@ def test_a_good_webhook_becomes_one_prefect_event(
     assert secret not in json.dumps(event)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("offered", [None, "wrong", ""])
 def test_a_wrong_or_missing_secret_is_refused_and_emits_nothing(
     stack: Stack, secret: str, offered: str | None
@@ -85,6 +87,7 @@ def test_a_wrong_or_missing_secret_is_refused_and_emits_nothing(
     assert not events_with_id(stack, event_id("repo", payload["commit_id"]))
 
 
+@pytest.mark.slow
 def test_bad_bodies_are_refused(stack: Stack, secret: str) -> None:
     headers = {SECRET_HEADER: secret, "Content-Type": "application/json"}
     huge = json.dumps(webhook(commit_message="x" * (MAX_BODY_BYTES + 1))).encode()
@@ -96,6 +99,7 @@ def test_bad_bodies_are_refused(stack: Stack, secret: str) -> None:
     assert post(stack, json.dumps(webhook()).encode(), text).status_code == 415
 
 
+@pytest.mark.slow
 def test_unknown_events_and_clearlakes_own_commits_are_ignored(
     stack: Stack, secret: str
 ) -> None:
@@ -111,5 +115,6 @@ def test_unknown_events_and_clearlakes_own_commits_are_ignored(
     assert not events_with_id(stack, event_id("repo", own["commit_id"]))
 
 
+@pytest.mark.slow
 def test_healthz(stack: Stack) -> None:
     assert httpx.get(f"{stack.bridge_url}/healthz").text == "ok"

@@ -144,6 +144,7 @@ def test_benchmark_stops_its_stack_when_signalled(short_tmp: Path, signum: int) 
             process.wait()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get(HOLD_ENV), reason="run by the test below only")
 def test_hold_stack(stack: object) -> None:
     """Holds the session's stack until the process is signalled (a helper, not a check)."""

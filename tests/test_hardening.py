@@ -392,6 +392,7 @@ def prefect_events(stack: Stack, wanted: str, wait_s: float) -> list[dict[str, A
         time.sleep(0.3)
 
 
+@pytest.mark.slow
 def test_the_stacks_bridge_ignores_unknown_repositories_and_refuses_templates(
     stack: Stack, secret: str
 ) -> None:
@@ -416,6 +417,7 @@ def hooked_repo(stack: Stack, lakefs: LakeFS, repo: str) -> Iterator[str]:
     yield repo
 
 
+@pytest.mark.slow
 def test_lakefs_webhooks_of_huge_commit_messages_and_metadata_still_trigger(
     stack: Stack, lakefs: LakeFS, hooked_repo: str
 ) -> None:
@@ -429,6 +431,7 @@ def test_lakefs_webhooks_of_huge_commit_messages_and_metadata_still_trigger(
         assert prefect_events(stack, event_id(hooked_repo, commit), wait_s=30.0), commit
 
 
+@pytest.mark.slow
 def test_lineage_answers_for_a_hostile_path(lakefs: LakeFS, repo: str) -> None:
     from clearlake.lineage import lineage
     from clearlake.provenance import sign_record, signing_key

@@ -137,6 +137,7 @@ def test_when_the_hook_fails_the_command_sends_the_event_itself(
     wait_until(lambda: records_exist(lakefs, repo, [f"images/{n}" for n in photos]))
 
 
+@pytest.mark.slow
 def test_a_saved_s3bucket_block_names_the_source_store(
     stack: Stack, lakefs: LakeFS, repo: str, incoming: str
 ) -> None:
@@ -156,6 +157,7 @@ def test_a_saved_s3bucket_block_names_the_source_store(
     assert f"is for bucket {BUCKET!r}, not 'another-bucket'" in other.stdout
 
 
+@pytest.mark.slow
 def test_a_prefix_that_does_not_exist_is_refused_and_nothing_committed(
     stack: Stack, lakefs: LakeFS, repo: str
 ) -> None:
@@ -167,6 +169,7 @@ def test_a_prefix_that_does_not_exist_is_refused_and_nothing_committed(
     assert branch_state(lakefs, repo) == before
 
 
+@pytest.mark.slow
 def test_a_bucket_that_does_not_exist_is_refused(
     stack: Stack, lakefs: LakeFS, repo: str
 ) -> None:
@@ -178,6 +181,7 @@ def test_a_bucket_that_does_not_exist_is_refused(
     assert branch_state(lakefs, repo) == before
 
 
+@pytest.mark.slow
 def test_wrong_credentials_are_refused(
     stack: Stack, lakefs: LakeFS, repo: str, incoming: str
 ) -> None:
@@ -191,6 +195,7 @@ def test_wrong_credentials_are_refused(
     assert "wrong" not in result.stdout.replace("wrong credentials", "")  # no secret echoed
 
 
+@pytest.mark.slow
 def test_a_failed_import_leaves_the_branch_unchanged(lakefs: LakeFS, repo: str) -> None:
     # lakeFS itself fails here (the source is not checked first): nothing is committed.
     before = branch_state(lakefs, repo)
@@ -199,6 +204,7 @@ def test_a_failed_import_leaves_the_branch_unchanged(lakefs: LakeFS, repo: str) 
     assert branch_state(lakefs, repo) == before
 
 
+@pytest.mark.slow
 def test_an_occupied_destination_is_replaced_only_when_asked(
     stack: Stack, lakefs: LakeFS, repo: str, incoming: str
 ) -> None:
@@ -216,6 +222,7 @@ def test_an_occupied_destination_is_replaced_only_when_asked(
     assert [o.path for o in lakefs.list_objects(repo, "main", "images/")] == ["images/0.jpg"]
 
 
+@pytest.mark.slow
 def test_a_dirty_branch_is_refused(
     stack: Stack, lakefs: LakeFS, repo: str, incoming: str
 ) -> None:
@@ -226,12 +233,14 @@ def test_a_dirty_branch_is_refused(
         import_from_s3(lakefs, bucket, repo, "main")
 
 
+@pytest.mark.slow
 def test_a_source_inside_a_repositorys_namespace_is_refused(lakefs: LakeFS, repo: str) -> None:
     namespace = lakefs.repositories.get_repository(repo).storage_namespace
     with pytest.raises(ConfigurationError, match="overlaps a repository's storage namespace"):
         import_prefix(lakefs, S3Source.parse(namespace), repo, "main")
 
 
+@pytest.mark.slow
 def test_the_source_is_counted_through_its_s3bucket_block(stack: Stack, incoming: str) -> None:
     photos = put_photos(stack, incoming, 3)
     bucket = source_bucket(S3Source.parse(f"s3://{BUCKET}/{incoming}"), home=stack.home)

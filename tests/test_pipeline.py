@@ -23,6 +23,7 @@ from clearlake.transaction import TEMP_BRANCH_PREFIX
 from tests.pipeline_support import commit_images, photo, records_on, unique_seed
 
 
+@pytest.mark.slow
 def test_first_run_then_only_the_change_then_nothing(
     lakefs: LakeFS, repo: str, classify: Any, dask_address: str
 ) -> None:
@@ -61,6 +62,7 @@ def test_first_run_then_only_the_change_then_nothing(
     assert lakefs.head(repo, "main") == head  # no second results commit
 
 
+@pytest.mark.slow
 def test_deletions_renames_copies_and_a_corrupt_image(
     lakefs: LakeFS, repo: str, classify: Any
 ) -> None:
@@ -87,6 +89,7 @@ def test_deletions_renames_copies_and_a_corrupt_image(
     assert {r["path"] for r in pipeline.read_table(lakefs, repo, "main", "main")} == set(records)
 
 
+@pytest.mark.slow
 def test_a_run_on_the_cluster_a_dask_cluster_block_names(
     lakefs: LakeFS, repo: str, dask_address: str
 ) -> None:
@@ -105,6 +108,7 @@ def test_a_run_on_the_cluster_a_dask_cluster_block_names(
     assert any(task["key"].startswith("measure_batch") for task in stream.data)
 
 
+@pytest.mark.slow
 def test_copies_within_one_batch_are_measured_once(lakefs: LakeFS, repo: str) -> None:
     seed = unique_seed()
     images = {"a/original.jpg": photo(seed), "b/copy.jpg": photo(seed),
@@ -127,6 +131,7 @@ def _checksum_and_size(lakefs: LakeFS, repo: str, ref: str, path: str) -> tuple[
     return info.checksum, info.size
 
 
+@pytest.mark.slow
 def test_a_commit_landing_during_the_run_is_neither_swept_in_nor_lost(
     lakefs: LakeFS, repo: str, classify: Any
 ) -> None:
@@ -159,6 +164,7 @@ def test_a_commit_landing_during_the_run_is_neither_swept_in_nor_lost(
     assert "img/late.jpg" in records_on(lakefs, repo)
 
 
+@pytest.mark.slow
 def test_a_dirty_branch_leaves_the_results_pending_without_losing_them(
     lakefs: LakeFS, repo: str, classify: Any
 ) -> None:
@@ -173,6 +179,7 @@ def test_a_dirty_branch_leaves_the_results_pending_without_losing_them(
     assert lakefs.has_uncommitted_changes(repo, "main")  # the user's upload untouched
 
 
+@pytest.mark.slow
 def test_a_new_model_relabels_from_stored_metrics_without_decoding(
     lakefs: LakeFS, repo: str, classify: Any
 ) -> None:
@@ -198,6 +205,7 @@ def test_a_new_model_relabels_from_stored_metrics_without_decoding(
     assert {r["label"] for r in records.values()} <= {"sharp", "soft"}
 
 
+@pytest.mark.slow
 def test_lineage_of_an_image_that_changed_twice(lakefs: LakeFS, repo: str, classify: Any) -> None:
     seed = unique_seed()
     commit_images(lakefs, repo, {"cat.jpg": photo(seed)})
@@ -214,6 +222,7 @@ def test_lineage_of_an_image_that_changed_twice(lakefs: LakeFS, repo: str, class
     assert found.history[0].source_commit == last["source_commit"]
 
 
+@pytest.mark.slow
 def test_train_classifier_commits_a_model_that_relabels_everything(
     lakefs: LakeFS, repo: str, classify: Any, dask_address: str
 ) -> None:
@@ -235,6 +244,7 @@ def test_train_classifier_commits_a_model_that_relabels_everything(
     assert {r["model_id"] for r in records_on(lakefs, repo).values()} == {trained["model_id"]}
 
 
+@pytest.mark.slow
 def test_a_forged_marker_does_not_hide_a_commit(lakefs: LakeFS, repo: str, classify: Any) -> None:
     seed = unique_seed()
     commit_images(lakefs, repo, {"a.jpg": photo(seed)})
@@ -247,6 +257,7 @@ def test_a_forged_marker_does_not_hide_a_commit(lakefs: LakeFS, repo: str, class
     assert second["status"] == "merged" and second["counts"]["computed"] == 1
 
 
+@pytest.mark.slow
 def test_two_processed_branches_merge_without_conflicts(
     lakefs: LakeFS, repo: str, classify: Any
 ) -> None:

@@ -112,6 +112,7 @@ async def _databases(url: str) -> set[str]:
         await connection.close()
 
 
+@pytest.mark.slow
 def test_server_on_loopback_needs_the_password_and_never_stores_it(pg_home: Path) -> None:
     password = secrets.token_urlsafe(24)
     pg = Postgres(home=pg_home, port=_free_port(), password=SecretStr(password))

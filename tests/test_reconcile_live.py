@@ -25,6 +25,7 @@ def temp_branches(lakefs: LakeFS, repo: str) -> list[str]:
     return [name for name, _ in lakefs.list_branches(repo, prefix=TEMP_BRANCH_PREFIX)]
 
 
+@pytest.mark.slow
 def test_reconcile_keeps_a_live_runs_branch_and_settles_pending_and_abandoned_ones(
     lakefs: LakeFS, repo: str, classify: Any
 ) -> None:
@@ -107,6 +108,7 @@ def _deleting_after_first_batch(
     monkeypatch.setattr(classify_flow, "measure_on_dask", measure_then_delete)
 
 
+@pytest.mark.slow
 def test_a_run_whose_temporary_branch_is_deleted_ends_interrupted_and_the_next_run_covers(
     lakefs: LakeFS, repo: str, classify: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -135,6 +137,7 @@ def test_a_run_whose_temporary_branch_is_deleted_ends_interrupted_and_the_next_r
     assert set(records_on(lakefs, repo)) == set(images)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("when", ["before", "during"])
 def test_a_run_whose_branch_is_deleted_ends_branch_deleted_and_completed(
     lakefs: LakeFS, repo: str, classify: Any, monkeypatch: pytest.MonkeyPatch, when: str

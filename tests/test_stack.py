@@ -25,6 +25,7 @@ from clearlake.stack.services import (
 from tests.pipeline_support import run_cli
 
 
+@pytest.mark.slow  # starts servers without the stack fixture
 def test_up_twice_status_and_down_leave_nothing_running(tmp_path: Path) -> None:
     home = tmp_path / "home"
     ports = free_loopback_ports()
@@ -67,6 +68,7 @@ def _up_twice_then_down(home: Path, ports: dict[str, int], env: dict[str, str]) 
     assert (home / "lakefs" / "metadata").exists() and (home / "s3" / "data").exists()
 
 
+@pytest.mark.slow
 def test_lakefs_serves_its_real_web_ui(stack: Stack) -> None:
     with urllib.request.urlopen(f"{stack.lakefs_url}/") as response:
         page = response.read().decode()
@@ -74,11 +76,13 @@ def test_lakefs_serves_its_real_web_ui(stack: Stack) -> None:
     assert "UI has not been built" not in page
 
 
+@pytest.mark.slow
 def test_prefect_serves_its_ui(stack: Stack) -> None:
     with urllib.request.urlopen(stack.prefect_api_url.removesuffix("/api") + "/") as response:
         assert "<title>Prefect Server</title>" in response.read().decode()
 
 
+@pytest.mark.slow
 def test_lakectl_from_the_same_build_works(
     stack: Stack, repo: str, lakectl_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -95,6 +99,7 @@ def test_lakectl_from_the_same_build_works(
     assert "add a.jpg" in lakectl("log", f"lakefs://{repo}/main")
 
 
+@pytest.mark.slow
 def test_init_repo_twice_is_harmless(stack: Stack, lakefs: object) -> None:
     name = "init-repo-test"
     assert "created" in run_cli("init-repo", name, home=stack.home).stdout
@@ -108,6 +113,7 @@ def test_install_names_the_missing_tool(tmp_path: Path, monkeypatch: pytest.Monk
         install.install_lakefs(report=lambda line: None)
 
 
+@pytest.mark.slow  # starts servers without the stack fixture
 def test_up_refuses_a_port_taken_by_another_program(tmp_path: Path) -> None:
     import socket
 
@@ -129,6 +135,7 @@ def test_up_refuses_a_port_taken_by_another_program(tmp_path: Path) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_dask_workers_keep_numpy_temporaries_on_the_heap(stack: Stack) -> None:
     from distributed import Client
 
@@ -141,6 +148,7 @@ def test_dask_workers_keep_numpy_temporaries_on_the_heap(stack: Stack) -> None:
         assert {k: environment.get(k) for k in DASK_WORKER_MALLOC_ENV} == DASK_WORKER_MALLOC_ENV
 
 
+@pytest.mark.slow
 def test_dask_workers_are_ready_before_their_first_batch(stack: Stack) -> None:
     from distributed import Client
 
@@ -152,6 +160,7 @@ def test_dask_workers_are_ready_before_their_first_batch(stack: Stack) -> None:
     assert set(ready.values()) == {(True, 1)}  # Prefect's collections loaded, one OpenCV thread
 
 
+@pytest.mark.slow
 def test_the_work_pool_starts_runs_through_the_forkserver(stack: Stack) -> None:
     from prefect.client.orchestration import get_client
 
@@ -163,6 +172,7 @@ def test_the_work_pool_starts_runs_through_the_forkserver(stack: Stack) -> None:
     assert "forkserver.py launch" in command and str(stack.forkserver_socket) in command
 
 
+@pytest.mark.slow
 def test_the_lakefs_web_ui_opens_on_the_data_not_an_email_form(stack: Stack) -> None:
     # lakeFS's UI shows its "User Configuration" form while comm_prefs_missing is true.
     with urllib.request.urlopen(f"{stack.lakefs_url}/api/v1/setup_lakefs") as response:

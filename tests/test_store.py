@@ -11,6 +11,7 @@ from clearlake.transaction import MergePending, Transaction, finish_pending
 from tests.pipeline_support import CountingLakeFS
 
 
+@pytest.mark.slow
 def test_missing_repository_is_not_found_and_named(lakefs: LakeFS) -> None:
     with pytest.raises(NotFoundError) as caught:
         lakefs.get_object("no-such-repo", "main", "a/b.jpg")
@@ -19,6 +20,7 @@ def test_missing_repository_is_not_found_and_named(lakefs: LakeFS) -> None:
     assert caught.value.repository == "no-such-repo"
 
 
+@pytest.mark.slow
 def test_bad_credentials_are_permission_denied(lakefs: LakeFS, repo: str) -> None:
     intruder = LakeFS.connect(lakefs.settings.endpoint, "AKIAIOSFODNN7EXAMPLE", "wrong")
     with pytest.raises(PermissionDeniedError) as caught:
@@ -26,6 +28,7 @@ def test_bad_credentials_are_permission_denied(lakefs: LakeFS, repo: str) -> Non
     assert repo in str(caught.value)
 
 
+@pytest.mark.slow
 def test_object_requests_are_typed_and_keep_awkward_paths_intact(
     lakefs: LakeFS, repo: str
 ) -> None:
@@ -44,10 +47,12 @@ def test_object_requests_are_typed_and_keep_awkward_paths_intact(
     assert lakefs.get_object(repo, "main", awkward) == b"bytes"  # the kept-alive connection
 
 
+@pytest.mark.slow
 def test_create_repository_twice_is_harmless(lakefs: LakeFS, repo: str) -> None:
     assert lakefs.create_repository(repo) is False
 
 
+@pytest.mark.slow
 def test_two_dot_diff_lists_only_the_change(lakefs: LakeFS, repo: str) -> None:
     lakefs.upload_object(repo, "main", "img/a.jpg", b"a")
     lakefs.upload_object(repo, "main", "img/b.jpg", b"b")
@@ -60,6 +65,7 @@ def test_two_dot_diff_lists_only_the_change(lakefs: LakeFS, repo: str) -> None:
     assert changes == {("img/a.jpg", "removed"), ("img/b.jpg", "changed"), ("img/c.jpg", "added")}
 
 
+@pytest.mark.slow
 def test_transaction_never_sweeps_up_uncommitted_work(lakefs: LakeFS, repo: str) -> None:
     lakefs.upload_object(repo, "main", "user/wip.txt", b"not yet committed")
     with (
@@ -81,6 +87,7 @@ def test_transaction_never_sweeps_up_uncommitted_work(lakefs: LakeFS, repo: str)
     assert pending not in {name for name, _ in lakefs.list_branches(repo)}
 
 
+@pytest.mark.slow
 def test_failed_transaction_leaves_nothing(lakefs: LakeFS, repo: str) -> None:
     before = lakefs.head(repo, "main")
     with pytest.raises(RuntimeError), Transaction(lakefs, repo, "main") as tx:
@@ -90,6 +97,7 @@ def test_failed_transaction_leaves_nothing(lakefs: LakeFS, repo: str) -> None:
     assert [name for name, _ in lakefs.list_branches(repo)] == ["main"]
 
 
+@pytest.mark.slow
 def test_uploads_queued_in_the_background_are_committed_or_left_nowhere(
     lakefs: LakeFS, repo: str
 ) -> None:
@@ -107,6 +115,7 @@ def test_uploads_queued_in_the_background_are_committed_or_left_nowhere(
     assert [name for name, _ in lakefs.list_branches(repo)] == ["main"]
 
 
+@pytest.mark.slow
 def test_a_store_write_makes_one_commit_and_nothing_when_empty(lakefs: LakeFS, repo: str) -> None:
     store = MetricsStore(lakefs, f"{repo}-store")
     with store.write() as writing:
@@ -126,6 +135,7 @@ def test_a_store_write_makes_one_commit_and_nothing_when_empty(lakefs: LakeFS, r
         lakefs.delete_repository(store.repository)
 
 
+@pytest.mark.slow
 def test_diff_pages_past_one_thousand_changes(lakefs: LakeFS, repo: str) -> None:
     before = lakefs.head(repo, "main")
     lakefs.upload_many(repo, "main", ((f"many/{i:05d}.jpg", b"x") for i in range(1005)))
@@ -135,6 +145,7 @@ def test_diff_pages_past_one_thousand_changes(lakefs: LakeFS, repo: str) -> None
     assert [(f.path, f.change) for f in folders] == [("many/", "prefix")]
 
 
+@pytest.mark.slow
 def test_read_existing_lists_a_dense_lookup_and_reads_only_what_exists(
     lakefs: LakeFS, repo: str
 ) -> None:
@@ -147,6 +158,7 @@ def test_read_existing_lists_a_dense_lookup_and_reads_only_what_exists(
     assert counting.pages == 2  # 300 entries: a first small page, then the rest
 
 
+@pytest.mark.slow
 def test_read_existing_reads_one_by_one_where_listing_would_cost_more(
     lakefs: LakeFS, repo: str
 ) -> None:
@@ -158,6 +170,7 @@ def test_read_existing_reads_one_by_one_where_listing_would_cost_more(
     assert (counting.pages, counting.object_reads) == (1, 1)
 
 
+@pytest.mark.slow
 def test_a_store_that_does_not_exist_yet_knows_nothing(lakefs: LakeFS, repo: str) -> None:
     store = MetricsStore(lakefs, f"{repo}-nostore")
     assert store.sha256s_for([("abc", 1), ("def", 2)]) == {}

@@ -42,6 +42,7 @@ def _copied_marker(lakefs: LakeFS, repo: str, results_commit: str) -> dict[str, 
 # -- markers ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_copied_marker_does_not_hide_a_commit_that_adds_an_image(
     lakefs: LakeFS, repo: str, classify: Any
 ) -> None:
@@ -64,6 +65,7 @@ def test_a_copied_marker_does_not_hide_a_commit_that_adds_an_image(
     assert pipeline.is_covered(lakefs, repo, "main", key)
 
 
+@pytest.mark.slow
 def test_a_marker_counts_on_commits_that_change_only_clearlakes_folder(
     lakefs: LakeFS, repo: str, classify: Any
 ) -> None:
@@ -125,6 +127,7 @@ def _forged(how: str, genuine: dict[str, Any], image: ObjectInfo) -> dict[str, A
     return genuine  # "replayed": clearlake's own record of another image, verbatim
 
 
+@pytest.mark.slow
 def test_a_forged_record_does_not_get_a_blurry_image_past_the_gate(
     lakefs: LakeFS, repo: str, classify: Any
 ) -> None:
@@ -156,6 +159,7 @@ def test_a_forged_record_does_not_get_a_blurry_image_past_the_gate(
     assert seen == {how: (False, "blurry", None) for how in FORGERIES}
 
 
+@pytest.mark.slow
 def test_the_gate_trusts_clearlakes_own_records_without_measuring_again(
     lakefs: LakeFS, repo: str, classify: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -175,6 +179,7 @@ def test_the_gate_trusts_clearlakes_own_records_without_measuring_again(
     assert labels == {"new.jpg": "good"}
 
 
+@pytest.mark.slow
 def test_lineage_leaves_out_a_forged_version_of_a_record(
     lakefs: LakeFS, repo: str, classify: Any
 ) -> None:

@@ -1,8 +1,19 @@
-"""Command-line interface: `clearlake …`."""
+"""Command-line interface: `clearlake …`.
 
-import clearlake.cli.importing  # noqa: F401  (registers `clearlake import`)
-from clearlake.cli import demo, model, pipeline, repo, score, stack  # noqa: F401  (registers the commands)
+Each module in `COMMAND_MODULES` registers its commands on `clearlake.cli.app.app`
+when imported. To add a command, write `clearlake/cli/NAME.py` (light imports at
+its top: see `clearlake.cli.app`) and add "NAME" here.
+"""
+
+from importlib import import_module
+
 from clearlake.cli.app import app
+
+COMMAND_MODULES = ("importing", "demo", "model", "pipeline", "repo", "score", "stack")
+"""Modules of `clearlake.cli` that register commands, in `--help` order of registration."""
+
+for _name in COMMAND_MODULES:
+    import_module(f"clearlake.cli.{_name}")
 
 
 def main() -> None:

@@ -1,20 +1,47 @@
 """The one Typer application behind the `clearlake` command.
 
 Command modules import `app` (or a sub-app) from here and register themselves;
-`clearlake.cli` imports every command module. Heavy libraries (Prefect, OpenCV,
-the lakeFS SDK) are imported inside commands so that `clearlake --help` is quick.
+`clearlake.cli` imports every command module listed in its `COMMAND_MODULES`.
+So that `clearlake --help` stays quick, a command module imports at its top only
+Typer, the standard library, this module and `clearlake.errors`; everything else
+(rich, NumPy, OpenCV, SciPy, scikit-learn, Prefect, the lakeFS SDK, PyArrow) is
+imported inside the command that uses it. `tests/unit/test_cli_imports.py` checks it.
 """
 
-import typer
-from rich.console import Console
+from __future__ import annotations
 
-console = Console()
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+class _SharedConsole:
+    """The commands' rich `Console`, made on first use (importing rich costs more
+    than all of `clearlake --help`)."""
+
+    _console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if _SharedConsole._console is None:
+            from rich.console import Console
+
+            _SharedConsole._console = Console()
+        return getattr(_SharedConsole._console, name)
+
+
+console: Console = _SharedConsole()  # type: ignore[assignment]
 
 app = typer.Typer(
     name="clearlake",
     help="Versioned, data-driven image-quality pipelines on lakeFS, Prefect and Dask.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain (click) help and usage errors: Typer's rich help imports rich's
+    # Markdown, Pygments and tracebacks, ~3× the rest of `clearlake --help`.
+    rich_markup_mode=None,
 )
 
 

@@ -15,12 +15,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from clearlake.cli.app import app
+from clearlake.cli.app import app, console
 
-console = Console()
 DEMO_REPO = "clearlake-demo"
 INGEST = "ingest"
 POLICY = b"""# What may enter main: clearlake's quality gate reads this from main itself.
@@ -90,6 +87,8 @@ def wait_for_results(branch: str, commit: str | None) -> dict[str, Any]:
 
 def show_summary(branch: str, results: dict[str, Any]) -> None:
     """Counts per label and the worst images, from the branch's results table."""
+    from rich.table import Table
+
     from clearlake.pipeline import read_table, table_path, worst_images
     from clearlake.stack.services import Stack
     from clearlake.store import LakeFS

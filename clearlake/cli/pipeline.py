@@ -8,13 +8,9 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from clearlake.cli.app import app
+from clearlake.cli.app import app, console
 from clearlake.errors import ClearlakeError, ConfigurationError, LakeFSError
-
-console = Console()
 
 
 def use_stack_prefect() -> None:
@@ -67,6 +63,8 @@ def lineage(
     ref: Annotated[str, typer.Option(help="Branch, tag or commit.")] = "main",
 ) -> None:
     """Where an image's metrics came from, which model labelled it, and its label history."""
+    from rich.table import Table
+
     from clearlake.lineage import lineage as find_lineage
     from clearlake.store import LakeFS
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -73,6 +75,11 @@ def score(
         raise typer.BadParameter(
             f"{out.name}: use a .parquet, .csv or .jsonl file name", param_hint="--out"
         )
+    if "numpy" not in sys.modules:  # the command's own process (not a test's, say)
+        # One BLAS thread here (this process only labels: small matrices), set before
+        # NumPy is imported: a process without threads can fork its workers, which then
+        # share its imports (see score_directory).
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     # Heavy imports here, so that `clearlake --help` stays fast.
     from rich.console import Console
 
@@ -87,21 +94,30 @@ def score(
         console.print(f"[red]error:[/red] cannot use the model: {exc}")
         raise typer.Exit(2) from None
 
+    progress = _progress()
+    task = progress.add_task("scoring", total=None)
+
+    def show(total: int) -> None:
+        # Started only now: score_directory forks its workers before this call,
+        # while this process runs no thread yet (the display runs one).
+        progress.update(task, total=total)
+        progress.start()
+
     try:
-        with _progress() as progress:
-            task = progress.add_task("scoring", total=None)
-            result = score_directory(
-                directory,
-                model=loaded,
-                jobs=jobs,
-                max_pixels=max_pixels,
-                use_cache=not no_cache,
-                on_start=lambda total: progress.update(task, total=total),
-                on_progress=lambda n: progress.advance(task, n),
-            )
+        result = score_directory(
+            directory,
+            model=loaded,
+            jobs=jobs,
+            max_pixels=max_pixels,
+            use_cache=not no_cache,
+            on_start=show,
+            on_progress=lambda n: progress.advance(task, n),
+        )
     except CacheError as exc:
         console.print(f"[red]error:[/red] {exc}\n(set CLEARLAKE_CACHE_DIR, or use --no-cache)")
         raise typer.Exit(2) from None
+    finally:
+        progress.stop()
     if out is not None:
         write_records(result.records, result.columns, out)
     _print_summary(console, result, worst, out)

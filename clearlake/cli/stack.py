@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from clearlake.cli.app import app, console, fail
 from clearlake.errors import StackError
@@ -87,6 +86,8 @@ def down() -> None:
 @stack_app.command()
 def status() -> None:
     """Report whether each service runs and is healthy (exit 1 if any is not)."""
+    from rich.table import Table
+
     from clearlake.stack.services import Stack
 
     table = Table("service", "url", "pid", "state")

@@ -299,18 +299,22 @@ class _Done:
     record_file: bool  # the bytes read match the stat: safe to remember (path, size, mtime)
 
 
+_worker_cache_path: str | None = None
 _worker_cache: MetricsCache | None = None
 _worker_max_pixels: int = decoding.DEFAULT_MAX_PIXELS
 
 
 def _init_worker(cache_path: str | None, max_pixels: int, version: str) -> None:
-    """Pool initializer: one read-only cache connection and one OpenCV thread per worker."""
-    global _worker_cache, _worker_max_pixels
+    """Pool initializer: one OpenCV thread per worker; the cache is opened on first use.
+
+    (A worker may start before the parent has created the cache file.)
+    """
+    global _worker_cache_path, _worker_max_pixels
     if version != ANALYSIS_VERSION:  # a worker must compute what the parent caches
         raise RuntimeError(f"worker computes {ANALYSIS_VERSION}, the parent expects {version}")
     use_one_thread()
     quiet_opencv()
-    _worker_cache = MetricsCache(Path(cache_path), readonly=True) if cache_path else None
+    _worker_cache_path = cache_path
     _worker_max_pixels = max_pixels
 
 
@@ -338,6 +342,9 @@ def quiet_opencv() -> None:
 
 def _run_chunk(tasks: Sequence[_Task]) -> list[_Done]:
     """Worker entry point: read, hash, look up, else analyse each file of a chunk."""
+    global _worker_cache
+    if _worker_cache is None and _worker_cache_path is not None:
+        _worker_cache = MetricsCache(Path(_worker_cache_path), readonly=True)
     return [_run_task(task, _worker_cache, _worker_max_pixels) for task in tasks]
 
 
@@ -464,21 +471,32 @@ def score_directory(
     limit = decoding.default_max_pixels() if max_pixels is None else max_pixels
     workers = default_jobs() if jobs is None else max(1, jobs)
     paths = find_images(root)
-    if on_start is not None:
-        on_start(len(paths))
     progress = on_progress or (lambda n: None)
-
-    cache: MetricsCache | None = None
-    if use_cache:
-        cache = MetricsCache((cache_dir or default_cache_dir()) / CACHE_FILE)
+    cache_path = (cache_dir or default_cache_dir()) / CACHE_FILE if use_cache else None
+    cache = MetricsCache(cache_path) if cache_path is not None else None
+    pool: concurrent.futures.ProcessPoolExecutor | None = None
     try:
         analyses, tasks = _plan(paths, root, cache, limit)
+        chunks = list(_chunks(tasks, workers))
+        if workers > 1 and len(chunks) > 1 and _safe_to_fork():
+            # Workers forked from this process inherit its imports (NumPy, OpenCV,
+            # SciPy, the metric code: a second or more each otherwise). Now: before
+            # on_start, through which the CLI starts its display thread, and with the
+            # cache closed, since an SQLite connection must not cross a fork.
+            if cache is not None:
+                cache.close()
+                cache = None
+            pool = _fork_pool(min(workers, len(chunks)), cache_path, limit)
+            if cache_path is not None:
+                cache = MetricsCache(cache_path)
+        if on_start is not None:
+            on_start(len(paths))
         cached = sum(1 for a in analyses if a is not None and a.sha256)
         progress(len(paths) - len(tasks))  # unreadable files and cache hits are done
 
         mtimes = {task.index: task.mtime_ns for task in tasks}
         computed = hashed = 0
-        for batch in _execute(tasks, workers, cache, limit):
+        for batch in _execute(chunks, workers, cache, limit, pool):
             file_rows = []
             fresh = []
             now_ns = time.time_ns()
@@ -499,6 +517,8 @@ def score_directory(
                 cache.store(file_rows, fresh, ANALYSIS_VERSION)
             progress(len(batch))
     finally:
+        if pool is not None:
+            _shut_down(pool)
         if cache is not None:
             cache.close()
 
@@ -561,44 +581,91 @@ def _racy(mtime_ns: int, now_ns: int) -> bool:
 
 
 def _chunks(tasks: Sequence[_Task], workers: int) -> Iterator[list[_Task]]:
-    # ~8 chunks per worker: enough to balance slow images, few enough to amortise IPC.
-    size = max(1, min(32, math.ceil(len(tasks) / (workers * 8))))
+    # ~24 chunks per worker: the last chunks to finish are small (a worker idles at the
+    # end for at most a few images), and a chunk still costs little IPC.
+    size = max(1, min(32, math.ceil(len(tasks) / (workers * 24))))
     for start in range(0, len(tasks), size):
         yield list(tasks[start : start + size])
 
 
+def _safe_to_fork() -> bool:
+    """True when this process runs no thread but its own, native ones included.
+
+    A lock another thread holds at the fork stays held forever in the child: a
+    child forked while OpenCV's thread pool exists hangs in `cv2.setNumThreads`.
+    OpenBLAS starts threads when NumPy is imported unless ``OPENBLAS_NUM_THREADS=1``
+    (`clearlake score` sets it). No /proc (not Linux): False.
+    """
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
+def _fork_pool(
+    workers: int, cache_path: Path | None, limit: int
+) -> concurrent.futures.ProcessPoolExecutor:
+    """`workers` processes forked from this one, now (see `_safe_to_fork`)."""
+    import threadpoolctl  # noqa: F401  (for `use_one_thread`: imported once, here)
+
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_init_worker,
+        initargs=(str(cache_path) if cache_path else None, limit, ANALYSIS_VERSION),
+    )
+    # A fork-based executor forks all its workers at the first submit, before it
+    # starts its own management thread: have it do so now.
+    pool.submit(int)
+    return pool
+
+
 def _execute(
-    tasks: Sequence[_Task], workers: int, cache: MetricsCache | None, limit: int
+    chunks: Sequence[list[_Task]],
+    workers: int,
+    cache: MetricsCache | None,
+    limit: int,
+    pool: concurrent.futures.ProcessPoolExecutor | None = None,
 ) -> Iterator[list[_Done]]:
-    """Run tasks in-process (one worker or one chunk) or in a process pool; yield batches."""
-    if not tasks:
+    """Run chunks in-process (one worker or one chunk) or in a process pool; yield batches.
+
+    `pool`: workers forked by the caller (`_fork_pool`), who shuts them down; without
+    one, workers come from a forkserver and are shut down here.
+    """
+    if not chunks:
         return
-    chunks = list(_chunks(tasks, workers))
-    if workers == 1 or len(chunks) == 1:
+    if pool is None and (workers == 1 or len(chunks) == 1):
         for chunk in chunks:
             yield [_run_task(task, cache, limit) for task in chunk]
         return
-    # forkserver: workers fork from a clean server process, not from this one
-    # (which may run threads, e.g. the progress display's refresh thread).
-    context = multiprocessing.get_context("forkserver")
-    # Imported once in the server, not in every worker: the metric code and the
-    # main module (which each worker would otherwise re-import, e.g. the CLI).
-    context.set_forkserver_preload(["__main__", "clearlake.quality.score"])
-    cache_path = str(cache.path) if cache is not None else None
-    pool = concurrent.futures.ProcessPoolExecutor(
-        max_workers=min(workers, len(chunks)),
-        mp_context=context,
-        initializer=_init_worker,
-        initargs=(cache_path, limit, ANALYSIS_VERSION),
-    )
+    own_pool = pool is None
+    if pool is None:
+        # forkserver: workers fork from a clean server process, not from this one
+        # (which runs threads, e.g. the progress display's refresh thread).
+        context = multiprocessing.get_context("forkserver")
+        # Imported once in the server, not in every worker: the metric code and the
+        # main module (which each worker would otherwise re-import, e.g. the CLI).
+        context.set_forkserver_preload(["__main__", "clearlake.quality.score"])
+        cache_path = str(cache.path) if cache is not None else None
+        pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=min(workers, len(chunks)),
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(cache_path, limit, ANALYSIS_VERSION),
+        )
     try:
         futures = [pool.submit(_run_chunk, chunk) for chunk in chunks]
         for future in concurrent.futures.as_completed(futures):
             yield future.result()
     finally:
-        # On Ctrl-C or an error, drop the chunks not started instead of finishing
-        # them all; batches already yielded are in the cache, so a re-run resumes.
-        pool.shutdown(wait=True, cancel_futures=True)
+        if own_pool:
+            _shut_down(pool)
+
+
+def _shut_down(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    # On Ctrl-C or an error, drop the chunks not started instead of finishing them
+    # all; batches already yielded are in the cache, so a re-run resumes.
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _records(
