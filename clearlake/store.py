@@ -241,6 +241,15 @@ class LakeFS:
     def __repr__(self) -> str:
         return f"LakeFS({self.settings.endpoint!r})"
 
+    def current_user(self) -> str:
+        """The id of the user these credentials belong to (lakeFS checks them).
+
+        Raises:
+            PermissionDeniedError: lakeFS does not accept the key pair.
+        """
+        with _translate("get current user"):
+            return lakefs_sdk.AuthApi(self.client).get_current_user().user.id
+
     # -- repositories --------------------------------------------------------------------
     def repository_exists(self, repository: str) -> bool:
         """True when `repository` exists (permission errors still raise)."""
