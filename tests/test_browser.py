@@ -119,5 +119,34 @@ def test_the_review_page_shows_every_thumbnail_and_filters_by_label(
     page.close()
 
 
+def test_the_diff_page_shows_the_transitions(
+    browser: Any, stack: Stack, reviewed: ReviewedRepo, screenshots: Path
+) -> None:
+    from clearlake.cli.review import review_url
+    from clearlake.provenance import signing_key
+    from clearlake.quality_diff import quality_diff
+    from clearlake.store import LakeFS
+
+    expected = quality_diff(LakeFS(), reviewed.name, reviewed.first, "main", key=signing_key())
+    page = browser.new_page(viewport=VIEWPORT)
+    page.set_default_timeout(LOAD_TIMEOUT_MS)
+    page.goto(review_url(reviewed.name, f"{reviewed.first}...main", bridge_url=stack.bridge_url))
+    chips = page.locator(".transitions a.chip")
+    assert sorted(chips.all_inner_texts()) == sorted(
+        f"{name} {count}" for name, count in expected.transitions.items())
+    assert page.locator("#changed li.tile").count() == len(reviewed.blurred)
+    page.wait_for_function("() => [...document.images].every(image => image.complete)")
+    assert page.evaluate("() => [...document.querySelectorAll('#changed img')]"
+                         ".every(image => image.naturalWidth > 0)")
+    shoot(page, screenshots, "06-review-diff")
+    if expected.transitions:
+        name, count = next(iter(expected.transitions.items()))
+        chips.first.click()
+        page.wait_for_url(lambda url: "transition=" in url)
+        assert page.locator(f'li.tile[data-transition="{name}"]').count() == count
+        assert page.locator("li.tile").count() == count
+    page.close()
+
+
 # The run's Prefect artifact with its pictures is walked by the test helper `artifacts`
 # adds here (test_a_runs_prefect_artifact_shows_its_pictures).

@@ -478,3 +478,72 @@ def test_no_secret_reaches_a_page_or_the_bridge_log(stack: Any, reviewed: Any) -
         assert all(secret not in page for page in pages)
         assert secret not in log
     assert token not in log and "token=[redacted]" in log
+
+
+# -- the quality diff page -------------------------------------------------------------------
+
+
+def diff_record(label: str | None, sha: str, p_good: float | None = None,
+                outcome: str = "ok") -> dict[str, Any]:
+    return {"label": label, "outcome": outcome, "sha256": sha, "checksum": sha,
+            "probabilities": {"good": p_good} if p_good is not None else None,
+            "metrics": {"blur": p_good or 0.0}}
+
+
+def test_diff_cards_page_through_one_kind_and_one_transition() -> None:
+    from clearlake.quality_diff import compare
+    from clearlake.review.diffs import cards, transition
+
+    before = {f"{i:02d}.jpg": diff_record("good", f"s{i}", 0.9) for i in range(30)}
+    after = {f"{i:02d}.jpg": diff_record("blurry" if i < 26 else "good", f"t{i}", 0.1)
+             for i in range(30)}
+    after["new.jpg"] = diff_record(None, "x", outcome="corrupt")
+    diff = compare(before, after, repository="photos", from_ref="a", to_ref="b")
+    first = cards(diff, "changed")
+    assert (first.total, len(first.changes)) == (30, 24)
+    rest = cards(diff, "changed", offset=24)
+    assert [c.path for c in rest.changes] == [f"{i:02d}.jpg" for i in range(24, 30)]
+    only = cards(diff, "changed", only="good→blurry", limit=100)
+    assert only.total == 26 and {transition(c) for c in only.changes} == {"good→blurry"}
+    [added] = cards(diff, "added").changes
+    assert transition(added) == "∅→corrupt"
+
+
+def test_the_diff_page_escapes_paths_and_shows_each_transition(review: ReviewApp) -> None:
+    from clearlake.quality_diff import compare
+    from clearlake.review.diffs import KINDS, cards, transition
+
+    evil = "<img src=x onerror=alert(1)>.jpg"
+    before = {evil: diff_record("good", "1", 0.9), "same.jpg": diff_record("good", "2", 0.8)}
+    after = {evil: diff_record("blurry", "3", 0.2), "same.jpg": diff_record("moire", "2", 0.3)}
+    diff = compare(before, after, repository="photos", from_ref="main", to_ref="next",
+                   from_commit="a" * 64, to_commit="b" * 64)
+    page = review.page("diff.html", repository="photos", ref="main...next", from_ref="main",
+                       to_ref="next", diff=diff, sections=[cards(diff, k) for k in KINDS],
+                       only="", transition=transition, lakefs_ui=UNREACHABLE).body.decode()
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;.jpg" in page
+    assert 'data-transition="good→blurry"' in page and 'data-transition="good→moire"' in page
+    assert page.count('class="tile change') == 2
+    # Before and after for new bytes; one picture for the same bytes relabelled.
+    assert f"/review/photos/{'a' * 64}/thumb?path=same.jpg" in page
+    assert f"/review/photos/{'b' * 64}/thumb?path=same.jpg" not in page
+
+
+@pytest.mark.slow
+def test_the_diff_page_shows_the_transitions_with_thumbnails(stack: Any, reviewed: Any) -> None:
+    from clearlake.provenance import signing_key
+    from clearlake.quality_diff import quality_diff
+    from tests.review_support import signed_in_client
+
+    expected = quality_diff(LakeFS(), reviewed.name, reviewed.first, "main", key=signing_key())
+    assert sorted(c.path for c in expected.changed) == sorted(reviewed.blurred)
+    with signed_in_client(stack) as client:
+        page = client.get(f"/review/{reviewed.name}/{reviewed.first}...main")
+        assert page.status_code == 200
+        for name, count in expected.transitions.items():
+            assert f"{name} <b>{count}</b>" in page.text
+            assert page.text.count(f'data-transition="{name}"') == count
+        changed = page.text.split('id="changed"', 1)[1].split("</section>", 1)[0]
+        assert changed.count("/thumb?path=") == 2 * len(reviewed.blurred)  # before and after
+        missing = client.get(f"/review/{reviewed.name}/{reviewed.first}...no-such-branch")
+        assert missing.status_code == 404 and "no-such-branch" in missing.text

@@ -43,6 +43,8 @@ from clearlake.errors import (
 from clearlake.pipeline import NEVER_INPUTS, record_path
 from clearlake.provenance import verified_record
 from clearlake.review.auth import SESSION_COOKIE, SESSION_TTL_S, Session, Sessions
+from clearlake.review.diffs import KINDS as DIFF_KINDS
+from clearlake.review.diffs import DiffCache, cards, transition
 from clearlake.review.results import PAGE_SIZE, Query, ResultsIndex, counts, select
 from clearlake.review.results import sortable_columns as sort_choices
 from clearlake.review.thumbnails import SIZES, Thumbnail, ThumbnailCache, placeholder
@@ -162,6 +164,7 @@ class ReviewApp:
         self.config = config
         self.sessions = Sessions(config.key)
         self.results = ResultsIndex(config.key)
+        self.diffs = DiffCache(config.key)
         self.thumbnails = ThumbnailCache(config.cache_dir / "thumbnails")
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("clearlake.review", "templates"),
@@ -431,10 +434,22 @@ class ReviewApp:
             from_ref, _, to_ref = ref.partition(DIFF_SEPARATOR)
             checked_ref(from_ref)
             checked_ref(to_ref)
-            self._resolve(session, repository, from_ref)
-            self._resolve(session, repository, to_ref)
-            return self.error(501, "Not built yet", "The quality diff page is not built yet.",
-                              session)
+            from_commit = self._resolve(session, repository, from_ref)
+            to_commit = self._resolve(session, repository, to_ref)
+            diff = self.diffs.get(session.lakefs, repository, from_ref, to_ref, from_commit,
+                                  to_commit)
+            params = request.query_params
+            only = params.get("transition", "")[:200]
+            offset = params.get("offset", "0")
+            shown_kind = params.get("show", "")
+            sections = [cards(diff, kind, only=only if kind in ("changed", "relabelled") else "",
+                              offset=int(offset) if kind == shown_kind and offset.isdigit()
+                              and len(offset) < 10 else 0)
+                        for kind in DIFF_KINDS
+                        if not only or kind in ("changed", "relabelled")]
+            return self.page("diff.html", session=session, repository=repository, ref=ref,
+                             from_ref=from_ref, to_ref=to_ref, diff=diff, sections=sections,
+                             only=only, transition=transition, lakefs_ui=self.config.lakefs_ui)
 
         return self._guarded(request, render)
 
