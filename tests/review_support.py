@@ -3,6 +3,7 @@ second blurring some images of the first, and one file that is not an image."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -80,15 +81,16 @@ def admin_keys(stack: Stack) -> tuple[str, str]:
     return secrets_.lakefs_access_key_id, secrets_.lakefs_secret_access_key.get_secret_value()
 
 
-def signed_in_client(stack: Stack) -> httpx.Client:
+@contextlib.contextmanager
+def signed_in_client(stack: Stack) -> Iterator[httpx.Client]:
     """An HTTP client signed in to the stack's review pages with the admin's key pair."""
     key_id, secret = admin_keys(stack)
-    client = httpx.Client(base_url=stack.bridge_url, timeout=60)
-    answer = client.post("/review/_login", data={"access_key_id": key_id,
-                                                  "secret_access_key": secret,
-                                                  "next": "/review/"})
-    assert answer.status_code == 303, answer.text
-    return client
+    with httpx.Client(base_url=stack.bridge_url, timeout=120) as client:
+        answer = client.post("/review/_login", data={"access_key_id": key_id,
+                                                      "secret_access_key": secret,
+                                                      "next": "/review/"})
+        assert answer.status_code == 303, answer.text
+        yield client
 
 
 @pytest.fixture(scope="session")

@@ -128,6 +128,11 @@ def ref_url(repository: str, ref: str, view: str = "", **params: Any) -> str:
     return f"{url}?{urllib.parse.urlencode(wanted)}" if wanted else url
 
 
+def ref_name(ref: str) -> str:
+    """A ref as a person reads it: a commit id shortened to 12 characters."""
+    return ref[:12] if COMMIT_ID.fullmatch(ref) else ref
+
+
 def label_class(label: str | None) -> str:
     """A CSS class for a label (labels are model classes: anything a model was taught)."""
     return f"label-{label}" if label and LABEL_CLASS.fullmatch(label) else "label-other"
@@ -170,7 +175,7 @@ class ReviewApp:
             loader=jinja2.PackageLoader("clearlake.review", "templates"),
             autoescape=True, undefined=jinja2.StrictUndefined)
         self.templates.globals.update(ref_url=ref_url, label_class=label_class,
-                                      short=lambda text: (text or "")[:12])
+                                      short=lambda text: (text or "")[:12], ref_name=ref_name)
         self.templates.filters["utc"] = lambda seconds: datetime.fromtimestamp(
             seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
         self.stylesheet = resources.files("clearlake.review").joinpath(

@@ -69,17 +69,24 @@ def render(data: bytes, size: int) -> Thumbnail:
 def placeholder(outcome: str, reason: str = "", size: int = 256) -> Thumbnail:
     """A square SVG that says what happened to an image instead of showing it."""
     colour = OUTCOME_COLOURS.get(outcome, "#475467")
-    detail = html.escape(reason[:60] + ("…" if len(reason) > 60 else ""))
+    words, lines = [w[:30] for w in reason.split()], ["", ""]
+    for line in range(len(lines)):  # two lines of the reason, at most 34 characters each
+        while words and len(lines[line]) + len(words[0]) < 34:
+            lines[line] += words.pop(0) + " "
+    if words:
+        lines[1] = lines[1].rstrip() + "…"
+    detail = "".join(
+        f'<text x="128" y="{156 + 14 * i}" text-anchor="middle" font-family="sans-serif" '
+        f'font-size="11" fill="#475467">{html.escape(text.strip())}</text>'
+        for i, text in enumerate(lines) if text)
     svg = (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" '
         f'viewBox="0 0 256 256" role="img" aria-label="{html.escape(outcome)}">'
         f'<rect width="256" height="256" fill="#f2f4f7"/>'
         f'<rect x="8" y="8" width="240" height="240" rx="12" fill="none" stroke="{colour}" '
         f'stroke-width="3" stroke-dasharray="10 6"/>'
-        f'<text x="128" y="124" text-anchor="middle" font-family="sans-serif" font-size="26" '
-        f'font-weight="700" fill="{colour}">{html.escape(outcome)}</text>'
-        f'<text x="128" y="154" text-anchor="middle" font-family="sans-serif" font-size="10" '
-        f'fill="#475467">{detail}</text></svg>'
+        f'<text x="128" y="128" text-anchor="middle" font-family="sans-serif" font-size="26" '
+        f'font-weight="700" fill="{colour}">{html.escape(outcome)}</text>{detail}</svg>'
     )
     return Thumbnail(svg.encode(), "image/svg+xml")
 
