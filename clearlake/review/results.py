@@ -169,8 +169,9 @@ def select(index: pa.Table, query: Query) -> tuple[list[dict[str, Any]], int]:
         matching = index.filter(pc.fill_null(mask, False))
     sort = query.sort if query.sort in sortable_columns(index) else "path"
     order = "descending" if query.descending else "ascending"
-    keys = [(sort, order)] + ([("path", "ascending")] if sort != "path" else [])
-    indices = pc.sort_indices(matching, sort_keys=keys, null_placement="at_end")
+    keys = [(sort, order, "at_end")] + ([("path", "ascending", "at_end")]
+                                        if sort != "path" else [])
+    indices = pc.sort_indices(matching, sort_keys=keys)
     page = indices[query.offset : query.offset + query.limit]
     return matching.take(page).to_pylist(), matching.num_rows
 
