@@ -148,5 +148,30 @@ def test_the_diff_page_shows_the_transitions(
     page.close()
 
 
+def test_signing_out_and_in_with_a_lakefs_key_pair(
+    browser: Any, stack: Stack, reviewed: ReviewedRepo, screenshots: Path
+) -> None:
+    key_id, secret = admin_keys(stack)
+    page = browser.new_page(viewport=VIEWPORT)
+    page.set_default_timeout(LOAD_TIMEOUT_MS)
+    answer = page.goto(f"{stack.bridge_url}/review/{reviewed.name}/main")
+    assert answer is not None and answer.status == 401  # the login form, as a 401
+    page.fill('input[name="access_key_id"]', key_id)
+    page.fill('input[name="secret_access_key"]', "not the secret")
+    page.click('.login button[type="submit"]')
+    assert page.locator(".alert").inner_text() == "lakeFS did not accept this access key pair."
+    page.fill('input[name="access_key_id"]', key_id)
+    page.fill('input[name="secret_access_key"]', secret)
+    page.click('.login button[type="submit"]')
+    page.wait_for_url(lambda url: url.endswith(f"/review/{reviewed.name}/main"))
+    assert page.locator("li.tile").count() == len(reviewed.records)
+    assert secret not in page.content()
+    page.click(".signout button")
+    page.wait_for_url(lambda url: url.endswith("/review/_login"))
+    assert page.goto(f"{stack.bridge_url}/review/").status == 401
+    shoot(page, screenshots, "07-review-signed-out")
+    page.close()
+
+
 # The run's Prefect artifact with its pictures is walked by the test helper `artifacts`
 # adds here (test_a_runs_prefect_artifact_shows_its_pictures).
