@@ -53,10 +53,11 @@ def main(out: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="clearlake-screenshots-") as scratch:
         home = Path(scratch) / "home"
         stack = Stack(home=home, ports=free_loopback_ports())
+        # Before Prefect is first imported (by `up`): it reads its settings then.
+        os.environ.update(CLEARLAKE_HOME=str(home), PREFECT_API_URL=stack.prefect_api_url)
         try:
             with cleanup.deferred():  # started services are recorded before a stop lands
                 stack.up(report=print)
-            os.environ.update(CLEARLAKE_HOME=str(home), PREFECT_API_URL=stack.prefect_api_url)
             lakefs = LakeFS(lakefs_settings(home))
             lakefs.create_repository(REPOSITORY)
             count = commit_sample(lakefs, Path(scratch) / "sample")
