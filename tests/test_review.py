@@ -420,8 +420,9 @@ def test_the_image_page_shows_metrics_probabilities_lineage_and_label_history(
     for name in record["probabilities"]:
         assert f"<tr><th>{name}</th><td><meter" in page
     history = page.split("Label history", 1)[1]
-    assert history.count("<tr") == 1 + 2  # the header, then both results commits
-    assert reviewed.second[:12] in history and reviewed.first[:12] in history
+    assert history.count("<tr") == 1 + 2  # the header, then both runs' results
+    assert record["source_commit"][:12] in history and f"<code>{record['checksum'][:12]}" \
+        in history
 
 
 @pytest.mark.slow
