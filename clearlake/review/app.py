@@ -60,7 +60,8 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'self'; "
                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: browsers then send `Origin: null` with the login form's POST.
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
 }
 LABEL_CLASS = re.compile(r"[a-z0-9_-]{1,32}")
@@ -484,7 +485,10 @@ def _safe_next(value: str | None) -> str:
 
 
 def _same_origin(request: Request) -> bool:
-    """False for a form posted from another site (a browser names its origin)."""
+    """False for a form posted from another site (a browser says where it posts from)."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
     origin = request.headers.get("origin")
     if origin is None or origin == "null":
         return origin is None
