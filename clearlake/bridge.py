@@ -10,6 +10,7 @@ by uvicorn on loopback, started by `clearlake stack up`) does the translation:
   so the failed hook shows in lakeFS and `reconcile` catches up later.
 * `POST /lakefs/gate` answers the pre-merge hook of protected branches.
 * `GET /healthz`.
+* `/review/…`: the review pages (`clearlake.review`), behind a login.
 
 lakeFS authenticates with a shared secret header, compared in constant time. The
 secret never appears in logs, events or responses. Even an authenticated sender gets
@@ -304,6 +305,9 @@ def create_app() -> Starlette:
                 f"no webhook secret (CLEARLAKE_WEBHOOK_SECRET is unset) and {error}") from None
     bridge = Bridge(secret, signing_key(), prefect_api_url())
     bridge.lakefs = LakeFS()
+    from clearlake.review import create_review_app  # imports this module
+
+    review = create_review_app(bridge.lakefs, signing_key(), state_dir(), bridge.prefect_api)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -315,6 +319,7 @@ def create_app() -> Starlette:
             Route("/lakefs/events", bridge.events, methods=["POST"]),
             Route("/lakefs/gate", bridge.gate, methods=["POST"]),
             Route("/healthz", bridge.healthz, methods=["GET"]),
+            *review.routes(),
         ],
         lifespan=lifespan,
     )

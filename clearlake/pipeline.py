@@ -649,21 +649,27 @@ def table_records(table: bytes | None, *, key: bytes | None = None) -> list[dict
             file under `_clearlake/` like any other: anyone can write one). None returns
             every row as stored, unchecked.
     """
+    return [] if table is None else list(iter_table_records(table, key=key))
+
+
+def iter_table_records(table: bytes, *, key: bytes | None = None) -> Iterator[dict[str, Any]]:
+    """The records of a Parquet table (see `table_records`), decoded a row group at a time,
+    so a reader of a large table never holds more of it decoded than one group."""
     import pyarrow.parquet as pq
 
-    if table is None:
-        return []
-    data = pq.read_table(io.BytesIO(table))
-    layout = _TableLayout.of(data.schema)
-    if layout is None:  # layout 1: each row's record as JSON in a `record` column
-        records = [json.loads(text) for text in data.column("record").to_pylist()]
-    else:
-        columns = {name: data.column(name).to_pylist() for name in data.column_names}
-        records = [layout.record(dict(zip(columns, row, strict=True)))
-                   for row in zip(*columns.values(), strict=True)]
-    if key is None:
-        return records
-    return [r for r in records if verified_record(r, key) is not None]
+    source = pq.ParquetFile(io.BytesIO(table))
+    layout = _TableLayout.of(source.schema_arrow)
+    for batch in source.iter_batches(batch_size=TABLE_GROUP_ROWS,
+                                     columns=["record"] if layout is None else None):
+        if layout is None:  # layout 1: each row's record as JSON in a `record` column
+            records = (json.loads(text) for text in batch.column(0).to_pylist())
+        else:
+            columns = batch.to_pydict()
+            records = (layout.record(dict(zip(columns, row, strict=True)))
+                       for row in zip(*columns.values(), strict=True))
+        for record in records:
+            if key is None or verified_record(record, key) is not None:
+                yield record
 
 
 def read_table(

@@ -242,6 +242,15 @@ class LakeFS:
     def __repr__(self) -> str:
         return f"LakeFS({self.settings.endpoint!r})"
 
+    def current_user(self) -> str:
+        """The id of the user these credentials belong to (lakeFS checks them).
+
+        Raises:
+            PermissionDeniedError: lakeFS does not accept the key pair.
+        """
+        with _translate("get current user"):
+            return lakefs_sdk.AuthApi(self.client).get_current_user().user.id
+
     # -- repositories --------------------------------------------------------------------
     def repository_exists(self, repository: str) -> bool:
         """True when `repository` exists (permission errors still raise)."""
@@ -618,12 +627,18 @@ class LakeFS:
                     path=first.path,
                 )
 
-    def list_objects(self, repository: str, ref: str, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every object under `prefix` at `ref`, in path order, page by page."""
+    def list_objects(
+        self, repository: str, ref: str, prefix: str = "", *, delimiter: str = ""
+    ) -> Iterator[ObjectInfo]:
+        """Every object under `prefix` at `ref`, in path order, page by page. With a
+        `delimiter`, folders below `prefix` come back once each, with change 'prefix'."""
         pages = _paged(lambda after: self.objects.list_objects(
-            repository, ref, prefix=prefix, after=after, amount=PAGE_SIZE),
+            repository, ref, prefix=prefix, after=after, amount=PAGE_SIZE, delimiter=delimiter),
             "list objects", repository, ref, prefix or None)
         for stats in pages:
+            if stats.path_type == "common_prefix":
+                yield ObjectInfo(stats.path, "", 0, "prefix")
+                continue
             yield ObjectInfo(stats.path, stats.checksum, stats.size_bytes or 0)
 
     def diff(

@@ -27,6 +27,7 @@ from clearlake.stack.install import install_lakefs, lakectl_environment
 from clearlake.stack.services import Stack, free_loopback_ports
 from clearlake.store import LakeFS
 from tests.pipeline_support import wait_until
+from tests.review_support import reviewed  # noqa: F401  (a fixture: the review tests' repository)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

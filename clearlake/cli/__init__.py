@@ -9,7 +9,8 @@ from importlib import import_module
 
 from clearlake.cli.app import app
 
-COMMAND_MODULES = ("importing", "demo", "model", "pipeline", "repo", "score", "stack")
+COMMAND_MODULES = ("importing", "demo", "diff", "model", "pipeline", "repo", "review", "score",
+                   "stack")
 """Modules of `clearlake.cli` that register commands, in `--help` order of registration."""
 
 for _name in COMMAND_MODULES:
