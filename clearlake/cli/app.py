@@ -3,12 +3,58 @@
 Command modules import `app` (or a sub-app) from here and register themselves;
 `clearlake.cli` imports every command module. Heavy libraries (Prefect, OpenCV,
 the lakeFS SDK) are imported inside commands so that `clearlake --help` is quick.
+Every console the commands print to comes from `make_console`.
 """
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions, JustifyMethod
+from rich.style import Style
 
-console = Console()
+UNWRAPPED_WIDTH = 10_000  # columns of a console whose output is not a terminal
+RULE_WIDTH = 80  # a rule's width there: a line across the page, not across 10,000 columns
+
+
+class _Console(Console):
+    """A rich console that wraps to the terminal it writes to, and only to a terminal.
+
+    Written to a pipe, a file or a CI log, rich assumes 80 columns (or a terminal's
+    width that is not where the text goes) and wraps table cells and long lines;
+    there a line is as long as its content instead. `COLUMNS` still decides if set.
+    """
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self._width is None and not self.is_terminal and not self._columns_set():
+            return ConsoleDimensions(UNWRAPPED_WIDTH, size.height)
+        return size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+    def _columns_set(self) -> bool:
+        return self._environ.get("COLUMNS", "").isdigit()
+
+    def rule(
+        self, title: str = "", *, characters: str = "─", style: str | Style = "rule.line",
+        align: JustifyMethod = "center",
+    ) -> None:
+        """A horizontal rule, at most `RULE_WIDTH` wide when the output is not a terminal."""
+        from rich.rule import Rule
+
+        width = self.width if self.is_terminal or self._columns_set() else RULE_WIDTH
+        self.print(Rule(title=title, characters=characters, style=style, align=align),
+                   width=width)
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """The console a command prints to (stdout, or stderr for progress and diagnostics)."""
+    return _Console(stderr=stderr)
+
+
+console = make_console()
+
 
 app = typer.Typer(
     name="clearlake",

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from clearlake.cli.app import app
+from clearlake.cli.app import app, make_console
 
-console = Console()
+console = make_console()
 DEMO_REPO = "clearlake-demo"
 INGEST = "ingest"
 POLICY = b"""# What may enter main: clearlake's quality gate reads this from main itself.

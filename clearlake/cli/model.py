@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from clearlake.cli.app import app
+from clearlake.cli.app import app, make_console
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -48,12 +48,11 @@ def sample_data(
     images get noise σ 1–3; JPEG quality 80–95. Writes labels.csv
     (path,label,sublabel,source). See clearlake.quality.sample_data for details.
     """
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from clearlake.quality.sample_data import find_sources, generate
 
-    console = Console()
+    console = make_console()
     wanted = [s.strip() for s in sources.split(",") if s.strip()] if sources else None
     with Progress(
         "[progress.description]{task.description}",
@@ -127,11 +126,9 @@ def train_command(
     The model records its cross-validated scores, with folds grouped by source
     photograph (an image's siblings from the same photo are never on both sides).
     """
-    from rich.console import Console
-
     from clearlake.quality.classifier import train
 
-    console = Console()
+    console = make_console()
     data = _load_labelled(labels_csv, images, jobs, console, need_sources=True)
     model = train(
         data.rows,
@@ -189,8 +186,6 @@ def evaluate_command(
     (folds grouped by source, never by image). With --model: that model's
     predictions on the whole set.
     """
-    from rich.console import Console
-
     from clearlake.quality.classifier import (
         DEFAULT_FEATURES,
         Model,
@@ -200,7 +195,7 @@ def evaluate_command(
     )
     from clearlake.quality.metrics import METRIC_NAMES
 
-    console = Console()
+    console = make_console()
     if model_path is not None:
         try:
             model = Model.load(model_path)

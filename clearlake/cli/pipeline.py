@@ -8,13 +8,12 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from clearlake.cli.app import app
+from clearlake.cli.app import app, make_console
 from clearlake.errors import ClearlakeError, ConfigurationError, LakeFSError
 
-console = Console()
+console = make_console()
 
 
 def use_stack_prefect() -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from clearlake.cli.app import app
+from clearlake.cli.app import app, make_console
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -74,13 +74,11 @@ def score(
             f"{out.name}: use a .parquet, .csv or .jsonl file name", param_hint="--out"
         )
     # Heavy imports here, so that `clearlake --help` stays fast.
-    from rich.console import Console
-
     from clearlake.quality.classifier import Model, ModelError
     from clearlake.quality.score import CacheError, quiet_opencv, score_directory, write_records
 
     quiet_opencv()  # this process is the command's own; outcomes carry the reasons
-    console = Console()
+    console = make_console()
     try:
         loaded = Model.load(model)
     except ModelError as exc:
@@ -109,7 +107,6 @@ def score(
 
 def _progress() -> Progress:
     """A progress bar with count, rate (images/s), elapsed time and ETA, on stderr."""
-    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -136,7 +133,7 @@ def _progress() -> Progress:
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=make_console(stderr=True),
         transient=False,
     )
 
