@@ -41,6 +41,9 @@ its outcome ("corrupt", …), which is what transitions and summaries show.
 `brings_lines` phrases what arrives on a branch (shared with the gate's verdict).
 
 `compare` is the pure core: it takes the two sides' records, no lakeFS.
+`merge_sides` reads only what a merge changes (lakeFS's three-dot diff), both sides
+labelled by the destination's model: `compare` of the two is the merge's quality
+diff, which the pre-merge gate (`clearlake.gate`) reports and judges.
 """
 
 from __future__ import annotations
@@ -317,7 +320,8 @@ def _counts_line(title: str, before: Mapping[str, int], after: Mapping[str, int]
 
 def summary_lines(diff: QualityDiff, limit: int = 10) -> list[str]:
     """The diff as a few lines for a person: totals, counts, arrivals, transitions,
-    relabelled images and metric medians; at most `limit` paths named per line."""
+    relabelled images and each metric's median [q1, q3]; at most `limit` paths named
+    per line."""
     before, after = diff.counts["from"], diff.counts["to"]
     lines = [
         f"{diff.repository}: {diff.from_ref} ({diff.from_commit[:12]}) {ARROW} "
@@ -341,8 +345,8 @@ def summary_lines(diff: QualityDiff, limit: int = 10) -> list[str]:
         lines.append(f"removed: {listing([c.path for c in diff.removed], limit)}")
     for name, shift in diff.metric_shift.items():
         old, new = shift["from"], shift["to"]
-        lines.append(f"{name}: median {_fmt(old['median'])} [{_fmt(old['q1'])}–{_fmt(old['q3'])}]"
-                     f" {ARROW} {_fmt(new['median'])} [{_fmt(new['q1'])}–{_fmt(new['q3'])}]")
+        lines.append(f"{name}: median {_fmt(old['median'])} [{_fmt(old['q1'])}, {_fmt(old['q3'])}]"
+                     f" {ARROW} {_fmt(new['median'])} [{_fmt(new['q1'])}, {_fmt(new['q3'])}]")
     return lines
 
 
@@ -435,10 +439,11 @@ def stored_records(
     """The verified record of each image at `commit` that has one, {path: record}.
 
     With `tables`, the branch tables come first (one object each, every record of a
-    run): `branch`'s own, then any other (a merged branch's); that suits a whole ref.
-    A record counts only for the image's path and lakeFS checksum; among several, one
-    by `model_id` wins. Images the tables miss (all of them without `tables`) are
-    looked up under `_clearlake/records/`, in few listing requests.
+    run): `branch`'s own, then others (a merged branch's) while images lack a record;
+    that suits a whole ref. A record counts only for the image's path and lakeFS
+    checksum; among several, one by `model_id` wins. Images the tables miss (all of
+    them without `tables`) are looked up under `_clearlake/records/`, in few listing
+    requests.
     """
     found: dict[str, dict[str, Any]] = {}
 
@@ -456,6 +461,8 @@ def stored_records(
                  if o.path.endswith(".parquet")]
         own = pipeline.table_path(branch) if branch else None
         for name in sorted(names, key=lambda p: (p != own, p)):
+            if len(found) == len(images):
+                break  # a branch that merged others holds their (older) tables too
             for record in _table_records(lakefs.get_object(repository, commit, name), key):
                 offer(record)
     missing = [p for p in images if p not in found]

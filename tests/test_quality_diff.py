@@ -142,7 +142,7 @@ def test_summary_lines_read_as_a_person_wants() -> None:
         "transitions: good→blurry 2",
         "relabelled, same bytes (a model change): c.jpg (good→blurry)",
         "removed: d.jpg",
-        "blur: median 30 [20–40] → 10 [2–30]",
+        "blur: median 30 [20, 40] → 10 [2, 30]",
     ]
 
 
@@ -212,7 +212,7 @@ def swapped_model() -> bytes:
 
 @pytest.mark.slow
 def test_the_diff_of_two_processed_refs_comes_from_their_records(
-    lakefs: LakeFS, repo: str, classify: Any
+    lakefs: LakeFS, repo: str, classify: Any, stack: Stack
 ) -> None:
     seed = unique_seed()
     commit_images(lakefs, repo, {
@@ -266,6 +266,21 @@ def test_the_diff_of_two_processed_refs_comes_from_their_records(
     blur = diff["metric_shift"]["laplacian_var_score"]
     assert blur["from"]["count"] == blur["to"]["count"] == 4
     assert blur["from"]["median"] > blur["to"]["median"]  # a sharp image was blurred
+
+    as_json = run_cli("diff", repo, "main", "feature", "--json", home=stack.home)
+    assert json.loads(as_json.stdout) == diff
+    text = run_cli("diff", repo, "main", "feature", home=stack.home).stdout
+    print(text)  # what the README shows
+    lines = text.splitlines()
+    assert lines[1:7] == [
+        "images: 4→4 (1 added, 1 removed, 1 changed, 2 relabelled with the same bytes)",
+        "labels: good 2→3, blurry 2→1",
+        "outcomes: ok 4→4",
+        "transitions: blurry→good 1, good→blurry 1",
+        "relabelled, same bytes (a model change): keep.jpg (good→blurry), same.jpg (blurry→good)",
+        "removed: gone.jpg",
+    ]
+    assert [line.split(":")[0] for line in lines[7:]] == sorted(diff["metric_shift"])
 
 
 @pytest.mark.slow
@@ -322,6 +337,7 @@ def test_a_refused_merge_says_what_it_brings_once_and_links_the_action_run(
                                  "old.jpg": photo(seed, size=400, blur=6.0)}, branch="bad")
     result = run_cli("merge", repo, "bad", "main", home=stack.home, check=False)
 
+    print(result.stdout)  # what the README shows
     assert result.returncode == 2, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "merge of bad into main refused by a pre-merge hook:"
