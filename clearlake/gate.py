@@ -11,7 +11,10 @@ cannot bring its own lenient policy), says what may enter it:
 The gate looks at the images the merge brings in (lakeFS's three-dot diff between
 destination and source: what the source changed since they diverged), labels them
 with the destination's model from the metrics already recorded on the source
-(computing any missing ones now), and allows or refuses with a readable reason.
+(computing any missing ones now), and allows or refuses with a readable reason: what
+the merge brings, from its quality diff (`quality_diff.merge_sides`: "this merge
+brings 12 blurry images into main: …", "it turns 1 image on main good→blurry: …"),
+then each rule it breaks.
 Only records clearlake signed count: anyone can write under `_clearlake/records/`
 on their branch, so any other record is measured again, from the metrics store
 where its bytes were seen before.
@@ -31,13 +34,23 @@ from typing import Any
 
 import yaml
 
-from clearlake import layout, pipeline
 from clearlake.layout import POLICY_PATH
 from clearlake.metrics_store import MetricsStore
-from clearlake.provenance import signing_key, verified_record
+from clearlake.provenance import signing_key
+from clearlake.quality_diff import (
+    Side,
+    arrivals,
+    brings_lines,
+    compare,
+    images_phrase,
+    listing,
+    merge_sides,
+    transition_paths,
+)
 from clearlake.store import LakeFS
 
 GATE_RECORDS = "gates"
+BRINGS_LIMIT = 10  # image paths named per line of a verdict
 
 
 @dataclass(frozen=True)
@@ -87,14 +100,18 @@ class Verdict:
     checked: int = 0
     reasons: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
+    brings: list[str] = field(default_factory=list)
 
     def explain(self) -> str:
-        """The text lakeFS keeps in the hook's log (and `clearlake merge` prints)."""
+        """The text lakeFS keeps in the hook's log (and `clearlake merge` prints): a head
+        line, what the merge brings (from its quality diff), then the reasons."""
         head = (f"clearlake gate: {'ALLOWED' if self.allowed else 'REFUSED'} merge of "
                 f"{self.source_commit[:12]} into {self.destination} "
                 f"({self.checked} incoming images checked against "
                 f"{POLICY_PATH}@{self.destination_commit[:12]})")
-        return "\n".join([head, *(f"  - {reason}" for reason in self.reasons)]) + "\n"
+        lines = [head, *(f"  {line}" for line in self.brings),
+                 *(f"  - {reason}" for reason in self.reasons)]
+        return "\n".join(lines) + "\n"
 
 
 def load_policy(lakefs: LakeFS, repository: str, ref: str) -> Policy | None:
@@ -103,69 +120,48 @@ def load_policy(lakefs: LakeFS, repository: str, ref: str) -> Policy | None:
     return None if text is None else Policy.parse(text.decode())
 
 
+def labels_of(records: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """{path: label}, 'not decodable (<outcome>)' for an image without one; sorted by path."""
+    return {p: r["label"] or f"not decodable ({r['outcome']})" for p, r in sorted(records.items())}
+
+
 def incoming_labels(
     lakefs: LakeFS, repository: str, source_commit: str, destination_commit: str,
     *, key: bytes | None = None,
 ) -> dict[str, str]:
-    """Label of every image the merge brings in, from stored metrics where possible.
+    """Label of every image the merge brings in, by the destination's model.
 
     A record on the source is used only if clearlake signed it for this image's path and
     checksum (`key`, default `signing_key()`); every other image is measured, reusing
-    the metrics store's analysis of its bytes where there is one.
+    the metrics store's analysis of its bytes where there is one
+    (`quality_diff.merge_sides`).
     """
     key = key if key is not None else signing_key()
-    inputs = pipeline.Inputs()
-    changes = [
-        c for c in pipeline.input_changes(lakefs, repository, destination_commit, source_commit,
-                                          inputs, three_dot=True)
-        if c.change != "removed" and inputs.matches(c.path)
-    ]
-    model, _ = pipeline.load_model(lakefs, repository, destination_commit)
-    known: dict[str, dict[str, Any]] = {}
-    missing: list[pipeline.Datum] = []
-    for change in changes:
-        stored = lakefs.get_object_or_none(repository, source_commit,
-                                           layout.record_path(change.path))
-        record = verified_record(stored, key, path=change.path, checksum=change.checksum)
-        if record is not None:
-            known[change.path] = record
-        else:
-            missing.append(pipeline.Datum(change.path, change.checksum, change.size))
-    if missing:
-        measured = pipeline.measure_batch(lakefs, MetricsStore(lakefs), repository,
-                                          source_commit, missing, run_id="gate")
-        # Only the metrics are needed: every image is labelled once, below.
-        for m in measured:
-            known[m.path] = {"outcome": m.analysis.outcome, "metrics": m.analysis.metrics}
-    rows = {p: r for p, r in known.items() if r["outcome"] == "ok" and r["metrics"]}
-    predictions = model.predict([rows[p]["metrics"] for p in sorted(rows)])
-    labels = {p: f"not decodable ({r['outcome']})" for p, r in known.items() if p not in rows}
-    labels.update({p: pred.label for p, pred in zip(sorted(rows), predictions, strict=True)})
-    return dict(sorted(labels.items()))
+    _, incoming = merge_sides(lakefs, repository, source_commit, destination_commit, key=key)
+    return labels_of(incoming.records)
 
 
 def judge(policy: Policy, labels: dict[str, str]) -> list[str]:
-    """Every rule the incoming images break (empty: allowed). Deterministic order."""
+    """Every rule the incoming images break (empty: allowed). Deterministic order.
+
+    The share of images not good is given without their paths: the verdict names them
+    in what the merge brings.
+    """
     reasons = []
     not_good = [p for p, label in labels.items() if label != "good"]
     if policy.max_not_good_percent is not None and labels:
         share = 100.0 * len(not_good) / len(labels)
         if share > policy.max_not_good_percent:
             reasons.append(
-                f"{share:.1f} % of incoming images are not good (limit "
-                f"{policy.max_not_good_percent:g} %): "
-                + ", ".join(f"{p} ({labels[p]})" for p in not_good[:20])
-                + (f" and {len(not_good) - 20} more" if len(not_good) > 20 else "")
-            )
+                f"{share:.1f} % of incoming images are not good ({len(not_good)} of "
+                f"{len(labels)}; limit {policy.max_not_good_percent:g} %)")
     for rule in policy.rules:
         broken = [p for p, label in labels.items()
                   if p.startswith(rule.prefix) and label in rule.forbid]
         if broken:
             reasons.append(
                 f"no {'/'.join(rule.forbid)} image may enter {rule.prefix or 'the branch'}: "
-                + ", ".join(f"{p} ({labels[p]})" for p in broken[:20])
-                + (f" and {len(broken) - 20} more" if len(broken) > 20 else "")
-            )
+                + listing([f"{p} ({labels[p]})" for p in broken], BRINGS_LIMIT))
     return reasons
 
 
@@ -180,12 +176,29 @@ def evaluate_merge(
     if policy is None:
         verdict.reasons.append(f"no {POLICY_PATH} on {destination}: everything passes")
     else:
-        verdict.labels = incoming_labels(lakefs, repository, source_commit, destination_commit)
+        key = signing_key()
+        before, incoming = merge_sides(lakefs, repository, source_commit, destination_commit,
+                                       key=key)
+        verdict.labels = labels_of(incoming.records)
         verdict.checked = len(verdict.labels)
+        verdict.brings = what_it_brings(before, incoming, destination)
         verdict.reasons = judge(policy, verdict.labels) or ["every incoming image passes"]
         verdict.allowed = verdict.reasons == ["every incoming image passes"]
     record_verdict(lakefs, verdict)
     return verdict
+
+
+def what_it_brings(before: Side, incoming: Side, destination: str) -> list[str]:
+    """The merge's quality diff in a few lines: the images not labelled good it brings in
+    ('this merge brings 12 blurry images into main: …'), and how the labels of the
+    images it replaces change."""
+    diff = compare(before.records, incoming.records, repository="", from_ref=destination,
+                   to_ref=incoming.ref)
+    lines = brings_lines(arrivals(diff), destination, limit=BRINGS_LIMIT)
+    lines += [f"it turns {images_phrase(len(paths))} on {destination} {transition}: "
+              f"{listing(paths, BRINGS_LIMIT)}"
+              for transition, paths in transition_paths(diff).items()]
+    return lines
 
 
 def verdict_path(repository: str, source_commit: str) -> str:

@@ -41,12 +41,16 @@ its outcome ("corrupt", …), which is what transitions and summaries show.
 `brings_lines` phrases what arrives on a branch (shared with the gate's verdict).
 
 `compare` is the pure core: it takes the two sides' records, no lakeFS.
+`merge_sides` reads only what a merge changes (lakeFS's three-dot diff), both sides
+labelled by the destination's model: `compare` of the two is the merge's quality
+diff, which the pre-merge gate (`clearlake.gate`) reports and judges.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +60,7 @@ from clearlake import layout, pipeline
 from clearlake.errors import NotFoundError
 from clearlake.metrics_store import MetricsStore
 from clearlake.provenance import latest_results, verified_record
+from clearlake.quality.classifier import Model
 from clearlake.store import LakeFS, ObjectInfo
 
 RUN_ID = "quality-diff"  # the run id of labels a diff computes (they are never stored)
@@ -254,14 +259,15 @@ def compare(
 # -- text ------------------------------------------------------------------------------------
 
 
-def _listing(paths: Sequence[str], limit: int) -> str:
+def listing(paths: Sequence[str], limit: int) -> str:
     """'a.jpg, b.jpg, … (+7 more)': at most `limit` paths."""
     shown = ", ".join(paths[:limit])
     more = len(paths) - limit
     return f"{shown}, … (+{more} more)" if more > 0 else shown
 
 
-def _images(count: int, label: str = "") -> str:
+def images_phrase(count: int, label: str = "") -> str:
+    """'1 image', '12 blurry images'."""
     return f"{count} {label + ' ' if label else ''}image{'' if count == 1 else 's'}"
 
 
@@ -275,8 +281,8 @@ def brings_lines(
         into: the branch they arrive on.
         limit: most paths named per line.
     """
-    return [f"this merge brings {_images(len(paths), label)} into {into}: "
-            f"{_listing(sorted(paths), limit)}" for label, paths in arriving.items() if paths]
+    return [f"this merge brings {images_phrase(len(paths), label)} into {into}: "
+            f"{listing(sorted(paths), limit)}" for label, paths in arriving.items() if paths]
 
 
 def arrivals(diff: QualityDiff, *, exclude: Iterable[str] = ("good",)) -> dict[str, list[str]]:
@@ -288,6 +294,17 @@ def arrivals(diff: QualityDiff, *, exclude: Iterable[str] = ("good",)) -> dict[s
             found.setdefault(change.after.name, []).append(change.path)
     return {label: sorted(paths)
             for label, paths in sorted(found.items(), key=lambda kv: (-len(kv[1]), kv[0]))}
+
+
+def transition_paths(diff: QualityDiff) -> dict[str, list[str]]:
+    """Paths (sorted) of the changed and relabelled images by transition ('good→blurry'),
+    as `diff.transitions` orders them."""
+    found: dict[str, list[str]] = {t: [] for t in diff.transitions}
+    for change in sorted((*diff.changed, *diff.relabelled), key=lambda c: c.path):
+        transition = f"{state_name(change.before)}{ARROW}{state_name(change.after)}"
+        if transition in found:
+            found[transition].append(change.path)
+    return found
 
 
 def _fmt(value: float | int | None) -> str:
@@ -302,7 +319,8 @@ def _counts_line(title: str, before: Mapping[str, int], after: Mapping[str, int]
 
 def summary_lines(diff: QualityDiff, limit: int = 10) -> list[str]:
     """The diff as a few lines for a person: totals, counts, arrivals, transitions,
-    relabelled images and metric medians; at most `limit` paths named per line."""
+    relabelled images and each metric's median [q1, q3]; at most `limit` paths named
+    per line."""
     before, after = diff.counts["from"], diff.counts["to"]
     lines = [
         f"{diff.repository}: {diff.from_ref} ({diff.from_commit[:12]}) {ARROW} "
@@ -314,20 +332,20 @@ def summary_lines(diff: QualityDiff, limit: int = 10) -> list[str]:
         _counts_line("labels", before["labels"], after["labels"]),
         _counts_line("outcomes", before["outcomes"], after["outcomes"]),
     ]
-    lines += [f"new or changed on {diff.to_ref}: {_images(len(paths), label)}: "
-              f"{_listing(paths, limit)}" for label, paths in arrivals(diff).items()]
+    lines += [f"new or changed on {diff.to_ref}: {images_phrase(len(paths), label)}: "
+              f"{listing(paths, limit)}" for label, paths in arrivals(diff).items()]
     if diff.transitions:
         lines.append("transitions: " + ", ".join(f"{t} {n}" for t, n in diff.transitions.items()))
     if diff.relabelled:
         shown = [f"{c.path} ({state_name(c.before)}{ARROW}{state_name(c.after)})"
                  for c in diff.relabelled]
-        lines.append(f"relabelled, same bytes (a model change): {_listing(shown, limit)}")
+        lines.append(f"relabelled, same bytes (a model change): {listing(shown, limit)}")
     if diff.removed:
-        lines.append(f"removed: {_listing([c.path for c in diff.removed], limit)}")
+        lines.append(f"removed: {listing([c.path for c in diff.removed], limit)}")
     for name, shift in diff.metric_shift.items():
         old, new = shift["from"], shift["to"]
-        lines.append(f"{name}: median {_fmt(old['median'])} [{_fmt(old['q1'])}–{_fmt(old['q3'])}]"
-                     f" {ARROW} {_fmt(new['median'])} [{_fmt(new['q1'])}–{_fmt(new['q3'])}]")
+        lines.append(f"{name}: median {_fmt(old['median'])} [{_fmt(old['q1'])}, {_fmt(old['q3'])}]"
+                     f" {ARROW} {_fmt(new['median'])} [{_fmt(new['q1'])}, {_fmt(new['q3'])}]")
     return lines
 
 
@@ -343,7 +361,8 @@ class Side:
         commit: the commit it resolves to.
         records: {image path: record}, one per input image at the commit.
         model_id: the id of the ref's model (what labels what is computed).
-        processed: clearlake's latest results on the ref cover its commit.
+        processed: clearlake's latest results on the ref cover its commit (None: not
+            checked).
         stored: images whose label comes from a stored, verified record.
         relabelled: images whose stored metrics the ref's model labelled now (their
             record came from another model).
@@ -354,7 +373,7 @@ class Side:
     commit: str
     records: dict[str, dict[str, Any]]
     model_id: str
-    processed: bool
+    processed: bool | None
     stored: int = 0
     relabelled: int = 0
     computed: int = 0
@@ -405,19 +424,17 @@ def _table_records(table: bytes, key: bytes) -> Iterator[dict[str, Any]]:
 
 def stored_records(
     lakefs: LakeFS, repository: str, commit: str, images: Mapping[str, ObjectInfo],
-    *, key: bytes, model_id: str, branch: str | None = None,
+    *, key: bytes, model_id: str, branch: str | None = None, tables: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """The verified record of each image at `commit` that has one, {path: record}.
 
-    The branch tables come first (one object each, every record of a run): `branch`'s
-    own, then any other (a merged branch's). A record counts only for the image's path
-    and lakeFS checksum; among several, one by `model_id` wins. Images the tables miss
-    are looked up under `_clearlake/records/`, in few listing requests.
+    With `tables`, the branch tables come first (one object each, every record of a
+    run): `branch`'s own, then others (a merged branch's) while images lack a record;
+    that suits a whole ref. A record counts only for the image's path and lakeFS
+    checksum; among several, one by `model_id` wins. Images the tables miss (all of
+    them without `tables`) are looked up under `_clearlake/records/`, in few listing
+    requests.
     """
-    tables = [o.path for o in lakefs.list_objects(repository, commit, layout.TABLES_PREFIX)
-              if o.path.endswith(".parquet")]
-    own = layout.table_path(branch) if branch else None
-    tables.sort(key=lambda p: (p != own, p))
     found: dict[str, dict[str, Any]] = {}
 
     def offer(record: dict[str, Any]) -> None:
@@ -429,9 +446,15 @@ def stored_records(
                             and record.get("model_id") == model_id):
             found[image.path] = record
 
-    for table in tables:
-        for record in _table_records(lakefs.get_object(repository, commit, table), key):
-            offer(record)
+    if tables:
+        names = [o.path for o in lakefs.list_objects(repository, commit, layout.TABLES_PREFIX)
+                 if o.path.endswith(".parquet")]
+        own = layout.table_path(branch) if branch else None
+        for name in sorted(names, key=lambda p: (p != own, p)):
+            if len(found) == len(images):
+                break  # a branch that merged others holds their (older) tables too
+            for record in _table_records(lakefs.get_object(repository, commit, name), key):
+                offer(record)
     missing = [p for p in images if p not in found]
     for start in range(0, len(missing), RECORD_LOOKUP_CHUNK):
         chunk = {layout.record_path(p): p for p in missing[start:start + RECORD_LOOKUP_CHUNK]}
@@ -451,22 +474,19 @@ def is_processed(lakefs: LakeFS, repository: str, commit: str, key: bytes) -> bo
     return lakefs.is_ancestor(repository, source, latest[1].source_commit)
 
 
-def read_side(
-    lakefs: LakeFS, repository: str, ref: str, *, key: bytes,
-    inputs: pipeline.Inputs | None = None, store: MetricsStore | None = None,
-    batch_size: int = pipeline.DEFAULT_BATCH_SIZE,
+def labelimages_phrase(
+    lakefs: LakeFS, repository: str, ref: str, commit: str, images: Mapping[str, ObjectInfo],
+    model: Model, *, key: bytes, store: MetricsStore | None = None, tables: bool = True,
+    processed: bool | None = None, batch_size: int = pipeline.DEFAULT_BATCH_SIZE,
 ) -> Side:
-    """Every input image of `ref` with its record: stored where verified, else computed
-    (see the module docstring); no bytes are read for images with a record or whose
-    bytes the metrics store knows."""
-    inputs = inputs or pipeline.Inputs()
-    commit = resolve(lakefs, repository, ref)
-    model, _ = pipeline.load_model(lakefs, repository, commit)
-    images = {o.path: o for o in input_objects(lakefs, repository, commit, inputs)}
+    """`images` (objects at `commit`) with a record each, labelled by `model`: a stored,
+    verified record where there is one (labelled again from its metrics if another
+    model labelled it), else measured now (`pipeline.measure_batch`, which reuses the
+    metrics store's analyses and reads bytes only for what it has never seen)."""
     branch = ref if ref != commit else None
     records = stored_records(lakefs, repository, commit, images, key=key, model_id=model.id,
-                             branch=branch)
-    side = Side(ref, commit, {}, model.id, is_processed(lakefs, repository, commit, key))
+                             branch=branch, tables=tables)
+    side = Side(ref, commit, {}, model.id, processed)
     other_model = [r for r in records.values() if r.get("model_id") != model.id]
     side.stored = len(records) - len(other_model)
     if other_model:
@@ -485,6 +505,57 @@ def read_side(
         side.computed = len(missing)
     side.records = {p: records[p] for p in sorted(records)}
     return side
+
+
+def read_side(
+    lakefs: LakeFS, repository: str, ref: str, *, key: bytes,
+    inputs: pipeline.Inputs | None = None, store: MetricsStore | None = None,
+) -> Side:
+    """Every input image of `ref`, labelled by the ref's own model (see `label_images`)."""
+    commit = resolve(lakefs, repository, ref)
+    model, _ = pipeline.load_model(lakefs, repository, commit)
+    images = {o.path: o for o in input_objects(lakefs, repository, commit,
+                                                inputs or pipeline.Inputs())}
+    return labelimages_phrase(lakefs, repository, ref, commit, images, model, key=key, store=store,
+                        processed=is_processed(lakefs, repository, commit, key))
+
+
+def merge_sides(
+    lakefs: LakeFS, repository: str, source: str, destination: str, *, key: bytes,
+    inputs: pipeline.Inputs | None = None, store: MetricsStore | None = None,
+    stat_threads: int = 4,
+) -> tuple[Side, Side]:
+    """What a merge of `source` into `destination` touches: (the destination's images the
+    merge changes or removes, every image it brings in), both labelled with the
+    destination's model — what the quality gate judges by.
+
+    Only what the merge changes is read (lakeFS's three-dot diff, records one image at
+    a time): the cost grows with the change, not with the repository, as a gate that
+    lakeFS gives a minute needs. `compare` of the two is the merge's quality diff.
+    """
+    inputs = inputs or pipeline.Inputs()
+    destination_commit = resolve(lakefs, repository, destination)
+    source_commit = resolve(lakefs, repository, source)
+    model, _ = pipeline.load_model(lakefs, repository, destination_commit)
+    changes = [c for c in pipeline.input_changes(lakefs, repository, destination_commit,
+                                                 source_commit, inputs, three_dot=True)
+               if inputs.matches(c.path)]
+    incoming = {c.path: c for c in changes if c.change != "removed"}
+
+    def on_destination(path: str) -> ObjectInfo | None:
+        try:
+            return lakefs.stat_object(repository, destination_commit, path)
+        except NotFoundError:  # the destination does not have it (any more)
+            return None
+
+    with ThreadPoolExecutor(max_workers=stat_threads) as pool:
+        found = pool.map(on_destination, [c.path for c in changes if c.change != "added"])
+        present = {o.path: o for o in found if o is not None}
+    before = labelimages_phrase(lakefs, repository, destination, destination_commit, present, model,
+                          key=key, store=store, tables=False)
+    after = labelimages_phrase(lakefs, repository, source, source_commit, incoming, model, key=key,
+                         store=store, tables=False)
+    return before, after
 
 
 def quality_diff(

@@ -118,7 +118,7 @@ def test_the_gate_refuses_a_bad_merge_with_its_reason_and_allows_a_good_one(
     lakefs: LakeFS, watched_repo: str, tmp_path: Path
 ) -> None:
     from clearlake.errors import HookRejectedError
-    from clearlake.gate import POLICY_PATH
+    from clearlake.layout import POLICY_PATH
     from clearlake.transaction import Transaction
 
     repo = watched_repo

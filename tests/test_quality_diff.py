@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 
 from clearlake import layout, pipeline
+from clearlake.cli.repo import action_run_url, hook_answer
+from clearlake.config import StackSecrets
 from clearlake.errors import NotFoundError
+from clearlake.gate import Policy, Verdict, judge, labels_of, what_it_brings
+from clearlake.layout import POLICY_PATH
 from clearlake.provenance import signing_key
 from clearlake.quality.classifier import Model
 from clearlake.quality_diff import (
+    Side,
     arrivals,
     brings_lines,
     compare,
@@ -21,7 +27,14 @@ from clearlake.quality_diff import (
 )
 from clearlake.stack.services import Stack
 from clearlake.store import LakeFS
-from tests.pipeline_support import commit_images, photo, run_cli, unique_seed
+from tests.pipeline_support import (
+    commit_images,
+    photo,
+    run_cli,
+    settled,
+    unique_seed,
+    wait_until,
+)
 
 
 def rec(path: str, label: str | None, sha: str, *, p_good: float | None = None,
@@ -130,8 +143,61 @@ def test_summary_lines_read_as_a_person_wants() -> None:
         "transitions: good→blurry 2",
         "relabelled, same bytes (a model change): c.jpg (good→blurry)",
         "removed: d.jpg",
-        "blur: median 30 [20–40] → 10 [2–30]",
+        "blur: median 30 [20, 40] → 10 [2, 30]",
     ]
+
+
+# -- the gate's verdict and `clearlake merge` -------------------------------------------------
+
+
+def side(records: dict[str, dict[str, Any]], ref: str) -> Side:
+    return Side(ref, ref, records, "model", None)
+
+
+def test_the_verdict_says_what_the_merge_brings_from_its_diff() -> None:
+    destination = {"b.jpg": BEFORE["b.jpg"], "c.jpg": BEFORE["c.jpg"]}
+    incoming = {p: AFTER[p] for p in ("b.jpg", "c.jpg", "f.jpg", "g.jpg")}
+    brings = what_it_brings(side(destination, "main-commit"), side(incoming, "src"), "main")
+    assert brings == [
+        "this merge brings 2 blurry images into main: b.jpg, f.jpg",
+        "this merge brings 1 corrupt image into main: g.jpg",
+        "it turns 2 images on main good→blurry: b.jpg, c.jpg",
+    ]
+    labels = labels_of(incoming)
+    assert labels == {"b.jpg": "blurry", "c.jpg": "blurry", "f.jpg": "blurry",
+                      "g.jpg": "not decodable (corrupt)"}
+    policy = Policy.parse("max_not_good_percent: 50\nrules:\n"
+                          "  - {prefix: f, forbid: [blurry]}\n")
+    verdict = Verdict(False, "r", "s" * 64, "main", "d" * 64, checked=4,
+                      reasons=judge(policy, labels), labels=labels, brings=brings)
+    assert verdict.explain() == (
+        f"clearlake gate: REFUSED merge of {'s' * 12} into main (4 incoming images checked "
+        f"against _clearlake/policy.yaml@{'d' * 12})\n"
+        "  this merge brings 2 blurry images into main: b.jpg, f.jpg\n"
+        "  this merge brings 1 corrupt image into main: g.jpg\n"
+        "  it turns 2 images on main good→blurry: b.jpg, c.jpg\n"
+        "  - 100.0 % of incoming images are not good (4 of 4; limit 50 %)\n"
+        "  - no blurry image may enter f: f.jpg (blurry)\n")
+
+
+HOOK_LOG = (  # the shape of lakeFS v1.84.0's log of a webhook call (CRLF in the HTTP dump)
+    "Request:\nPOST http://127.0.0.1:1/lakefs/gate\nQuery Params:\nHeaders:\n"
+    "X-Clearlake-Secret: *******\nContent-Type: application/json\nRequest Body:\n"
+    '{"event_type":"pre-merge","repository_id":"r"}\n\n\nRequest duration: 712ms\n\n'
+    "Response:\nHTTP/1.1 412 Precondition Failed\r\nContent-Length: 52\r\n"
+    "Content-Type: text/plain; charset=utf-8\r\n\r\nclearlake gate: REFUSED merge\n"
+    "  this merge brings 1 blurry image into main: a.jpg\n"
+    "Error: action failed: webhook request failed (status code: 412)\n"
+)
+
+
+def test_only_the_hooks_answer_is_shown_never_its_request() -> None:
+    assert hook_answer(HOOK_LOG) == (
+        "clearlake gate: REFUSED merge\n  this merge brings 1 blurry image into main: a.jpg")
+    unanswered = HOOK_LOG.split("Response:")[0] + "Error: dial tcp: connection refused\n"
+    assert hook_answer(unanswered) == "dial tcp: connection refused"
+    assert action_run_url("http://127.0.0.1:8000/", "my repo", "4okkpp9k") == (
+        "http://127.0.0.1:8000/repositories/my%20repo/actions/4okkpp9k")
 
 
 # -- the real stack --------------------------------------------------------------------------
@@ -147,7 +213,7 @@ def swapped_model() -> bytes:
 
 @pytest.mark.slow
 def test_the_diff_of_two_processed_refs_comes_from_their_records(
-    lakefs: LakeFS, repo: str, classify: Any
+    lakefs: LakeFS, repo: str, classify: Any, stack: Stack
 ) -> None:
     seed = unique_seed()
     commit_images(lakefs, repo, {
@@ -202,6 +268,21 @@ def test_the_diff_of_two_processed_refs_comes_from_their_records(
     assert blur["from"]["count"] == blur["to"]["count"] == 4
     assert blur["from"]["median"] > blur["to"]["median"]  # a sharp image was blurred
 
+    as_json = run_cli("diff", repo, "main", "feature", "--json", home=stack.home)
+    assert json.loads(as_json.stdout) == diff
+    text = run_cli("diff", repo, "main", "feature", home=stack.home).stdout
+    print(text)  # what the README shows
+    lines = text.splitlines()
+    assert lines[1:7] == [
+        "images: 4→4 (1 added, 1 removed, 1 changed, 2 relabelled with the same bytes)",
+        "labels: good 2→3, blurry 2→1",
+        "outcomes: ok 4→4",
+        "transitions: blurry→good 1, good→blurry 1",
+        "relabelled, same bytes (a model change): keep.jpg (good→blurry), same.jpg (blurry→good)",
+        "removed: gone.jpg",
+    ]
+    assert [line.split(":")[0] for line in lines[7:]] == sorted(diff["metric_shift"])
+
 
 @pytest.mark.slow
 def test_a_side_without_results_is_measured_and_labelled_with_its_model(
@@ -241,3 +322,41 @@ def test_a_missing_repository_or_ref_is_named(
     assert result.returncode == 1
     lines = (result.stdout + result.stderr).strip().splitlines()
     assert lines == [f"error: no such branch, tag or commit (repository {repo!r}, ref 'nope')"]
+
+
+@pytest.mark.slow
+def test_a_refused_merge_says_what_it_brings_once_and_links_the_action_run(
+    lakefs: LakeFS, watched_repo: str, stack: Stack
+) -> None:
+    repo = watched_repo
+    seed = unique_seed()
+    commit_images(lakefs, repo, {POLICY_PATH: b"max_not_good_percent: 0\n",
+                                 "old.jpg": photo(seed, size=400)}, message="a strict policy")
+    wait_until(lambda: settled(lakefs, repo))
+    lakefs.create_branch(repo, "bad", "main")
+    commit_images(lakefs, repo, {"incoming/blurred.jpg": photo(seed + 1, size=400, blur=6.0),
+                                 "old.jpg": photo(seed, size=400, blur=6.0)}, branch="bad")
+    result = run_cli("merge", repo, "bad", "main", home=stack.home, check=False)
+
+    print(result.stdout)  # what the README shows
+    assert result.returncode == 2, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "merge of bad into main refused by a pre-merge hook:"
+    assert re.fullmatch(r"clearlake gate: REFUSED merge of [0-9a-f]{12} into main \(2 incoming "
+                        r"images checked against _clearlake/policy\.yaml@[0-9a-f]{12}\)",
+                        lines[1])
+    assert lines[2:5] == [
+        "  this merge brings 2 blurry images into main: incoming/blurred.jpg, old.jpg",
+        "  it turns 1 image on main good→blurry: old.jpg",
+        "  - 100.0 % of incoming images are not good (2 of 2; limit 0 %)",
+    ]
+    run_page = re.fullmatch(rf"action run: {re.escape(lakefs.settings.endpoint)}/repositories/"
+                            rf"{repo}/actions/([a-z0-9]+)", lines[5])
+    assert run_page and len(lines) == 6
+    assert "REFUSED" in "".join(log for _, log in lakefs.hook_outputs(repo, run_page[1]))
+    secrets = StackSecrets.load(stack.home)
+    output = result.stdout + result.stderr
+    for never in ("Request", "Headers", "event_type", "*******",
+                  secrets.webhook_secret.get_secret_value(),
+                  lakefs.settings.secret_access_key.get_secret_value()):
+        assert never not in output

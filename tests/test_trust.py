@@ -14,7 +14,8 @@ import pytest
 
 from clearlake import layout, pipeline
 from clearlake.errors import NotFoundError
-from clearlake.gate import POLICY_PATH, evaluate_merge, incoming_labels
+from clearlake.gate import evaluate_merge, incoming_labels
+from clearlake.layout import POLICY_PATH
 from clearlake.lineage import lineage
 from clearlake.provenance import (
     RESULTS_ROOT,

@@ -6,6 +6,7 @@ So that `clearlake --help` stays quick, a command module imports at its top only
 Typer, the standard library, this module and `clearlake.errors`; everything else
 (rich, NumPy, OpenCV, SciPy, scikit-learn, Prefect, the lakeFS SDK, PyArrow) is
 imported inside the command that uses it. `tests/unit/test_cli_imports.py` checks it.
+Every console the commands print to comes from `make_console` (`clearlake.cli.console`).
 """
 
 from __future__ import annotations
@@ -18,17 +19,22 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 
+def make_console(*, stderr: bool = False) -> Console:
+    """The console a command prints to (stdout, or stderr for progress and diagnostics)."""
+    from clearlake.cli.console import UnwrappedConsole
+
+    return UnwrappedConsole(stderr=stderr)
+
+
 class _SharedConsole:
-    """The commands' rich `Console`, made on first use (importing rich costs more
-    than all of `clearlake --help`)."""
+    """The commands' console, made on first use (importing rich costs more than all of
+    `clearlake --help`)."""
 
     _console: Console | None = None
 
     def __getattr__(self, name: str) -> Any:
         if _SharedConsole._console is None:
-            from rich.console import Console
-
-            _SharedConsole._console = Console()
+            _SharedConsole._console = make_console()
         return getattr(_SharedConsole._console, name)
 
 

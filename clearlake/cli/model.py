@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from clearlake.cli.app import app
+from clearlake.cli.app import app, make_console
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -49,12 +49,11 @@ def sample_data(
     images get noise σ 1–3; JPEG quality 80–95. Writes labels.csv
     (path,label,sublabel,source). See clearlake.quality.sample_data for details.
     """
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from clearlake.quality.sample_data import find_sources, generate
 
-    console = Console()
+    console = make_console()
     wanted = [s.strip() for s in sources.split(",") if s.strip()] if sources else None
     with Progress(
         "[progress.description]{task.description}",
@@ -134,11 +133,9 @@ def train_command(
     photograph (an image's siblings from the same photo are never on both sides),
     and the version of every metric it reads. Only the metrics it reads are computed.
     """
-    from rich.console import Console
-
     from clearlake.quality.classifier import train
 
-    console = Console()
+    console = make_console()
     chosen = _features(features)
     data = _load_labelled(labels_csv, images, jobs, console, need_sources=True, features=chosen)
     model = train(
@@ -198,8 +195,6 @@ def evaluate_command(
     (folds grouped by source, never by image). With --model: that model's
     predictions on the whole set.
     """
-    from rich.console import Console
-
     from clearlake.quality.classifier import (
         Model,
         ModelError,
@@ -208,7 +203,7 @@ def evaluate_command(
     )
     from clearlake.quality.registry import available
 
-    console = Console()
+    console = make_console()
     if model_path is not None:
         try:
             model = Model.load(model_path)
@@ -397,7 +392,6 @@ def metrics_list(
 ) -> None:
     """Every metric: name, version, source (built-in, entry point, scripts@commit), and which
     models read it. A metric a model reads at a version nobody computes is listed as missing."""
-    from rich.console import Console
     from rich.table import Table
 
     from clearlake.cli.app import fail
@@ -405,7 +399,7 @@ def metrics_list(
     from clearlake.quality.classifier import Model, ModelError
     from clearlake.quality.registry import available
 
-    console = Console()
+    console = make_console()
     named: list[tuple[str, Model]] = []
     pinned = []
     try:

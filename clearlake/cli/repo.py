@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Annotated
 
 import typer
@@ -50,20 +51,40 @@ def init_repo(
 
 
 def hook_answer(log: str) -> str:
-    """The body of the response in a lakeFS webhook log (the gate's reason), else the log."""
+    """What a hook answered, from lakeFS's log of its webhook call: the response's body
+    (the gate's verdict), else lakeFS's error line (a hook that got no answer). Never
+    the request: lakeFS logs its headers and body, which are no reader's business."""
+    log = log.replace("\r\n", "\n")
     _, found, response = log.partition("\nResponse:\n")
-    if not found:
-        return log
-    _, _, body = response.partition("\n\n")  # after the status line and headers
-    return body.split("\nError: ", 1)[0].strip() or log
+    if found:
+        _, _, body = response.partition("\n\n")  # after the status line and headers
+        body = body.split("\nError: ", 1)[0].strip()
+        if body:
+            return body
+    errors = [line.removeprefix("Error: ") for line in log.splitlines()
+              if line.startswith("Error: ")]
+    return errors[-1] if errors else "the hook left no answer in its log"
 
 
-def _print_hook_logs(repository: str, run_id: str) -> None:
+def action_run_url(endpoint: str, repository: str, run_id: str) -> str:
+    """The page of an action run in the lakeFS web UI (its route in lakeFS's
+    webui/src/pages/index.jsx: repositories/:repoId/actions/:runId)."""
+    return (f"{endpoint.rstrip('/')}/repositories/{urllib.parse.quote(repository, safe='')}"
+            f"/actions/{urllib.parse.quote(run_id, safe='')}")
+
+
+def _print_hook_answers(repository: str, run_id: str) -> None:
+    """Each hook's answer in an action run, once, and the run's page in the lakeFS UI."""
     from clearlake.store import LakeFS
 
-    for hook_id, log in LakeFS().hook_outputs(repository, run_id):
-        console.print(f"[bold]hook {hook_id}[/bold] (action run {run_id}):")
+    lakefs = LakeFS()
+    answers = lakefs.hook_outputs(repository, run_id)
+    for hook_id, log in answers:
+        if len(answers) > 1:
+            console.print(f"hook {hook_id}:", markup=False, highlight=False)
         console.print(hook_answer(log), markup=False, highlight=False)
+    console.print(f"action run: {action_run_url(lakefs.settings.endpoint, repository, run_id)}",
+                  markup=False, highlight=False)
 
 
 @app.command()
@@ -74,15 +95,19 @@ def merge(
     message: Annotated[str, typer.Option("-m", help="Merge message.")] = "",
 ) -> None:
     """Merge like lakeFS does, but when the quality gate refuses, print its reason."""
+    from rich.markup import escape
+
     from clearlake.store import LakeFS
 
     try:
         commit = LakeFS().merge(repository, source, destination,
                                message or f"Merge {source} into {destination}")
     except HookRejectedError as error:
-        console.print(f"[red]merge refused by a pre-merge hook[/red]: {error}")
+        why = ":" if error.run_id else f": {str(error).splitlines()[0]}"
+        console.print(f"[red]merge of {escape(source)} into {escape(destination)} refused by a "
+                      f"pre-merge hook[/red]{escape(why)}")
         if error.run_id:
-            _print_hook_logs(repository, error.run_id)
+            _print_hook_answers(repository, error.run_id)
         raise typer.Exit(code=2) from error
     except (LakeFSError, ConfigurationError) as error:
         raise fail(error) from error
@@ -96,6 +121,6 @@ def explain(
 ) -> None:
     """Print what the quality gate answered in a lakeFS action run."""
     try:
-        _print_hook_logs(repository, run_id)
+        _print_hook_answers(repository, run_id)
     except (LakeFSError, ConfigurationError) as error:
         raise fail(error) from error

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from clearlake.cli.app import app
+from clearlake.cli.app import app, make_console
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -81,13 +81,11 @@ def score(
         # share its imports (see score_directory).
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     # Heavy imports here, so that `clearlake --help` stays fast.
-    from rich.console import Console
-
     from clearlake.quality.classifier import Model, ModelError
     from clearlake.quality.score import CacheError, quiet_opencv, score_directory, write_records
 
     quiet_opencv()  # this process is the command's own; outcomes carry the reasons
-    console = Console()
+    console = make_console()
     try:
         loaded = Model.load(model)
     except ModelError as exc:
@@ -125,7 +123,6 @@ def score(
 
 def _progress() -> Progress:
     """A progress bar with count, rate (images/s), elapsed time and ETA, on stderr."""
-    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -152,7 +149,7 @@ def _progress() -> Progress:
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=make_console(stderr=True),
         transient=False,
     )
 

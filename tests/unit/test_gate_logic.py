@@ -64,9 +64,8 @@ def test_the_share_of_not_good_images_is_compared_with_the_limit() -> None:
     assert judge(Policy(10.0), ten) == []  # at the limit: allowed
     assert len(judge(Policy(9.9), ten)) == 1  # above it: refused
     eleven = ten | {"img10.jpg": "not decodable (corrupt)"}  # 2 of 11: 18.2 %
-    (reason,) = judge(Policy(10.0), eleven)
-    assert "img9.jpg" in reason and "img10.jpg" in reason
-    assert "18.2" in reason
+    (reason,) = judge(Policy(10.0), eleven)  # the images are named by what the merge brings
+    assert reason == "18.2 % of incoming images are not good (2 of 11; limit 10 %)"
 
 
 def test_a_limit_of_zero_refuses_one_bad_image_and_nothing_is_judged_on_no_images() -> None:
@@ -103,5 +102,5 @@ def test_the_judgement_is_the_same_every_time() -> None:
 def test_a_long_list_of_offenders_is_cut_and_counted() -> None:
     labels = {f"products/{i:03d}.jpg": "blurry" for i in range(25)}
     (reason,) = judge(Policy(None, (Rule("products/", ("blurry",)),)), labels)
-    assert "products/019.jpg" in reason and "products/020.jpg" not in reason
-    assert "5 more" in reason
+    assert "products/009.jpg" in reason and "products/010.jpg" not in reason
+    assert reason.endswith("… (+15 more)")
