@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 
-from clearlake import pipeline
+from clearlake import pipeline, report
 from clearlake.config import DASK_WORKER_MALLOC_ENV
 from clearlake.errors import ConfigurationError, NotFoundError
 from clearlake.metrics_store import MetricsStore
@@ -350,29 +350,29 @@ def _classify(
                "counts": counts, "read_path": read_path, **pipeline.tally(new_records),
                "seconds": clock.laps,
                "transaction_seconds": {"results": results.seconds, "store": new_entries.seconds}}
-    _publish_artifacts(repository, branch, summary, new_records)
+    _publish_artifacts(lakefs, repository, branch, summary, new_records)
     logger.info("%s", {k: v for k, v in summary.items() if k != "labels"})
     return summary
 
 
 def _publish_artifacts(
-    repository: str, branch: str, summary: dict[str, Any], records: list[dict[str, Any]]
+    lakefs: LakeFS, repository: str, branch: str, summary: dict[str, Any],
+    records: list[dict[str, Any]],
 ) -> None:
-    """A table of counts and one of the worst images, shown on the run in the Prefect UI."""
-    counts = [{"what": k, "images": v} for k, v in summary["counts"].items()]
-    counts += [{"what": f"label: {k}", "images": v} for k, v in sorted(summary["labels"].items())]
-    create_table_artifact(counts, key=f"counts-{_artifact_key(repository, branch)}",
-                          description=f"clearlake counts for {repository}/{branch}")
-    worst = [{"path": r["path"], "label": r["label"],
-              "p_good": round(r["probabilities"].get("good", 0.0), 4), "outcome": r["outcome"]}
-             for r in pipeline.worst_images(records)]
-    if worst:
-        create_table_artifact(worst, key=f"worst-{_artifact_key(repository, branch)}",
-                              description="images least likely to be good")
+    """The run's report in the Prefect UI: charts, the worst images' thumbnails, links.
+
+    One markdown artifact, its pictures inline (`clearlake.report` says what Prefect's
+    UI renders and why); its key groups a branch's reports under Artifacts.
+    """
+    links = report.RunLinks(report.bridge_url(), lakefs.settings.endpoint, repository, branch)
+    worst = pipeline.worst_images(records, report.MAX_THUMBNAILS)
+    thumbnails = report.read_thumbnails(lakefs, repository, summary["source_commit"], worst)
+    labels = ", ".join(f"{n} {label}" for label, n in report.label_counts(records).items())
     create_markdown_artifact(
-        f"**{summary['status']}** — source `{summary['source_commit'][:12]}`, results "
-        f"`{(summary['results_commit'] or summary['pending_branch'] or '')[:12]}`",
-        description="clearlake run outcome",
+        report.render_report(summary, records, links, thumbnails),
+        key=report.report_key(repository, branch),
+        description=f"clearlake {summary['status']} at `{summary['source_commit'][:12]}`: "
+                    f"{labels or 'no images'}",
     )
 
 
@@ -388,7 +388,3 @@ class _Stopwatch:
         self.laps[name] = round(now - self._last, 3)
         self._last = now
 
-
-def _artifact_key(repository: str, branch: str) -> str:
-    """Artifact keys allow lower-case letters, digits and dashes only."""
-    return "".join(c if c.isalnum() else "-" for c in f"{repository}-{branch}".lower())
