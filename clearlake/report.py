@@ -64,12 +64,12 @@ _MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~&])")
 
 def public_url(url: str) -> str:
     """`url` without user information, query or fragment: safe to show in a page."""
-    parts = urlsplit(url.rstrip("/"))
+    parts = urlsplit(url)
     host = parts.hostname or ""
     netloc = f"[{host}]" if ":" in host else host
     if parts.port:
         netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
 def bridge_url() -> str:
