@@ -635,15 +635,22 @@ class LakeFS:
                     path=first.path,
                 )
 
-    def list_objects(self, repository: str, ref: str, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every object under `prefix` at `ref`, in path order, page by page."""
+    def list_objects(
+        self, repository: str, ref: str, prefix: str = "", *, delimiter: str = ""
+    ) -> Iterator[ObjectInfo]:
+        """Every object under `prefix` at `ref`, in path order, page by page. With a
+        `delimiter`, folders below `prefix` come back once each, with change 'prefix'."""
         after = ""
         while True:
             with _translate("list objects", repository, ref, prefix or None):
                 page = self.objects.list_objects(
-                    repository, ref, prefix=prefix, after=after, amount=PAGE_SIZE
+                    repository, ref, prefix=prefix, after=after, amount=PAGE_SIZE,
+                    delimiter=delimiter,
                 )
             for stats in page.results:
+                if stats.path_type == "common_prefix":
+                    yield ObjectInfo(stats.path, "", 0, "prefix")
+                    continue
                 yield ObjectInfo(stats.path, stats.checksum, stats.size_bytes or 0)
             if not page.pagination.has_more:
                 return
