@@ -97,8 +97,8 @@ def review_url(bridge: str, repository: str, ref: str) -> str:
 
 
 def review_image_url(bridge: str, repository: str, ref: str, path: str) -> str:
-    """The review page of one image at a ref."""
-    return f"{review_url(bridge, repository, ref)}/image/{quote(path, safe='/')}"
+    """The review page of one image at a ref (the review app's `REF/image?path=P`)."""
+    return f"{review_url(bridge, repository, ref)}/image?path={quote(path, safe='/')}"
 
 
 def review_diff_url(bridge: str, repository: str, from_ref: str, to_ref: str) -> str:
@@ -116,7 +116,7 @@ def report_key(repository: str, branch: str) -> str:
 
 def prefect_artifact_url(prefect_api_url: str, artifact_id: str) -> str:
     """The Prefect UI page of one artifact (route `/artifacts/artifact/:artifactId`)."""
-    return f"{public_url(prefect_api_url.removesuffix('/api'))}/artifacts/artifact/{artifact_id}"
+    return f"{public_url(prefect_api_url).removesuffix('/api')}/artifacts/artifact/{artifact_id}"
 
 
 def run_report_id(flow_run_id: str, repository: str, branch: str) -> str | None:
@@ -366,9 +366,10 @@ def render_report(
         f"**{md_text(summary['status'])}**: source commit [{source[:12]}]"
         f"({links.commit(source)}), {where}.",
         "",
-        f"{len(records)} images labelled in this run: {counts['computed']} measured, "
-        f"{counts['reused']} reused from the metrics store, {counts['failed']} not measured "
-        f"(typed outcome), {counts['relabelled']} relabelled; {counts['removed']} removed.",
+        f"{len(records)} images labelled in this run: {counts['computed']} measured now, "
+        f"{counts['reused']} reused from the metrics store, {counts['relabelled']} relabelled "
+        f"(of which {counts['failed']} could not be measured: see their outcome); "
+        f"{counts['removed']} removed.",
         "",
         f"[Review the images]({links.review}) (asks for a login) · "
         f"[Results table in lakeFS]({links.results_table}) (DuckDB query in the object viewer)",

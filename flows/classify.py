@@ -23,7 +23,7 @@ from prefect.runtime import flow_run
 
 from clearlake import pipeline, report
 from clearlake.config import DASK_WORKER_MALLOC_ENV
-from clearlake.errors import ConfigurationError, NotFoundError
+from clearlake.errors import ClearlakeError, ConfigurationError, NotFoundError
 from clearlake.metrics_store import MetricsStore
 from clearlake.provenance import signing_key
 from clearlake.store import LakeFS
@@ -350,16 +350,17 @@ def _classify(
                "counts": counts, "read_path": read_path, **pipeline.tally(new_records),
                "seconds": clock.laps,
                "transaction_seconds": {"results": results.seconds, "store": new_entries.seconds}}
-    _publish_artifacts(lakefs, repository, branch, summary, new_records)
+    _publish_artifacts(lakefs, key, repository, branch, summary, new_records, inputs)
     logger.info("%s", {k: v for k, v in summary.items() if k != "labels"})
     return summary
 
 
 def _publish_artifacts(
-    lakefs: LakeFS, repository: str, branch: str, summary: dict[str, Any],
-    records: list[dict[str, Any]],
+    lakefs: LakeFS, key: bytes, repository: str, branch: str, summary: dict[str, Any],
+    records: list[dict[str, Any]], inputs: pipeline.Inputs,
 ) -> None:
-    """The run's report in the Prefect UI: charts, the worst images' thumbnails, links.
+    """The run's report in the Prefect UI: charts, the worst images' thumbnails, links, and
+    for a merge the quality diff it brought.
 
     One markdown artifact, its pictures inline (`clearlake.report` says what Prefect's
     UI renders and why); its key groups a branch's reports under Artifacts.
@@ -367,13 +368,36 @@ def _publish_artifacts(
     links = report.RunLinks(report.bridge_url(), lakefs.settings.endpoint, repository, branch)
     worst = pipeline.worst_images(records, report.MAX_THUMBNAILS)
     thumbnails = report.read_thumbnails(lakefs, repository, summary["source_commit"], worst)
+    merge_diff = _merge_diff(lakefs, key, repository, summary, inputs)
     labels = ", ".join(f"{n} {label}" for label, n in report.label_counts(records).items())
     create_markdown_artifact(
-        report.render_report(summary, records, links, thumbnails),
+        report.render_report(summary, records, links, thumbnails, merge_diff),
         key=report.report_key(repository, branch),
         description=f"clearlake {summary['status']} at `{summary['source_commit'][:12]}`: "
                     f"{labels or 'no images'}",
     )
+
+
+def _merge_diff(
+    lakefs: LakeFS, key: bytes, repository: str, summary: dict[str, Any], inputs: pipeline.Inputs
+) -> report.MergeDiff | None:
+    """The quality diff of the run's source commit when it is a merge, None otherwise: from
+    the merge's first parent (what the branch held) to the merge's results (the merge
+    itself while they are pending). A diff that fails leaves its reason in the report:
+    the results are applied by then, and the run stays a success."""
+    from clearlake.quality_diff import quality_diff, summary_lines
+
+    source = summary["source_commit"]
+    parents = lakefs.get_commit(repository, source).parents
+    if len(parents) < 2:
+        return None
+    compared_to = summary["results_commit"] or source
+    try:
+        diff = quality_diff(lakefs, repository, parents[0], compared_to, key=key, inputs=inputs)
+    except ClearlakeError as error:
+        get_run_logger().warning("no quality diff for the merge %s: %s", source[:12], error)
+        return report.MergeDiff(parents[0], source, compared_to, [f"not available: {error}"])
+    return report.MergeDiff(parents[0], source, compared_to, summary_lines(diff))
 
 
 class _Stopwatch:

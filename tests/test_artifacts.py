@@ -6,6 +6,7 @@ import base64
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import cv2
 import numpy as np
@@ -85,7 +86,7 @@ def test_links_name_the_review_pages_and_the_object_viewer_without_credentials()
     assert links.results_table == ("http://127.0.0.1:8000/repositories/photos/object"
                                    "?ref=main&path=_clearlake/tables/main.parquet")
     assert links.image("a b/(c)#1.jpg") == (
-        "http://127.0.0.1:8765/review/photos/main/image/a%20b/%28c%29%231.jpg")
+        "http://127.0.0.1:8765/review/photos/main/image?path=a%20b/%28c%29%231.jpg")
     assert links.diff("abc", "def") == "http://127.0.0.1:8765/review/photos/abc...def"
     assert links.commit("abc") == "http://127.0.0.1:8000/repositories/photos/commits/abc"
     assert report.public_url("https://u:p@example.org:8443/x/?token=t#f") == (
@@ -127,8 +128,8 @@ def test_report_markdown() -> None:
         f"commits/{'a' * 64}), results commit [bbbbbbbbbbbb](http://127.0.0.1:8000/"
         f"repositories/photos/commits/{'b' * 64}).",
         "",
-        "4 images labelled in this run: 3 measured, 1 reused from the metrics store, 1 not "
-        "measured (typed outcome), 0 relabelled; 2 removed.",
+        "4 images labelled in this run: 3 measured now, 1 reused from the metrics store, "
+        "0 relabelled (of which 1 could not be measured: see their outcome); 2 removed.",
         "",
         f"[Review the images]({review}) (asks for a login) · [Results table in lakeFS]"
         "(http://127.0.0.1:8000/repositories/photos/object?ref=main&path=_clearlake/tables/"
@@ -145,12 +146,12 @@ def test_report_markdown() -> None:
         "",
         "| image | path | label | P(good) | |",
         "| --- | --- | --- | --- | --- |",
-        f"| *not read: 200 MiB* | images/huge\\.jpg | blurry | 0.100 | [review]({review}/image/"
-        "images/huge.jpg) |",
+        f"| *not read: 200 MiB* | images/huge\\.jpg | blurry | 0.100 | [review]({review}/image?"
+        "path=images/huge.jpg) |",
         f"| *does not decode* | images/b\\|ad\\*\\.jpg | blurry | 0.250 | [review]({review}/"
-        "image/images/b%7Cad%2A.jpg) |",
+        "image?path=images/b%7Cad%2A.jpg) |",
         f"| ![thumbnail](data:image/jpeg;base64,{base64.b64encode(jpeg).decode()}) | "
-        f"images/ok\\.jpg | good | 0.900 | [review]({review}/image/images/ok.jpg) |",
+        f"images/ok\\.jpg | good | 0.900 | [review]({review}/image?path=images/ok.jpg) |",
     ]
     assert lines[19:] == [
         "",
@@ -225,7 +226,7 @@ def test_a_runs_report_shows_its_pictures_in_the_prefect_ui(
     assert all(max(w, h) == report.THUMBNAIL_PX for _, w, h in shown[2:])
     links = report.RunLinks(report.bridge_url(), lakefs.settings.endpoint, repo, "main")
     assert links.review in hrefs and links.results_table in hrefs
-    assert sum(h.startswith(f"{links.review}/image/images/") for h in hrefs) == 8
+    assert sum(h.startswith(f"{links.review}/image?path=images/") for h in hrefs) == 8
     secret = lakefs.settings.secret_access_key.get_secret_value()
     assert secret not in html
 
@@ -239,3 +240,48 @@ def test_a_runs_report_shows_its_pictures_in_the_prefect_ui(
     assert f"the results table      {links.results_table}\n" in printed
     assert f"access key id {lakefs.settings.access_key_id};" in printed
     assert str(stack.home / "secrets.json") in printed and secret not in printed
+
+
+def published_report(run_id: str, repository: str, branch: str) -> str:
+    """The markdown of the report a run published."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterId
+
+    artifact_id = report.run_report_id(run_id, repository, branch)
+    assert artifact_id is not None
+    with get_client(sync_client=True) as client:
+        [artifact] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(id=ArtifactFilterId(any_=[UUID(artifact_id)])))
+    return artifact.data
+
+
+@pytest.mark.slow
+def test_the_report_of_a_merge_shows_the_quality_diff_it_brought(
+    lakefs: LakeFS, repo: str, classify: Any
+) -> None:
+    seed = unique_seed()
+    commit_images(lakefs, repo, {f"images/{i}.jpg": photo(seed + i) for i in range(4)})
+    classify(repo)
+    key = signing_key()
+    first_results, first = latest_results(lakefs, repo, "main", key)
+    assert "Quality diff" not in published_report(first.run_id, repo, "main")
+
+    lakefs.create_branch(repo, "feature", "main")
+    commit_images(lakefs, repo, {f"images/new/{i}.jpg": photo(seed + 10 + i, blur=6.0)
+                                 for i in range(3)}, branch="feature")
+    merge = lakefs.merge(repo, "feature", "main", "bring three new images")
+    assert lakefs.get_commit(repo, merge).parents[0] == first_results
+    summary = classify(repo)
+    assert summary["source_commit"] == merge and summary["counts"]["computed"] == 3
+
+    markdown = published_report(latest_results(lakefs, repo, "main", key)[1].run_id, repo,
+                                "main")
+    section = markdown[markdown.index("## Quality diff of the merge"):].split("\n")
+    assert section[0] == f"## Quality diff of the merge: `{first_results[:12]}` → `{merge[:12]}`"
+    assert section[2].startswith(
+        f"From the merge's first parent to the merge (its labels as of "
+        f"`{summary['results_commit'][:12]}`).")
+    assert section[5] == (f"{repo}: {first_results} ({first_results[:12]}) → "
+                          f"{summary['results_commit']} ({summary['results_commit'][:12]})")
+    assert section[6] == ("images: 4→7 (3 added, 0 removed, 0 changed, "
+                          "0 relabelled with the same bytes)")
