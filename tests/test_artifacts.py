@@ -20,6 +20,7 @@ from clearlake.store import LakeFS
 from tests.pipeline_support import commit_images, photo, unique_seed
 
 SVG = "{http://www.w3.org/2000/svg}"
+BROWSER_TIMEOUT_MS = 300_000
 
 
 def bars(svg: str) -> list[dict[str, str]]:
@@ -204,9 +205,13 @@ def test_a_runs_report_shows_its_pictures_in_the_prefect_ui(
                                              args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1600})
-            page.goto(report.prefect_artifact_url(stack.prefect_api_url, artifact_id))
+            # Bounds against a hang only: the UI's bundle loads slowly on a loaded machine.
+            page.set_default_timeout(BROWSER_TIMEOUT_MS)
+            page.set_default_navigation_timeout(BROWSER_TIMEOUT_MS)
+            page.goto(report.prefect_artifact_url(stack.prefect_api_url, artifact_id),
+                      wait_until="domcontentloaded")
             pictures = page.locator("article.markdown-renderer img")
-            pictures.nth(2 + report.MAX_THUMBNAILS - 1).wait_for(timeout=60_000)
+            pictures.nth(2 + report.MAX_THUMBNAILS - 1).wait_for()
             page.wait_for_function(  # every picture loaded, decoded or broken
                 "[...document.querySelectorAll('article.markdown-renderer img')]"
                 ".every(i => i.complete)")
