@@ -16,14 +16,14 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 
-from clearlake import pipeline, scripts
+from clearlake import pipeline, report, scripts
 from clearlake.config import DASK_WORKER_MALLOC_ENV
-from clearlake.errors import ConfigurationError, NotFoundError
+from clearlake.errors import ClearlakeError, ConfigurationError, NotFoundError
 from clearlake.metrics_store import MetricsStore
 from clearlake.provenance import signing_key
 from clearlake.quality import registry
@@ -383,30 +383,54 @@ def _classify(
                "scripts": scripts_pin, "read_path": read_path, **pipeline.tally(new_records),
                "seconds": clock.laps,
                "transaction_seconds": {"results": results.seconds, "store": new_entries.seconds}}
-    _publish_artifacts(repository, branch, summary, new_records)
+    _publish_artifacts(lakefs, key, repository, branch, summary, new_records, inputs)
     logger.info("%s", {k: v for k, v in summary.items() if k != "labels"})
     return summary
 
 
 def _publish_artifacts(
-    repository: str, branch: str, summary: dict[str, Any], records: list[dict[str, Any]]
+    lakefs: LakeFS, key: bytes, repository: str, branch: str, summary: dict[str, Any],
+    records: list[dict[str, Any]], inputs: pipeline.Inputs,
 ) -> None:
-    """A table of counts and one of the worst images, shown on the run in the Prefect UI."""
-    counts = [{"what": k, "images": v} for k, v in summary["counts"].items()]
-    counts += [{"what": f"label: {k}", "images": v} for k, v in sorted(summary["labels"].items())]
-    create_table_artifact(counts, key=f"counts-{_artifact_key(repository, branch)}",
-                          description=f"clearlake counts for {repository}/{branch}")
-    worst = [{"path": r["path"], "label": r["label"],
-              "p_good": round(r["probabilities"].get("good", 0.0), 4), "outcome": r["outcome"]}
-             for r in pipeline.worst_images(records)]
-    if worst:
-        create_table_artifact(worst, key=f"worst-{_artifact_key(repository, branch)}",
-                              description="images least likely to be good")
+    """The run's report in the Prefect UI: charts, the worst images' thumbnails, links, and
+    for a merge the quality diff it brought.
+
+    One markdown artifact, its pictures inline (`clearlake.report` says what Prefect's
+    UI renders and why); its key groups a branch's reports under Artifacts.
+    """
+    links = report.RunLinks(report.bridge_url(), lakefs.settings.endpoint, repository, branch)
+    worst = pipeline.worst_images(records, report.MAX_THUMBNAILS)
+    thumbnails = report.read_thumbnails(lakefs, repository, summary["source_commit"], worst)
+    merge_diff = _merge_diff(lakefs, key, repository, summary, inputs)
+    labels = ", ".join(f"{n} {label}" for label, n in report.label_counts(records).items())
     create_markdown_artifact(
-        f"**{summary['status']}** — source `{summary['source_commit'][:12]}`, results "
-        f"`{(summary['results_commit'] or summary['pending_branch'] or '')[:12]}`",
-        description="clearlake run outcome",
+        report.render_report(summary, records, links, thumbnails, merge_diff),
+        key=report.report_key(repository, branch),
+        description=f"clearlake {summary['status']} at `{summary['source_commit'][:12]}`: "
+                    f"{labels or 'no images'}",
     )
+
+
+def _merge_diff(
+    lakefs: LakeFS, key: bytes, repository: str, summary: dict[str, Any], inputs: pipeline.Inputs
+) -> report.MergeDiff | None:
+    """The quality diff of the run's source commit when it is a merge, None otherwise: from
+    the merge's first parent (what the branch held) to the merge's results (the merge
+    itself while they are pending). A diff that fails leaves its reason in the report:
+    the results are applied by then, and the run stays a success."""
+    from clearlake.quality_diff import quality_diff, summary_lines
+
+    source = summary["source_commit"]
+    parents = lakefs.get_commit(repository, source).parents
+    if len(parents) < 2:
+        return None
+    compared_to = summary["results_commit"] or source
+    try:
+        diff = quality_diff(lakefs, repository, parents[0], compared_to, key=key, inputs=inputs)
+    except ClearlakeError as error:
+        get_run_logger().warning("no quality diff for the merge %s: %s", source[:12], error)
+        return report.MergeDiff(parents[0], source, compared_to, [f"not available: {error}"])
+    return report.MergeDiff(parents[0], source, compared_to, summary_lines(diff))
 
 
 class _Stopwatch:
@@ -421,7 +445,3 @@ class _Stopwatch:
         self.laps[name] = round(now - self._last, 3)
         self._last = now
 
-
-def _artifact_key(repository: str, branch: str) -> str:
-    """Artifact keys allow lower-case letters, digits and dashes only."""
-    return "".join(c if c.isalnum() else "-" for c in f"{repository}-{branch}".lower())

@@ -27,6 +27,7 @@ rules:
     forbid: [blurry]
 """
 RUN_TIMEOUT_S = 600.0
+REPORT_TIMEOUT_S = 60.0
 CLEARLAKE = [sys.executable, "-m", "clearlake.cli"]  # this very installation of the CLI
 
 
@@ -89,11 +90,9 @@ def show_summary(branch: str, results: dict[str, Any]) -> None:
     """Counts per label and the worst images, from the branch's results table."""
     from rich.table import Table
 
-    from clearlake.pipeline import read_table, table_path, worst_images
-    from clearlake.stack.services import Stack
+    from clearlake.pipeline import read_table, worst_images
     from clearlake.store import LakeFS
 
-    stack = Stack()
     marker = results["marker"]
     records = read_table(LakeFS(), DEMO_REPO, branch, branch)
     console.print(f"this run: {marker.counts}")
@@ -106,12 +105,50 @@ def show_summary(branch: str, results: dict[str, Any]) -> None:
     for r in worst_images(records, 5):
         worst.add_row(r["path"], r["label"], f"{r['probabilities'].get('good', 0):.3f}")
     console.print(worst)
-    ui = stack.prefect_api_url.removesuffix("/api")
+
+
+def run_report_url(repository: str, branch: str, run_id: str) -> str | None:
+    """The Prefect UI page of the report a run published (it does so just after its
+    results commit), None if none appears within a minute."""
+    from clearlake.report import prefect_artifact_url, run_report_id
+    from clearlake.stack.services import Stack
+
+    deadline = time.monotonic() + REPORT_TIMEOUT_S
+    while (artifact_id := run_report_id(run_id, repository, branch)) is None:
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.5)
+    return prefect_artifact_url(Stack().prefect_api_url, artifact_id)
+
+
+def show_links(repository: str, branch: str, run_id: str) -> None:
+    """Where to look at the results: the review page, the table in lakeFS, the run's report,
+    and how to log in (the access key id, and the file holding the secret key)."""
+    from clearlake import report
+    from clearlake.pipeline import table_path
+    from clearlake.stack.services import Stack
+    from clearlake.store import LakeFS
+
+    stack = Stack()
+    prefect_ui = stack.prefect_api_url.removesuffix("/api")
+    artifact = run_report_url(repository, branch, run_id) or (
+        f"none found; the branch's reports: {prefect_ui}/artifacts/key/"
+        f"{report.report_key(repository, branch)}")
+    links = {
+        "the images, to review": report.review_url(stack.bridge_url, repository, branch),
+        "the results table": report.lakefs_object_url(stack.lakefs_url, repository, branch,
+                                                      table_path(branch)),
+        "the run's report": artifact,
+        "the run": f"{prefect_ui}/runs/flow-run/{run_id}",
+        "lakeFS UI": stack.lakefs_url,
+        "Prefect UI": prefect_ui,
+    }
+    for what, link in links.items():  # one line each, never wrapped: links stay clickable
+        console.print(f"{what:<22} {link}", soft_wrap=True, markup=False, highlight=False)
     console.print(
-        f"results in the lakeFS UI: {stack.lakefs_url}/repositories/{DEMO_REPO}/object"
-        f"?ref={branch}&path={table_path(branch)}\n"
-        f"the run in the Prefect UI: {ui}/runs/flow-run/{marker.run_id}"
-    )
+        f"Log in to lakeFS and to the review pages with access key id "
+        f"{LakeFS().settings.access_key_id}; the secret key is lakefs_secret_access_key in "
+        f"{stack.home / 'secrets.json'}.", soft_wrap=True)
 
 
 @app.command()
@@ -157,7 +194,8 @@ def demo(
     lakectl("fs", "upload", "--recursive", "-s", str(images),
             f"lakefs://{DEMO_REPO}/{INGEST}/images/")
     commit = commit_with_lakectl(INGEST, "Add sample images")
-    show_summary(INGEST, wait_for_results(INGEST, commit))
+    sample_run = wait_for_results(INGEST, commit)
+    show_summary(INGEST, sample_run)
 
     step("5. Commit one more, blurred image: the next run measures exactly one")
     blurred = workdir / "one-more-blurred.jpg"
@@ -177,13 +215,9 @@ def demo(
         console.print("[yellow]the merge went through (the images passed the policy)[/yellow]")
 
     console.rule("[bold green]done")
-    console.print(
-        f"lakeFS UI:  {stack.lakefs_url}  (log in with access key id "
-        f"{LakeFS().settings.access_key_id}; the secret key is lakefs_secret_access_key in "
-        f"{stack.home / 'secrets.json'})\n"
-        f"Prefect UI: {stack.prefect_api_url.removesuffix('/api')}\n"
-        "The stack keeps running: commit more images and watch. Stop it with `make down`."
-    )
+    show_links(DEMO_REPO, INGEST, sample_run["marker"].run_id)
+    console.print("The stack keeps running: commit more images and watch. Stop it with "
+                  "`make down`.")
 
 
 def _write_blurred_photo(path: Path) -> None:
