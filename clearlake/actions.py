@@ -1,7 +1,7 @@
 """The lakeFS action files clearlake installs into a repository.
 
-`_lakefs_actions/clearlake.yaml` posts post-commit and post-merge events of the
-watched branches to the bridge; `_lakefs_actions/clearlake-gate.yaml` asks the
+`_lakefs_actions/clearlake.yaml` posts the events that move a watched branch to a new
+commit (post-commit, post-merge, post-revert, post-cherry-pick) to the bridge; `_lakefs_actions/clearlake-gate.yaml` asks the
 bridge's quality gate before a merge into a protected branch. (An action has one
 list of hooks for all its events, and the two go to different endpoints, hence two
 files.) The shared secret is not in the files: lakeFS reads it from its own
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import yaml
 
+from clearlake.bridge import FORWARDED_EVENT_TYPES as BRANCH_MOVING_EVENTS
 from clearlake.bridge import SECRET_HEADER
 from clearlake.stack.services import WEBHOOK_SECRET_ENV
 from clearlake.store import LakeFS
@@ -50,7 +51,9 @@ def render_actions(
     events = {
         "name": "clearlake",
         "description": "Tell clearlake about new commits so it classifies their images.",
-        "on": {"post-commit": branches, "post-merge": branches},
+        # Every event that moves a branch to a new commit (lakeFS v1.84.0,
+        # pkg/graveler/hooks_handler.go): a revert or cherry-pick fires no post-commit.
+        "on": {event: branches for event in BRANCH_MOVING_EVENTS},
         "hooks": [_hook("notify_clearlake", f"{bridge_url}/lakefs/events", "30s")],
     }
     gate = {
