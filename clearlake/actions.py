@@ -1,11 +1,12 @@
 """The lakeFS action files clearlake installs into a repository.
 
 `_lakefs_actions/clearlake.yaml` posts the events that move a watched branch to a new
-commit (post-commit, post-merge, post-revert, post-cherry-pick) to the bridge; `_lakefs_actions/clearlake-gate.yaml` asks the
-bridge's quality gate before a merge into a protected branch. (An action has one
-list of hooks for all its events, and the two go to different endpoints, hence two
-files.) The shared secret is not in the files: lakeFS reads it from its own
-environment (`{{ ENV.LAKEFSACTION_CLEARLAKE_WEBHOOK_SECRET }}`), which the stack sets.
+commit (post-commit, post-merge, post-revert, post-cherry-pick) to the bridge;
+`_lakefs_actions/clearlake-gate.yaml` asks the bridge's quality gate before a merge
+into a protected branch. (An action has one list of hooks for all its events, and the
+two go to different endpoints, hence two files.) The shared secret is not in the
+files: lakeFS reads it from its own environment
+(`{{ ENV.LAKEFSACTION_CLEARLAKE_WEBHOOK_SECRET }}`), which the stack sets.
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ The health check states what "nothing lost" means here, for one repository:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -33,7 +35,7 @@ from clearlake.provenance import ResultsMarker, verified_record
 from clearlake.stack.services import Stack
 from clearlake.store import LakeFS
 from clearlake.transaction import TEMP_BRANCH_PREFIX
-from tests.pipeline_support import photo
+from tests.pipeline_support import SETTLE_TIMEOUT_S, photo, wait_until
 
 INPUTS = pipeline.Inputs()
 MiB = 2**20
@@ -112,7 +114,8 @@ def commit_burst(
         if pause_s:
             time.sleep(pause_s)
     if staged and tolerate_errors:  # the last commits were refused: commit what is staged
-        commit = _retry(lambda: lakefs.commit(repo, branch, f"{folder}: the rest"))
+        commit = _retry(lambda: lakefs.commit(repo, branch, f"{folder}: the rest",
+                                              allow_empty=True))
         burst.add(branch, commit, staged)
     return burst
 
@@ -177,12 +180,66 @@ def all_runs_final(repo: str) -> bool:
     return all(r.state is not None and r.state.is_final() for r in runs)
 
 
-def run_reconcile(repo: str, stale_after_s: float = 0.0) -> dict[str, Any]:
-    """What the scheduled `reconcile` does, now, for one repository. A temporary branch of
-    a run Prefect has seen end counts as stale at once (a live run's is always kept)."""
+def run_reconcile(repo: str, dask_address: str, stale_after_s: float = 0.0) -> dict[str, Any]:
+    """What the scheduled `reconcile` does, now, for one repository, on the stack's Dask
+    cluster. A temporary branch of a run Prefect has seen end counts as stale at once (a
+    live run's is always kept)."""
+    from flows.classify import DASK_ADDRESS_ENV
     from flows.reconcile import reconcile
 
-    return reconcile([repo], stale_after_s=stale_after_s)[repo]
+    saved = os.environ.get(DASK_ADDRESS_ENV)
+    os.environ[DASK_ADDRESS_ENV] = dask_address
+    try:
+        return reconcile([repo], stale_after_s=stale_after_s)[repo]
+    finally:
+        if saved is None:
+            os.environ.pop(DASK_ADDRESS_ENV, None)
+        else:
+            os.environ[DASK_ADDRESS_ENV] = saved
+
+
+def crash_orphaned_runs(repo: str) -> list[str]:
+    """Mark CRASHED the runs Prefect still has as running whose process is gone (its
+    `infrastructure_pid` names no live process on this host), as Prefect's zombie-run
+    detection would; return their names.
+
+    A run killed together with the worker that launched it (SIGKILL to the worker's
+    process group) is never reported by anyone: Prefect's open-source server keeps it
+    Running, and clearlake keeps its temporary branch as a live run's.
+    """
+    import socket
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    marked = []
+    with get_client(sync_client=True) as client:
+        for run in runs_of(repo):
+            if run.state is None or run.state.is_final() or not run.state.is_running():
+                continue
+            host, _, pid = (run.infrastructure_pid or "").rpartition(":")
+            if host != socket.gethostname() or not pid.isdigit():
+                continue
+            if Path(f"/proc/{pid}").exists():
+                continue
+            client.set_flow_run_state(run.id, Crashed(message="its process is gone"),
+                                      force=True)
+            marked.append(run.name)
+    return marked
+
+
+def covered_by_its_own_run(lakefs: LakeFS, repo: str, commit: str) -> float:
+    """Wait until a classify-commit deployment run triggered for exactly `commit` (by its
+    webhook: `reconcile` runs its catch-up as subflows) completed; return the seconds
+    that took from the call."""
+    started = time.monotonic()
+
+    def done() -> bool:
+        runs = [r for r in runs_of(repo) if r.parameters.get("commit") == commit]
+        return any(r.state is not None and r.state.is_completed() for r in runs)
+
+    wait_until(done, SETTLE_TIMEOUT_S)
+    return time.monotonic() - started
 
 
 # -- the health check --------------------------------------------------------------------
@@ -213,6 +270,15 @@ class Health:
         return found
 
 
+def record_image(lakefs: LakeFS, repo: str, ref: str, key: str) -> str:
+    """The image path a record key is for (a hashed key's record names it itself)."""
+    if not key.startswith(pipeline.HASHED_RECORDS_PREFIX):
+        return pipeline.image_path_of(key)
+    path = json.loads(lakefs.get_object(repo, ref, key))["path"]
+    assert pipeline.record_path(path) == key, f"{key} holds the record of {path!r}"
+    return path
+
+
 def check_health(lakefs: LakeFS, repo: str, branches: Sequence[str], key: bytes,
                  expected: dict[str, set[str]] | None = None) -> Health:
     """The health check of the module docstring, for `branches` of `repo`.
@@ -229,7 +295,7 @@ def check_health(lakefs: LakeFS, repo: str, branches: Sequence[str], key: bytes,
         health.images += len(images)
         health.missing += [f"{branch}:{p} (not on the branch)"
                            for p in sorted((expected or {}).get(branch, set()) - set(images))]
-        records = {pipeline.image_path_of(o.path): o.path
+        records = {record_image(lakefs, repo, head, o.path): o.path
                    for o in lakefs.list_objects(repo, head, pipeline.RECORDS_PREFIX)}
         for path, checksum in images.items():
             if path not in records:
@@ -358,3 +424,145 @@ def seconds_since(moment: datetime) -> float:
 
 def load_average() -> float:
     return os.getloadavg()[0]
+
+
+# -- the faults ---------------------------------------------------------------------------
+
+S3_DOWN_S = 30.0  # the issue's outage
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def flow_run_pids(stack: Stack) -> list[int]:
+    """Flow-run processes: the forkserver's children (each a forked, running flow run)."""
+    server = stack._running_pid("flow-forkserver")
+    return [pid for pid in stack.processes("flow-forkserver")
+            if pid != server and _parent(pid) == server]
+
+
+def wait_briefly(condition: Callable[[], Any], timeout_s: float = 20.0) -> Any:
+    """`condition()`'s first true value within `timeout_s`, else its last value."""
+    deadline = time.monotonic() + timeout_s
+    while not (found := condition()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
+class Fault:
+    """One fault: `inject` before commit FAULT_AT, `restore` before commit RESTORE_AT."""
+
+    crashes_runs = False  # the fault kills flow runs itself
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.note = ""
+
+    def inject(self) -> None:
+        raise NotImplementedError
+
+    def restore(self) -> None:
+        """Nothing to do for a fault whose service restarts itself."""
+
+
+class ServiceCrash(Fault):
+    """SIGKILL to the service's process group; started again at `restore`."""
+
+    service = ""
+
+    def inject(self) -> None:
+        self.stack.stop_service(self.service, kill=True)
+
+    def restore(self) -> None:
+        self.stack.start_service(self.service)
+
+
+class DaskWorkerCrash(Fault):
+    """A Dask worker process killed while it measures a batch; its nanny restarts it."""
+
+    def inject(self) -> None:
+        from distributed import Client
+
+        with Client(self.stack.dask_address, timeout=60) as client:
+            busy = wait_briefly(lambda: [w for w, keys in client.processing().items() if keys])
+            target = busy[0] if busy else next(iter(client.scheduler_info()["workers"]))
+            pid = client.run(os.getpid, workers=[target])[target]
+        self.note = "mid-batch" if busy else "idle (no batch was running)"
+        os.kill(pid, signal.SIGKILL)
+
+    def restore(self) -> None:
+        cores = len(os.sched_getaffinity(0))
+        wait_until(lambda: len(dask_worker_pids(self.stack.dask_address)) == cores, 120)
+
+
+class DaskSchedulerCrash(ServiceCrash):
+    service = "dask-scheduler"
+
+    def restore(self) -> None:
+        super().restore()
+        # The workers' nannies reconnect them to the new scheduler at the same address.
+        cores = len(os.sched_getaffinity(0))
+        wait_until(lambda: len(dask_worker_pids(self.stack.dask_address)) == cores, 120)
+
+
+class FlowProcessCrash(Fault):
+    """A running classify-commit flow process killed (OOM-killer style)."""
+
+    crashes_runs = True
+
+    def inject(self) -> None:
+        running = wait_briefly(lambda: flow_run_pids(self.stack))
+        for pid in running[:1]:
+            os.kill(pid, signal.SIGKILL)
+        self.note = f"{len(running[:1])} flow process killed"
+
+
+class PrefectWorkerCrash(ServiceCrash):
+    """The process worker killed with its launchers: the forkserver then kills their runs,
+    and nobody reports them; Prefect keeps them Running."""
+
+    service = "prefect-worker"
+    crashes_runs = True
+
+
+class BridgeCrash(ServiceCrash):
+    service = "bridge"
+
+
+class LakeFSCrash(ServiceCrash):
+    """lakeFS killed right after a commit, its post-commit hook in flight."""
+
+    service = "lakefs"
+
+
+class S3Outage(Fault):
+    """The S3 server stopped for S3_DOWN_S seconds (commits meanwhile are refused)."""
+
+    def inject(self) -> None:
+        self.stack.stop_service("s3", kill=True)
+        self.stopped = time.monotonic()
+
+    def restore(self) -> None:
+        time.sleep(max(0.0, S3_DOWN_S - (time.monotonic() - self.stopped)))
+        self.stack.start_service("s3")
+
+
+class PrefectServerCrash(ServiceCrash):
+    service = "prefect"
+
+
+FAULTS: dict[str, type[Fault]] = {
+    "dask-worker": DaskWorkerCrash,
+    "dask-scheduler": DaskSchedulerCrash,
+    "flow-process": FlowProcessCrash,
+    "prefect-worker": PrefectWorkerCrash,
+    "bridge": BridgeCrash,
+    "lakefs": LakeFSCrash,
+    "s3": S3Outage,
+    "prefect-server": PrefectServerCrash,
+}

@@ -28,7 +28,12 @@ from clearlake.provenance import signing_key
 from clearlake.stack.services import Stack
 from clearlake.store import LakeFS
 from tests.pipeline_support import commit_images, photo, unique_seed, wait_until
-from tests.reliability.support import assert_healthy, check_health, runs_of
+from tests.reliability.support import (
+    assert_healthy,
+    check_health,
+    covered_by_its_own_run,
+    runs_of,
+)
 from tests.test_hardening import OfflineBridge, payload, send
 from tests.test_importing import BUCKET, put_photos, s3_client
 
@@ -68,19 +73,6 @@ def test_events_that_move_no_branch_are_ignored(event_type: str) -> None:
 
 
 # -- against the stack -------------------------------------------------------------------------
-
-
-def covered_by_its_own_run(lakefs: LakeFS, repo: str, commit: str) -> float:
-    """Wait until a classify-commit run triggered for exactly `commit` completed and the
-    branch is healthy; return the seconds that took (from the call)."""
-    started = time.monotonic()
-
-    def done() -> bool:
-        runs = [r for r in runs_of(repo) if r.parameters.get("commit") == commit]
-        return any(r.state is not None and r.state.is_completed() for r in runs)
-
-    wait_until(done)
-    return time.monotonic() - started
 
 
 @pytest.mark.slow
