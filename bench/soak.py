@@ -52,6 +52,7 @@ from bench import cleanup
 SETTLE_TIMEOUT_S = 1200.0
 SAMPLE_EVERY_S = 0.5
 HEALTH_TIMEOUT_S = 600.0
+FAULT_WAIT_S = 900.0  # the longest a writer waits for a fault to be injected
 
 
 def sizes_for(commits: int, images: int, seed: int) -> list[int]:
@@ -141,21 +142,24 @@ def _committed_images(ctx: dict[str, Any], branch: str, head: str) -> set[str]:
             if INPUTS.matches(o.path)}
 
 
-def run_faults(ctx: dict[str, Any], names: list[str], commits_made: Any, total: int,
+def run_faults(ctx: dict[str, Any], names: list[str], commits_made: Any,
+               thresholds: list[int], injected: list[threading.Event],
                faults: list[dict[str, Any]], writers_done: threading.Event) -> None:
-    """Inject each fault when its share of the commits is made; restore it a few commits
-    (or, for the S3 server, 30 s) later."""
+    """Inject each fault when the commits reach its threshold (the writer that reaches it
+    waits for `injected`); restore it two commits (or, for the S3 server, 30 s) later."""
     from tests.reliability.support import FAULTS
 
-    for number, name in enumerate(names, start=1):
-        threshold = total * number // (len(names) + 1)
-        while commits_made() < threshold and not writers_done.is_set():
+    for number, name in enumerate(names):
+        while commits_made() < thresholds[number] and not writers_done.is_set():
             time.sleep(0.2)
         fault = FAULTS[name](ctx["stack"])
         entry: dict[str, Any] = {"fault": name, "at_commit": commits_made()}
         started = time.monotonic()
         try:
-            fault.inject()
+            try:
+                fault.inject()
+            finally:
+                injected[number].set()
             entry["injected"] = True
             restore_at = commits_made() + 2
             deadline = time.monotonic() + 20
@@ -169,6 +173,7 @@ def run_faults(ctx: dict[str, Any], names: list[str], commits_made: Any, total: 
             ctx["stack"].up(report=lambda line: None, deploy=False)  # bring everything back
         entry["seconds"] = round(time.monotonic() - started, 1)
         entry["note"] = fault.note
+        entry["writers_were_running"] = not writers_done.is_set()
         faults.append(entry)
         print(f"  fault {name} at commit {entry['at_commit']}: "
               f"{entry.get('error') or 'injected and restored'} {fault.note}".rstrip(),
@@ -218,12 +223,21 @@ def measure(args: argparse.Namespace, stack: Any, home: Path, result: dict[str, 
     sizes = sizes_for(args.commits, args.images, args.seed)
     shares = {b: sizes[i::len(branches)] for i, b in enumerate(branches)}
     seed = secrets.randbits(40)
+    names = list(FAULTS) if args.faults == "all" else (
+        [] if args.faults == "none" else args.faults.split(","))
+    # Fault k is injected when the commits reach its threshold; the writer that gets
+    # there waits for it, so every fault falls inside the load, whatever its duration.
+    thresholds = [args.commits * k // (len(names) + 1) for k in range(1, len(names) + 1)]
+    injected = [threading.Event() for _ in names]
     made = [0]
     lock = threading.Lock()
 
     def progress() -> None:
         with lock:
             made[0] += 1
+            count = made[0]
+        if count in thresholds:
+            injected[thresholds.index(count)].wait(FAULT_WAIT_S)
 
     import contextvars
 
@@ -233,12 +247,11 @@ def measure(args: argparse.Namespace, stack: Any, home: Path, result: dict[str, 
     writers = [Writer(ctx, b, shares[b], seed + n * 1_000_000, args.pace, progress)
                for n, b in enumerate(branches)]
     writers_done = threading.Event()
-    names = list(FAULTS) if args.faults == "all" else (
-        [] if args.faults == "none" else args.faults.split(","))
     faults: list[dict[str, Any]] = []
     fault_thread = threading.Thread(
         target=contextvars.copy_context().run,
-        args=(run_faults, ctx, names, lambda: made[0], args.commits, faults, writers_done),
+        args=(run_faults, ctx, names, lambda: made[0], thresholds, injected, faults,
+              writers_done),
         daemon=True)
     threads = [threading.Thread(target=contextvars.copy_context().run, args=(w.run,),
                                 daemon=True) for w in writers]

@@ -489,6 +489,8 @@ class DaskWorkerCrash(Fault):
         from distributed import Client
 
         with Client(self.stack.dask_address, timeout=60) as client:
+            # Workers join some time after their processes start (minutes under load).
+            client.wait_for_workers(len(os.sched_getaffinity(0)), timeout=600)
             busy = wait_briefly(lambda: [w for w, keys in client.processing().items() if keys])
             target = busy[0] if busy else next(iter(client.scheduler_info()["workers"]))
             pid = client.run(os.getpid, workers=[target])[target]
@@ -497,17 +499,36 @@ class DaskWorkerCrash(Fault):
 
     def restore(self) -> None:
         cores = len(os.sched_getaffinity(0))
-        wait_until(lambda: len(dask_worker_pids(self.stack.dask_address)) == cores, 120)
+        wait_until(lambda: len(dask_worker_pids(self.stack.dask_address)) == cores, 600)
 
 
 class DaskSchedulerCrash(ServiceCrash):
+    """The scheduler killed and restarted at the same address.
+
+    Its workers do not come back by themselves: a worker that loses its scheduler
+    closes itself and its nanny (distributed 2025: `Worker.handle_scheduler` →
+    `close(nanny=True)`), so the stack's `dask worker` service exits. `restore` then
+    starts it again, as `clearlake stack up` does for any service that died, and says so
+    in `note` (`workers_rejoined` is False).
+    """
+
     service = "dask-scheduler"
+    workers_rejoined: bool | None = None
 
     def restore(self) -> None:
         super().restore()
-        # The workers' nannies reconnect them to the new scheduler at the same address.
         cores = len(os.sched_getaffinity(0))
-        wait_until(lambda: len(dask_worker_pids(self.stack.dask_address)) == cores, 120)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.stack._running_pid("dask-workers"):
+            if len(dask_worker_pids(self.stack.dask_address)) == cores:
+                self.workers_rejoined = True
+                return
+            time.sleep(1)
+        self.workers_rejoined = False
+        self.note = "the Dask worker service had exited: started again"
+        self.stack.stop_service("dask-workers")
+        self.stack.start_service("dask-workers")
+        wait_until(lambda: len(dask_worker_pids(self.stack.dask_address)) == cores, 600)
 
 
 class FlowProcessCrash(Fault):
