@@ -35,9 +35,11 @@ from clearlake.provenance import ResultsMarker, verified_record
 from clearlake.stack.services import Stack
 from clearlake.store import LakeFS
 from clearlake.transaction import TEMP_BRANCH_PREFIX
-from tests.pipeline_support import SETTLE_TIMEOUT_S, photo, wait_until
+from tests.pipeline_support import photo, wait_until
 
 INPUTS = pipeline.Inputs()
+# Generous: outcomes are asserted, not timing, and the machine may be heavily shared.
+RUN_TIMEOUT_S = 900.0
 MiB = 2**20
 
 
@@ -180,6 +182,28 @@ def all_runs_final(repo: str) -> bool:
     return all(r.state is not None and r.state.is_final() for r in runs)
 
 
+def runs_settled(repo: str, quiet_s: float = 10.0, timeout_s: float = 900.0,
+                 each: Callable[[], Any] | None = None) -> None:
+    """Wait until every run of `repo` has ended and no new one appeared for `quiet_s`:
+    lakeFS sends post-commit hooks asynchronously, so under load a commit's run can be
+    created well after the commit returned (`each` is called on every poll)."""
+    deadline = time.monotonic() + timeout_s
+    quiet_since, seen = None, -1
+    while time.monotonic() < deadline:
+        if each is not None:
+            each()
+        runs = runs_of(repo)
+        if all(r.state is not None and r.state.is_final() for r in runs) and len(runs) == seen:
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= quiet_s:
+                return
+        else:
+            quiet_since = None
+        seen = len(runs)
+        time.sleep(1.0)
+    raise TimeoutError(f"runs of {repo} not settled within {timeout_s} s")
+
+
 def run_reconcile(repo: str, dask_address: str, stale_after_s: float = 0.0) -> dict[str, Any]:
     """What the scheduled `reconcile` does, now, for one repository, on the stack's Dask
     cluster. A temporary branch of a run Prefect has seen end counts as stale at once (a
@@ -238,7 +262,7 @@ def covered_by_its_own_run(lakefs: LakeFS, repo: str, commit: str) -> float:
         runs = [r for r in runs_of(repo) if r.parameters.get("commit") == commit]
         return any(r.state is not None and r.state.is_completed() for r in runs)
 
-    wait_until(done, SETTLE_TIMEOUT_S)
+    wait_until(done, RUN_TIMEOUT_S)
     return time.monotonic() - started
 
 
@@ -381,12 +405,21 @@ def service_down(stack: Stack, name: str, *, kill: bool = True) -> Iterator[None
         stack.start_service(name)
 
 
-def dask_worker_pids(address: str) -> list[int]:
-    """The pids of the Dask worker processes connected to the scheduler at `address`."""
+def dask_worker_pids(address: str, wait_for: int = 0) -> list[int]:
+    """The pids of the Dask worker processes connected to the scheduler at `address`,
+    once at least `wait_for` have joined (they join minutes after starting, under load)."""
     from distributed import Client
+    from distributed.comm.core import CommClosedError
 
     with Client(address, timeout=60) as client:
-        return sorted(client.run(os.getpid).values())
+        if wait_for:
+            client.wait_for_workers(wait_for, timeout=600)
+        for _ in range(30):
+            try:
+                return sorted(client.run(os.getpid).values())
+            except (CommClosedError, OSError):  # a worker went away meanwhile: ask again
+                time.sleep(1)
+        return sorted(client.run(os.getpid, on_error="ignore").values())
 
 
 def reset_peak_rss(pids: Sequence[int]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -18,10 +19,9 @@ from clearlake.errors import LakeFSError
 from clearlake.provenance import signing_key
 from clearlake.stack.services import Stack
 from clearlake.store import LakeFS
-from tests.pipeline_support import commit_images, photo, unique_seed, wait_until
+from tests.pipeline_support import commit_images, photo, unique_seed
 from tests.reliability.support import (
     MiB,
-    all_runs_final,
     assert_healthy,
     check_health,
     covered_by_its_own_run,
@@ -30,9 +30,11 @@ from tests.reliability.support import (
     peak_rss,
     reset_peak_rss,
     run_reconcile,
+    runs_settled,
 )
 from tests.test_decode import png_claiming, write_png
 
+pytestmark = pytest.mark.timeout(1800)
 LAKEFS_MAX_PATH = 1024  # pkg/catalog/validate.go MaxPathLength (bytes)
 
 HOSTILE_KEYS = [
@@ -47,7 +49,7 @@ HOSTILE_KEYS = [
 
 
 def worker_memory(address: str) -> tuple[list[int], dict[int, int]]:
-    pids = dask_worker_pids(address)
+    pids = dask_worker_pids(address, wait_for=len(os.sched_getaffinity(0)))
     return pids, current_rss(pids)
 
 
@@ -88,7 +90,7 @@ def test_hostile_object_keys_each_get_a_record_or_a_clear_refusal(
     lakefs.upload_object(repo, "main", "_clearlake/sneaky.jpg", photo(seed + 99, size=64))
     commit = lakefs.commit(repo, "main", "hostile keys")
     covered_by_its_own_run(lakefs, repo, commit)
-    wait_until(lambda: all_runs_final(repo))
+    runs_settled(repo)
     health = check_health(lakefs, repo, ["main"], key, expected={"main": set(accepted)})
     print(f"\nkeys: {len(accepted)} accepted by lakeFS, refused {refused}; "
           f"outcomes {dict(health.outcomes)}")
@@ -161,7 +163,7 @@ def test_hostile_images_get_typed_outcomes_and_memory_stays_bounded(
     reset_peak_rss(pids)
     commit = commit_images(lakefs, repo, {p: data for p, (data, _) in images.items()})
     covered_by_its_own_run(lakefs, repo, commit)
-    wait_until(lambda: all_runs_final(repo))
+    runs_settled(repo)
     peaks = peak_rss(pids)
     health = check_health(lakefs, repo, ["main"], key, expected={"main": set(images)})
     assert_healthy(health)
@@ -205,7 +207,7 @@ def test_hostile_commit_messages_still_trigger_their_run(
     lakefs.upload_object(repo, "main", f"msg/{kind}.jpg", photo(unique_seed(), size=64))
     commit = lakefs.commit(repo, "main", message, metadata)
     covered_by_its_own_run(lakefs, repo, commit)  # the webhook made it through the bridge
-    wait_until(lambda: all_runs_final(repo))
+    runs_settled(repo)
     assert_healthy(check_health(lakefs, repo, ["main"], key))
     bridge_log = stack.log_path("bridge").read_text(errors="replace")
     assert "{{ event }}" not in bridge_log and "m" * 1000 not in bridge_log

@@ -19,20 +19,20 @@ import pytest
 from clearlake.provenance import signing_key
 from clearlake.stack.services import Stack
 from clearlake.store import LakeFS
-from tests.pipeline_support import unique_seed, wait_until
+from tests.pipeline_support import unique_seed
 from tests.reliability.support import (
     FAULTS,
     DaskSchedulerCrash,
     Fault,
-    all_runs_final,
     assert_healthy,
     check_health,
     commit_burst,
     crash_orphaned_runs,
     run_reconcile,
+    runs_settled,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 SIZES = (1, 2, 1, 3, 1, 1)  # images per commit
 FAULT_AT, RESTORE_AT = 2, 4  # the fault before the 3rd commit, the service back before the 5th
@@ -58,14 +58,14 @@ def test_a_fault_mid_burst_loses_nothing(
     burst = burst_with_fault(stack, lakefs, repo, fault)
     crashed: list[str] = []
 
-    def settled() -> bool:
+    def mark_orphans() -> None:
         if fault.crashes_runs:
             # What Prefect's zombie detection would do; the open-source server does not.
             crashed.extend(crash_orphaned_runs(repo))
-        return all_runs_final(repo)
 
-    wait_until(settled, 300)
+    runs_settled(repo, each=mark_orphans)
     report = run_reconcile(repo, dask_address)
+    runs_settled(repo, each=mark_orphans)
     health = check_health(lakefs, repo, ["main"], key, expected=burst.images)
     print(f"\n{name}: {fault.note or 'injected'}; {burst.total_commits} commits "
           f"({burst.refused} refused during the fault), {health.images} images, "

@@ -29,6 +29,7 @@ from clearlake.stack.services import Stack
 from clearlake.store import LakeFS
 from tests.pipeline_support import commit_images, photo, unique_seed, wait_until
 from tests.reliability.support import (
+    RUN_TIMEOUT_S,
     assert_healthy,
     check_health,
     covered_by_its_own_run,
@@ -37,6 +38,7 @@ from tests.reliability.support import (
 from tests.test_hardening import OfflineBridge, payload, send
 from tests.test_importing import BUCKET, put_photos, s3_client
 
+pytestmark = pytest.mark.timeout(1800)
 BRANCH_MOVING = ("post-commit", "post-merge", "post-revert", "post-cherry-pick")
 
 
@@ -84,7 +86,7 @@ def test_revert_and_cherry_pick_are_covered_by_their_own_triggered_runs(
     commit_images(lakefs, repo, {"ops/keep.jpg": photo(seed)})
     unwanted = commit_images(lakefs, repo, {"ops/unwanted.jpg": photo(seed + 1)})
     wait_until(lambda: check_health(lakefs, repo, ["main"], key).images == 2
-               and not check_health(lakefs, repo, ["main"], key).problems())
+               and not check_health(lakefs, repo, ["main"], key).problems(), RUN_TIMEOUT_S)
 
     lakefs.branches.revert_branch(repo, "main", lakefs_sdk.RevertCreation(ref=unwanted,
                                                                           parent_number=0))
@@ -99,7 +101,8 @@ def test_revert_and_cherry_pick_are_covered_by_their_own_triggered_runs(
     cherry = lakefs.branches.cherry_pick(repo, "main",
                                          lakefs_sdk.CherryPickCreation(ref=picked)).id
     cherry_s = covered_by_its_own_run(lakefs, repo, cherry)
-    wait_until(lambda: not check_health(lakefs, repo, ["main", "feature"], key).problems())
+    wait_until(lambda: not check_health(lakefs, repo, ["main", "feature"], key).problems(),
+               RUN_TIMEOUT_S)
     health = check_health(lakefs, repo, ["main", "feature"], key,
                           expected={"main": {"ops/keep.jpg", "ops/picked.jpg"},
                                     "feature": {"ops/keep.jpg", "ops/picked.jpg"}})
@@ -121,7 +124,8 @@ def test_an_import_is_covered_and_a_tag_starts_nothing(
         # lakeFS's import commit fires post-commit: its own run covers it.
         import_s = covered_by_its_own_run(lakefs, repo, imported.commit_id)
         expected = {"main": {f"imported/{name}" for name in photos}}
-        wait_until(lambda: not check_health(lakefs, repo, ["main"], key, expected).problems())
+        wait_until(lambda: not check_health(lakefs, repo, ["main"], key, expected).problems(),
+                   RUN_TIMEOUT_S)
     finally:  # zero-copy: the objects stay where they are until the repository is gone
         client = s3_client(stack)
         for name in photos:

@@ -15,17 +15,18 @@ from clearlake.provenance import signing_key
 from clearlake.store import LakeFS
 from tests.pipeline_support import settled, unique_seed, wait_until
 from tests.reliability.support import (
+    RUN_TIMEOUT_S,
     Burst,
-    all_runs_final,
     assert_healthy,
     check_health,
     commit_burst,
     covering_lags,
     in_parallel,
     percentile,
+    runs_settled,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 BURST_COMMITS = 30
 
@@ -38,7 +39,8 @@ def describe_lags(lags: list[float]) -> str:
 def test_a_burst_of_one_image_commits_on_one_branch(lakefs: LakeFS, watched_repo: str) -> None:
     repo, key = watched_repo, signing_key()
     burst = commit_burst(lakefs, repo, "main", [1] * BURST_COMMITS, unique_seed())
-    wait_until(lambda: settled(lakefs, repo) and all_runs_final(repo), 600)
+    wait_until(lambda: settled(lakefs, repo), RUN_TIMEOUT_S)
+    runs_settled(repo)
     health = check_health(lakefs, repo, ["main"], key, expected=burst.images)
     assert_healthy(health)
     assert health.images == BURST_COMMITS
@@ -63,8 +65,8 @@ def test_three_branches_at_once_then_concurrent_merges(lakefs: LakeFS, watched_r
     in_parallel(lambda: lakefs.merge(repo, "left", "main", "merge left"),
                 lambda: lakefs.merge(repo, "right", "main", "merge right"))
     branches = list(plans)
-    wait_until(lambda: all(settled(lakefs, repo, b) for b in branches) and all_runs_final(repo),
-               600)
+    wait_until(lambda: all(settled(lakefs, repo, b) for b in branches), RUN_TIMEOUT_S)
+    runs_settled(repo)
     expected = {**burst.images, "main": set().union(*burst.images.values())}
     health = check_health(lakefs, repo, branches, key, expected=expected)
     assert_healthy(health)

@@ -28,10 +28,10 @@ from clearlake.actions import EVENTS_ACTION_PATH
 from clearlake.config import StackSecrets
 from clearlake.stack.services import SERVICE_NAMES, Stack
 from clearlake.store import LakeFS
-from tests.pipeline_support import commit_images, photo, unique_seed, wait_until
-from tests.reliability.support import all_runs_final, covered_by_its_own_run
+from tests.pipeline_support import commit_images, photo, unique_seed
+from tests.reliability.support import covered_by_its_own_run, runs_settled
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 # The servers' own data stores: where the secrets are meant to be kept, or user data.
 DATA_STORES = ("s3", "postgres", "dask", "lakefs/metadata", "lakefs/data", "lakefs/cache",
@@ -104,7 +104,7 @@ def test_no_secret_appears_anywhere(stack: Stack, lakefs: LakeFS, watched_repo: 
     repo = watched_repo
     commit = commit_images(lakefs, repo, {"sweep/0.jpg": photo(unique_seed())})
     covered_by_its_own_run(lakefs, repo, commit)
-    wait_until(lambda: all_runs_final(repo))
+    runs_settled(repo)
     sweep = Sweep(secret_values(stack.home))
     assert len(sweep.secrets) == 6
 
