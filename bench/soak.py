@@ -180,14 +180,14 @@ def run_faults(ctx: dict[str, Any], names: list[str], commits_made: Any,
               flush=True)
 
 
-def settle(repo: str, timeout_s: float) -> list[str]:
+def settle(repo: str, stack: Any, timeout_s: float) -> list[str]:
     """Wait until every run of `repo` ended; return the orphaned runs marked crashed."""
     from tests.reliability.support import all_runs_final, crash_orphaned_runs
 
     crashed: list[str] = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        crashed += crash_orphaned_runs(repo)
+        crashed += crash_orphaned_runs(repo, stack)
         if all_runs_final(repo):
             return crashed
         time.sleep(2)
@@ -276,7 +276,7 @@ def measure(args: argparse.Namespace, stack: Any, home: Path, result: dict[str, 
                                       folder="soak-burst", tolerate_errors=True))
     load_seconds = time.monotonic() - started
     print(f"  {burst.total_commits} commits made in {load_seconds:.0f} s; settling", flush=True)
-    crashed = settle(repo, SETTLE_TIMEOUT_S)
+    crashed = settle(repo, stack, SETTLE_TIMEOUT_S)
     report = run_reconcile(repo, stack.dask_address)
     sampler.done.set()
     expected = {b: set(p) for b, p in burst.images.items()}

@@ -222,14 +222,16 @@ def run_reconcile(repo: str, dask_address: str, stale_after_s: float = 0.0) -> d
             os.environ[DASK_ADDRESS_ENV] = saved
 
 
-def crash_orphaned_runs(repo: str) -> list[str]:
-    """Mark CRASHED the runs Prefect still has as running whose process is gone (its
-    `infrastructure_pid` names no live process on this host), as Prefect's zombie-run
-    detection would; return their names.
+def crash_orphaned_runs(repo: str, stack: Stack | None = None) -> list[str]:
+    """Mark CRASHED the runs Prefect still has as running whose process is gone, as
+    Prefect's zombie-run detection would; return their names.
 
-    A run killed together with the worker that launched it (SIGKILL to the worker's
-    process group) is never reported by anyone: Prefect's open-source server keeps it
-    Running, and clearlake keeps its temporary branch as a live run's.
+    A run is orphaned when its `infrastructure_pid` (the launcher's pid, `PID` or
+    `HOST:PID`) names no live process here, or, for a run with none recorded that has
+    been running for a minute, when the stack has no flow-run process at all. A run
+    killed together with the worker that launched it (SIGKILL to the worker's process
+    group) is never reported by anyone: Prefect's open-source server keeps it Running,
+    and clearlake keeps its temporary branch as a live run's.
     """
     import socket
 
@@ -239,31 +241,19 @@ def crash_orphaned_runs(repo: str) -> list[str]:
     marked = []
     with get_client(sync_client=True) as client:
         for run in runs_of(repo):
-            if run.state is None or run.state.is_final() or not run.state.is_running():
+            if run.state is None or not run.state.is_running():
                 continue
             host, _, pid = (run.infrastructure_pid or "").rpartition(":")
-            if host != socket.gethostname() or not pid.isdigit():
-                continue
-            if Path(f"/proc/{pid}").exists():
+            if pid.isdigit():
+                if host not in ("", socket.gethostname()) or Path(f"/proc/{pid}").exists():
+                    continue
+            elif (stack is None or flow_run_pids(stack) or run.start_time is None
+                  or seconds_since(run.start_time) < 60):
                 continue
             client.set_flow_run_state(run.id, Crashed(message="its process is gone"),
                                       force=True)
             marked.append(run.name)
     return marked
-
-
-def covered_by_its_own_run(lakefs: LakeFS, repo: str, commit: str) -> float:
-    """Wait until a classify-commit deployment run triggered for exactly `commit` (by its
-    webhook: `reconcile` runs its catch-up as subflows) completed; return the seconds
-    that took from the call."""
-    started = time.monotonic()
-
-    def done() -> bool:
-        runs = [r for r in runs_of(repo) if r.parameters.get("commit") == commit]
-        return any(r.state is not None and r.state.is_completed() for r in runs)
-
-    wait_until(done, RUN_TIMEOUT_S)
-    return time.monotonic() - started
 
 
 # -- the health check --------------------------------------------------------------------

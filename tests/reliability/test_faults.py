@@ -61,7 +61,7 @@ def test_a_fault_mid_burst_loses_nothing(
     def mark_orphans() -> None:
         if fault.crashes_runs:
             # What Prefect's zombie detection would do; the open-source server does not.
-            crashed.extend(crash_orphaned_runs(repo))
+            crashed.extend(crash_orphaned_runs(repo, stack))
 
     runs_settled(repo, each=mark_orphans)
     report = run_reconcile(repo, dask_address)
