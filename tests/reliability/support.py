@@ -256,6 +256,20 @@ def crash_orphaned_runs(repo: str, stack: Stack | None = None) -> list[str]:
     return marked
 
 
+def covered_by_its_own_run(lakefs: LakeFS, repo: str, commit: str) -> float:
+    """Wait until a classify-commit deployment run triggered for exactly `commit` (by its
+    webhook: `reconcile` runs its catch-up as subflows) completed; return the seconds
+    that took from the call."""
+    started = time.monotonic()
+
+    def done() -> bool:
+        runs = [r for r in runs_of(repo) if r.parameters.get("commit") == commit]
+        return any(r.state is not None and r.state.is_completed() for r in runs)
+
+    wait_until(done, RUN_TIMEOUT_S)
+    return time.monotonic() - started
+
+
 # -- the health check --------------------------------------------------------------------
 
 
