@@ -1,11 +1,12 @@
 """The lakeFS action files clearlake installs into a repository.
 
-`_lakefs_actions/clearlake.yaml` posts post-commit and post-merge events of the
-watched branches to the bridge; `_lakefs_actions/clearlake-gate.yaml` asks the
-bridge's quality gate before a merge into a protected branch. (An action has one
-list of hooks for all its events, and the two go to different endpoints, hence two
-files.) The shared secret is not in the files: lakeFS reads it from its own
-environment (`{{ ENV.LAKEFSACTION_CLEARLAKE_WEBHOOK_SECRET }}`), which the stack sets.
+`_lakefs_actions/clearlake.yaml` posts the events that move a watched branch to a new
+commit (post-commit, post-merge, post-revert, post-cherry-pick) to the bridge;
+`_lakefs_actions/clearlake-gate.yaml` asks the bridge's quality gate before a merge
+into a protected branch. (An action has one list of hooks for all its events, and the
+two go to different endpoints, hence two files.) The shared secret is not in the
+files: lakeFS reads it from its own environment
+(`{{ ENV.LAKEFSACTION_CLEARLAKE_WEBHOOK_SECRET }}`), which the stack sets.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 
 import yaml
 
+from clearlake.bridge import FORWARDED_EVENT_TYPES as BRANCH_MOVING_EVENTS
 from clearlake.bridge import SECRET_HEADER
 from clearlake.layout import ACTIONS_ROOT
 from clearlake.stack.services import ACTIONS_WEBHOOK_SECRET_ENV
@@ -51,7 +53,9 @@ def render_actions(
     events = {
         "name": "clearlake",
         "description": "Tell clearlake about new commits so it classifies their images.",
-        "on": {"post-commit": branches, "post-merge": branches},
+        # Every event that moves a branch to a new commit (lakeFS v1.84.0,
+        # pkg/graveler/hooks_handler.go): a revert or cherry-pick fires no post-commit.
+        "on": {event: branches for event in BRANCH_MOVING_EVENTS},
         "hooks": [_hook("notify_clearlake", f"{bridge_url}/lakefs/events", "30s")],
     }
     gate = {

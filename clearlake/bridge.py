@@ -3,7 +3,8 @@
 Prefect's own webhooks exist only in Prefect Cloud, so this small ASGI app (served
 by uvicorn on loopback, started by `clearlake stack up`) does the translation:
 
-* `POST /lakefs/events` takes lakeFS's post-commit and post-merge webhooks and
+* `POST /lakefs/events` takes lakeFS's post-commit, post-merge, post-revert and
+  post-cherry-pick webhooks and
   emits one Prefect event per repository+commit (a stable event id), which the
   `classify-commit` deployment's trigger turns into a flow run. It answers 2xx only
   once the Prefect server accepted the event; if Prefect is down it answers 503,
@@ -52,7 +53,8 @@ SECRET_HEADER = "X-Clearlake-Secret"
 # Bodies are read only after the secret matched.
 MAX_BODY_BYTES = 16 * 2**20
 EVENT_NAME = "clearlake.lakefs.commit"
-FORWARDED_EVENT_TYPES = frozenset({"post-commit", "post-merge"})
+# The lakeFS events that move a branch to a new commit, in the order the action lists them.
+FORWARDED_EVENT_TYPES = ("post-commit", "post-merge", "post-revert", "post-cherry-pick")
 # Event ids derive from repository + commit, so a redelivered webhook is the same event.
 EVENT_NAMESPACE = uuid.UUID("6f0d6a55-64c4-4cf1-9b1c-5e1f3c0c1a7e")
 # lakeFS's own naming rules (v1.84.0: pkg/validator/validate.go for repositories and
@@ -84,7 +86,7 @@ def resource_id(repository: str, branch: str) -> str:
 
 
 def prefect_event(payload: dict[str, Any]) -> dict[str, Any]:
-    """The Prefect event for a lakeFS post-commit or post-merge webhook payload."""
+    """The Prefect event for a lakeFS webhook payload of a forwarded event type."""
     repository, branch = payload["repository_id"], payload["branch_id"]
     commit_id = payload["commit_id"]
     return {
@@ -224,7 +226,7 @@ class Bridge:
         return verified_marker(self.lakefs, repository, commit, self._key) is not None
 
     async def events(self, request: Request) -> Response:
-        """Forward a post-commit or post-merge webhook as a Prefect event."""
+        """Forward a webhook of a branch-moving event (FORWARDED_EVENT_TYPES) as a Prefect event."""
         try:
             self.authenticate(request)
             payload = await read_json(request)

@@ -24,6 +24,7 @@ says to upgrade clearlake.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import urllib.parse
 
@@ -33,6 +34,9 @@ RESULTS_LAYOUT = 2
 RESULTS_ROOT = "_clearlake/"
 ACTIONS_ROOT = "_lakefs_actions/"
 RECORDS_PREFIX = f"{RESULTS_ROOT}records/"
+# lakeFS refuses longer keys (v1.84.0: pkg/catalog/validate.go MaxPathLength, in bytes).
+LAKEFS_MAX_KEY_BYTES = 1024
+HASHED_RECORDS_PREFIX = f"{RECORDS_PREFIX}%23sha256/"  # records of paths too long to spell
 TABLES_PREFIX = f"{RESULTS_ROOT}tables/"
 MODEL_PATH = f"{RESULTS_ROOT}model/model.json"
 SCORES_PATH = f"{RESULTS_ROOT}model/scores.json"
@@ -74,6 +78,8 @@ def record_path(image_path: str) -> str:
     segment (`C:` is a drive to Windows, `1:` to Python's ntpath), a `/` that would
     leave an empty segment (leading, trailing, doubled), and segments of only dots and
     spaces (`.`, `..`, and what Windows trims to them). `image_path_of` reverses it.
+    A path whose key would exceed lakeFS's 1,024 bytes has its record at
+    `_clearlake/records/%23sha256/<SHA-256 of the path>.json` (its `path` field names it).
 
     Every other path keeps the key it had before keys were encoded, so the records
     already stored for them are found as before. A path with one of those characters
@@ -93,15 +99,25 @@ def record_path(image_path: str) -> str:
     key = parts[0]
     for before, part in itertools.pairwise(parts):
         key += ("/" if before and part else "%2F") + part
-    return f"{RECORDS_PREFIX}{key}.json"
+    key = f"{RECORDS_PREFIX}{key}.json"
+    if len(key.encode()) > LAKEFS_MAX_KEY_BYTES:
+        # lakeFS refuses the key, and a run that cannot write a record fails, run after
+        # run. Such a path's record is named by its SHA-256 instead, in a folder no
+        # encoded path can name (`%` is always encoded, `#` never: `%23` cannot occur).
+        return f"{HASHED_RECORDS_PREFIX}{hashlib.sha256(image_path.encode()).hexdigest()}.json"
+    return key
 
 
 def image_path_of(record_key: str) -> str:
     """The image path whose record lives at `record_key`: the inverse of `record_path`.
 
     Raises:
-        ValueError: `record_key` is not a key `record_path` makes.
+        ValueError: `record_key` is not a key `record_path` makes, or is the hashed key of
+            a path too long to spell out (read the record's `path`).
     """
+    if record_key.startswith(HASHED_RECORDS_PREFIX):
+        raise ValueError(f"the record key {record_key!r} names its image by SHA-256: "
+                         "read the record's 'path'")
     if not (record_key.startswith(RECORDS_PREFIX) and record_key.endswith(".json")):
         raise ValueError(f"not a record key: {record_key!r}")
     path = urllib.parse.unquote(record_key[len(RECORDS_PREFIX):-len(".json")], errors="strict")

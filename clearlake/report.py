@@ -29,7 +29,6 @@ token ever goes into a report) and to lakeFS's object viewer on the results tabl
 from __future__ import annotations
 
 import base64
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,7 +49,6 @@ MAX_THUMBNAILS = 8
 THUMBNAIL_PX = 128  # longest side
 THUMBNAIL_QUALITY = 80
 THUMBNAIL_SOURCE_MAX_BYTES = 64 << 20  # an image larger than this is named, not read
-BRIDGE_URL_ENV = "CLEARLAKE_BRIDGE_URL"
 HISTOGRAM_BINS = 10
 LABEL_COLOURS = {"good": "#2e7d32", "blurry": "#ef6c00", "moire": "#6a1b9a"}
 OTHER_COLOUR = "#757575"  # labels of other models, and outcomes without a label
@@ -75,8 +73,9 @@ def public_url(url: str) -> str:
 def bridge_url() -> str:
     """The bridge as a person's browser reaches it: `CLEARLAKE_BRIDGE_URL`, else the local
     stack's (the port it was last started with)."""
-    return public_url(os.environ.get(BRIDGE_URL_ENV)
-                      or f"http://{LOOPBACK}:{recorded_ports()['bridge']}")
+    from clearlake.settings import settings
+
+    return public_url(settings().bridge_url or f"http://{LOOPBACK}:{recorded_ports()['bridge']}")
 
 
 def lakefs_object_url(lakefs_ui: str, repository: str, ref: str, path: str) -> str:

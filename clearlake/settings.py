@@ -37,6 +37,8 @@ VARIABLES: tuple[Variable, ...] = (
              "(default: lakeFS's `default_namespace_prefix`)"),
     Variable("CLEARLAKE_METRICS_REPOSITORY",
              f"the metrics store's repository (default `{DEFAULT_METRICS_REPOSITORY}`)"),
+    Variable("CLEARLAKE_BRIDGE_URL", "the bridge (review pages) as a person's browser "
+             "reaches it, in links clearlake prints (default: the local stack's)"),
     Variable("PREFECT_API_URL", "the Prefect API (default: the local stack's server)"),
     Variable("PREFECT__FLOW_RUN_ID", "set by Prefect in a flow run's process; names the "
              "run's temporary branches"),
@@ -77,6 +79,7 @@ class Settings:
         storage_namespace: the namespace prefix of new repositories, if set.
         metrics_repository: the metrics store's repository.
         prefect_api_url: the Prefect API URL, if set.
+        bridge_url: the bridge's URL for people's browsers, if set.
         flow_run_id: the Prefect flow run this process runs, if any.
         signing_key: the HMAC key, if set (never in a repr).
         webhook_secret: the bridge's shared secret, if set (never in a repr).
@@ -95,6 +98,7 @@ class Settings:
     storage_namespace: str | None = None
     metrics_repository: str = DEFAULT_METRICS_REPOSITORY
     prefect_api_url: str | None = None
+    bridge_url: str | None = None
     flow_run_id: str | None = None
     signing_key: str | None = field(default=None, repr=False)
     webhook_secret: str | None = field(default=None, repr=False)
@@ -123,6 +127,7 @@ class Settings:
             metrics_repository=(_optional(env, "CLEARLAKE_METRICS_REPOSITORY")
                                 or DEFAULT_METRICS_REPOSITORY),
             prefect_api_url=_optional(env, "PREFECT_API_URL"),
+            bridge_url=_optional(env, "CLEARLAKE_BRIDGE_URL"),
             flow_run_id=_optional(env, "PREFECT__FLOW_RUN_ID"),
             signing_key=_optional(env, "CLEARLAKE_SIGNING_KEY"),
             webhook_secret=_optional(env, "CLEARLAKE_WEBHOOK_SECRET"),

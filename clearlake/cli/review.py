@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 import typer
 
 from clearlake.cli.app import app, console, fail
 from clearlake.errors import ConfigurationError, LakeFSError
-
-BRIDGE_URL_ENV = "CLEARLAKE_BRIDGE_URL"
 
 
 def review_url(repository: str, ref: str | None = None, *, bridge_url: str | None = None) -> str:
@@ -25,12 +22,12 @@ def review_url(repository: str, ref: str | None = None, *, bridge_url: str | Non
     """
     import urllib.parse
 
+    from clearlake import report
     from clearlake.bridge import BadRequest
     from clearlake.errors import NotFoundError
     from clearlake.provenance import signing_key
     from clearlake.review.app import DIFF_SEPARATOR, checked_ref, ref_url
     from clearlake.review.auth import make_token
-    from clearlake.stack.services import Stack
     from clearlake.store import LakeFS
 
     lakefs = LakeFS()
@@ -46,7 +43,7 @@ def review_url(repository: str, ref: str | None = None, *, bridge_url: str | Non
         except NotFoundError:
             raise NotFoundError("no such branch, tag or commit", repository=repository,
                                 ref=part) from None
-    base = (bridge_url or os.environ.get(BRIDGE_URL_ENV) or Stack().bridge_url).rstrip("/")
+    base = bridge_url or report.bridge_url()
     target = ref_url(repository, ref) if ref else f"/review/{repository}"
     token = make_token(signing_key(), repository, target)
     return f"{base}/review/_login?{urllib.parse.urlencode({'token': token})}"

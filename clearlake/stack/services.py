@@ -705,6 +705,60 @@ class Stack:
         with contextlib.suppress(ProcessLookupError):  # already gone
             os.killpg(pid, signal.SIGKILL)
 
+    # -- one service at a time (fault injection: tests, bench.soak) ----------------------
+    def _service(self, name: str) -> Service:
+        for phase in self.services():
+            for service in phase:
+                if service.name == name:
+                    return service
+        raise StackError(f"this stack has no service {name!r}")
+
+    def processes(self, name: str) -> list[int]:
+        """The pids of service `name`'s process group: its process and every child that
+        stayed in its group (Dask's worker processes, a server's workers); [] if stopped."""
+        pid = self._running_pid(name)
+        if pid is None:
+            return []
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if os.getpgid(int(entry.name)) == pid:
+                        found.append(int(entry.name))
+        return sorted(found)
+
+    def stop_service(self, name: str, *, kill: bool = False) -> None:
+        """Stop service `name`: as `down` does, or with `kill` by SIGKILL to its whole
+        process group at once, as a crash or an OOM kill would (nothing gets to clean up).
+        Nothing happens if it is not running."""
+        pid = self._running_pid(name)
+        if pid is None:
+            return
+        if not kill:
+            self._stop(pid)
+            return
+        start_time = _process_start_time(pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        while _process_start_time(pid) == start_time:
+            time.sleep(0.05)
+
+    def start_service(self, name: str) -> None:
+        """Start service `name` if it is not running, and wait until it is healthy.
+
+        Raises:
+            StackError: no such service, its port is taken, or it did not become healthy.
+        """
+        service = self._service(name)
+        if self._running_pid(name) is None:
+            self._start(service)
+        self._wait_healthy(service)
+
+    def restart_service(self, name: str, *, kill: bool = False) -> None:
+        """`stop_service` then `start_service`: the same command, ports and data."""
+        self.stop_service(name, kill=kill)
+        self.start_service(name)
+
     def status(self) -> list[ServiceStatus]:
         """Whether each service runs and answers its health check."""
         if not (self.home / "secrets.json").exists():

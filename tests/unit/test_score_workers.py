@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,11 @@ def images(tmp_path: Path) -> Path:
             crop = crop.resize((65, 50)).resize((260, 200))
         crop.save(root / ("sub" if index % 2 else "") / f"img{index:02d}.jpg", quality=90)
     (root / "sub" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    # Older than score's racy window, so a cache records them (files modified in the
+    # last seconds are hashed again on the next run, whatever the machine's speed).
+    past = time.time() - 60
+    for path in root.rglob("*.jpg"):
+        os.utime(path, (past, past))
     return root
 
 
