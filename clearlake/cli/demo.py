@@ -110,15 +110,21 @@ def show_summary(branch: str, results: dict[str, Any]) -> None:
 def run_report_url(repository: str, branch: str, run_id: str) -> str | None:
     """The Prefect UI page of the report a run published (it does so just after its
     results commit), None if none appears within a minute."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from clearlake.report import prefect_artifact_url, run_report_id
     from clearlake.stack.services import Stack
 
+    api = Stack().prefect_api_url
     deadline = time.monotonic() + REPORT_TIMEOUT_S
-    while (artifact_id := run_report_id(run_id, repository, branch)) is None:
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(0.5)
-    return prefect_artifact_url(Stack().prefect_api_url, artifact_id)
+    # The stack's server, not a temporary one of Prefect's own: the demo's process never
+    # set PREFECT_API_URL (the runs did, in theirs).
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        while (artifact_id := run_report_id(run_id, repository, branch)) is None:
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.5)
+    return prefect_artifact_url(api, artifact_id)
 
 
 def show_links(repository: str, branch: str, run_id: str) -> None:

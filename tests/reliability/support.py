@@ -204,11 +204,13 @@ def runs_settled(repo: str, quiet_s: float = 10.0, timeout_s: float = 900.0,
     raise TimeoutError(f"runs of {repo} not settled within {timeout_s} s")
 
 
+DASK_ADDRESS_ENV = "CLEARLAKE_DASK_ADDRESS"  # where reconcile's runs find the cluster
+
+
 def run_reconcile(repo: str, dask_address: str, stale_after_s: float = 0.0) -> dict[str, Any]:
     """What the scheduled `reconcile` does, now, for one repository, on the stack's Dask
     cluster. A temporary branch of a run Prefect has seen end counts as stale at once (a
     live run's is always kept)."""
-    from flows.classify import DASK_ADDRESS_ENV
     from flows.reconcile import reconcile
 
     saved = os.environ.get(DASK_ADDRESS_ENV)
