@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 CL     := $(VENV)/bin/clearlake
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast lint bench down status clean
+.PHONY: setup demo test test-fast test-reliability lint bench down status clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,14 @@ setup: $(VENV)/.installed
 demo: setup
 	$(CL) demo
 
-## test: the whole suite, end-to-end tests included (starts its own servers)
+## test: the whole suite, end-to-end tests included (starts its own servers); the
+## reliability suite runs on its own (`make test-reliability`): long, and under load
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --ignore=tests/reliability $(PYTEST_ARGS)
+
+## test-reliability: load, faults, hostile input and the secrets sweep (tests/reliability)
+test-reliability: setup
+	$(PY) -m pytest tests/reliability $(PYTEST_ARGS)
 
 ## test-fast: the server-free tier: everything but the slow tests (which need the stack);
 ## --server-free makes a test that asks for the stack fail instead of starting it
