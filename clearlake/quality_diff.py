@@ -417,11 +417,6 @@ def input_objects(
     return (o for o in listing if inputs.matches(o.path))
 
 
-def _table_records(table: bytes, key: bytes) -> Iterator[dict[str, Any]]:
-    """The verified records of a Parquet table, decoded a row group at a time."""
-    return pipeline.iter_table_records(table, key=key)
-
-
 def stored_records(
     lakefs: LakeFS, repository: str, commit: str, images: Mapping[str, ObjectInfo],
     *, key: bytes, model_id: str, branch: str | None = None, tables: bool = True,
@@ -453,7 +448,8 @@ def stored_records(
         for name in sorted(names, key=lambda p: (p != own, p)):
             if len(found) == len(images):
                 break  # a branch that merged others holds their (older) tables too
-            for record in _table_records(lakefs.get_object(repository, commit, name), key):
+            for record in pipeline.iter_table_records(
+                    lakefs.get_object(repository, commit, name), key=key):
                 offer(record)
     missing = [p for p in images if p not in found]
     for start in range(0, len(missing), RECORD_LOOKUP_CHUNK):

@@ -61,9 +61,6 @@ IMAGE_EXTENSIONS = frozenset(
 """File extensions `score` picks up (case-insensitive). Files with these names that
 turn out not to be images, or not supported, are reported with their outcome."""
 
-CACHE_DIR_ENV = "CLEARLAKE_CACHE_DIR"
-"""Environment variable naming the metrics cache directory."""
-
 CACHE_FILE = "metrics.sqlite3"
 """Name of the SQLite cache file inside the cache directory."""
 
