@@ -71,7 +71,7 @@ from clearlake.provenance import (
     verified_record,
 )
 from clearlake.quality.analyse import analyse, analysis_version
-from clearlake.quality.classifier import Model
+from clearlake.quality.classifier import Model, predict_each
 from clearlake.quality.registry import Metric, MetricSet, available
 from clearlake.quality.score import IMAGE_EXTENSIONS
 from clearlake.quality.types import Outcome
@@ -596,10 +596,9 @@ def label(
     """
     key = key if key is not None else signing_key()
     version = analysis_version(metric_set if metric_set is not None else available())
-    ok = [m for m in measured
-          if m.analysis.outcome == "ok" and _usable(m.analysis.metrics, model)]
-    predictions = dict(zip((m.path for m in ok), model.predict([m.analysis.metrics for m in ok]),
-                           strict=True))
+    predictions = predict_each(model, {
+        m.path: m.analysis.metrics for m in measured
+        if m.analysis.outcome == "ok" and _usable(m.analysis.metrics, model)})
     return [record(m, model, predictions.get(m.path), source_commit, run_id, key=key,
                    version=version)
             for m in measured]
@@ -621,9 +620,8 @@ def relabel(
     """
     key = key if key is not None else signing_key()
     records = [r for r in records if verified_record(r, key) is not None]
-    ok = [r for r in records if r["outcome"] == "ok" and _usable(r["metrics"], model)]
-    predictions = model.predict([r["metrics"] for r in ok])
-    by_path = {r["path"]: p for r, p in zip(ok, predictions, strict=True)}
+    by_path = predict_each(model, {r["path"]: r["metrics"] for r in records
+                                  if r["outcome"] == "ok" and _usable(r["metrics"], model)})
     updated = []
     for r in records:
         prediction = by_path.get(r["path"])

@@ -82,15 +82,17 @@ import hashlib
 import json
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from clearlake.quality.registry import LEGACY_METRIC_SETS, MetricSet, available, builtin_metrics
+
+Key = TypeVar("Key", bound=Hashable)  # what `predict_each` labels: a path, an index
 
 FORMAT = "clearlake-nb/1"
 TRANSFORM = "signed_log1p"
@@ -372,6 +374,12 @@ class Model:
             )
             for p in proba
         ]
+
+
+def predict_each(model: Any, rows: Mapping[Key, Mapping[str, float]]) -> dict[Key, Prediction]:
+    """Classify keyed metric rows (a path or an index each) in one model call:
+    {key: prediction}. `model` is anything with `predict` (a `Model`, a test's stand-in)."""
+    return dict(zip(rows, model.predict(list(rows.values())), strict=True))
 
 
 # --- training ----------------------------------------------------------------------------

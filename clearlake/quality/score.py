@@ -669,12 +669,11 @@ def _records(
     root: Path, paths: Sequence[Path], analyses: Sequence[Analysis], model: Model | None
 ) -> list[dict[str, Any]]:
     """One output record per file; the model labels every ok image in one call."""
+    from clearlake.quality.classifier import predict_each
+
     classes = tuple(model.classes) if model is not None else ()
-    ok = [i for i, a in enumerate(analyses) if a.ok and a.metrics is not None]
-    by_index = {}
-    if model is not None and ok:
-        predictions = model.predict([analyses[i].metrics for i in ok])
-        by_index = dict(zip(ok, predictions, strict=True))
+    by_index = {} if model is None else predict_each(model,
+        {i: a.metrics for i, a in enumerate(analyses) if a.ok and a.metrics is not None})
     records = []
     for index, (path, analysis) in enumerate(zip(paths, analyses, strict=True)):
         record: dict[str, Any] = {
