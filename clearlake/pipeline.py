@@ -2,7 +2,7 @@
 
 A run of a branch, in four steps that `flows/classify.py` orchestrates:
 
-1. `plan` finds the source commit the branch's latest (signed) results cover, and
+1. `make_plan` finds the source commit the branch's latest (signed) results cover, and
    asks lakeFS for the two-dot diff between it and the commit to process, restricted
    to the input paths. Only added and changed images are measured; results of
    removed ones are deleted. The first run of a branch takes everything.
@@ -178,7 +178,7 @@ def is_covered(lakefs: LakeFS, repository: str, branch: str, key: bytes) -> bool
     return lakefs.is_ancestor(repository, source, latest[1].source_commit)
 
 
-def plan(
+def make_plan(
     lakefs: LakeFS,
     repository: str,
     branch: str,
@@ -213,22 +213,22 @@ def plan(
     previous = latest[1] if latest else None
     if previous is not None:
         check_layout(previous.layout, f"the results of {repository}/{branch}")
-    result = Plan(repository, branch, source, previous)
+    plan = Plan(repository, branch, source, previous)
     if previous is None:
         changes: Iterator[ObjectInfo] = (
             ObjectInfo(o.path, o.checksum, o.size, "added")
             for o in lakefs.list_objects(repository, source, inputs.prefix)
         )
     else:
-        result.relabel_all = previous.model_id != model_id
+        plan.relabel_all = previous.model_id != model_id
         held = previous.metric_versions or LEGACY_ANALYSES.get(previous.analysis_version, {})
-        result.new_metrics = sorted(n for n, v in metric_versions.items() if held.get(n) != v)
+        plan.new_metrics = sorted(n for n, v in metric_versions.items() if held.get(n) != v)
         if lakefs.is_ancestor(repository, source, previous.source_commit):
-            if not result.new_metrics:
-                result.up_to_date = not result.relabel_all
-                return result
-            source = result.source_commit = previous.source_commit  # add them to what is covered
-        if result.new_metrics:
+            if not plan.new_metrics:
+                plan.up_to_date = not plan.relabel_all
+                return plan
+            source = plan.source_commit = previous.source_commit  # add them to what is covered
+        if plan.new_metrics:
             # Every image needs the new metrics (the store has the others, and copies of
             # the bytes measured elsewhere): look at all of them, and drop the records of
             # images removed since.
@@ -245,19 +245,19 @@ def plan(
         if not inputs.matches(change.path):
             continue
         if change.change == "removed":
-            result.removed.append(change.path)
+            plan.removed.append(change.path)
         else:
-            result.to_measure.append(Datum(change.path, change.checksum, change.size))
+            plan.to_measure.append(Datum(change.path, change.checksum, change.size))
     if previous is not None:
-        result.to_measure += _retries(lakefs, repository, source, previous.retry, result)
-    return result
+        plan.to_measure += _retries(lakefs, repository, source, previous.retry, plan)
+    return plan
 
 
 def _retries(
-    lakefs: LakeFS, repository: str, source: str, paths: Sequence[str], planned: Plan
+    lakefs: LakeFS, repository: str, source: str, paths: Sequence[str], plan: Plan
 ) -> list[Datum]:
     """Images the previous run failed to measure, unless changed or removed since."""
-    seen = {d.path for d in planned.to_measure} | set(planned.removed)
+    seen = {d.path for d in plan.to_measure} | set(plan.removed)
     datums = []
     for path in paths:
         if path in seen:
@@ -916,7 +916,7 @@ def worst_images(records: Sequence[dict[str, Any]], count: int = 10) -> list[dic
 
 
 def marker_for(
-    plan_: Plan,
+    plan: Plan,
     run_id: str,
     model: Model,
     model_commit: str,
@@ -929,10 +929,10 @@ def marker_for(
     the scripts commit they were loaded from) its records hold, among the rest."""
     metric_set = metric_set if metric_set is not None else available()
     return ResultsMarker(
-        repository=plan_.repository,
-        branch=plan_.branch,
-        source_commit=plan_.source_commit,
-        previous_source_commit=plan_.previous.source_commit if plan_.previous else "",
+        repository=plan.repository,
+        branch=plan.branch,
+        source_commit=plan.source_commit,
+        previous_source_commit=plan.previous.source_commit if plan.previous else "",
         run_id=run_id,
         model_id=model.id,
         model_commit=model_commit,

@@ -304,18 +304,18 @@ def _classify(
     metric_set = run_metrics(lakefs, None, scripts_pin)
     model.check(metric_set)  # a model reading a metric this run lacks: say so, now
     inputs = pipeline.Inputs(prefix=prefix, glob=glob)
-    the_plan = pipeline.plan(lakefs, repository, branch, commit=commit, inputs=inputs,
+    plan = pipeline.make_plan(lakefs, repository, branch, commit=commit, inputs=inputs,
                              model_id=model.id, key=key, metric_versions=metric_set.versions)
     clock.lap("plan")
-    if the_plan.up_to_date:
+    if plan.up_to_date:
         logger.info("%s@%s is already covered by the results of %s: nothing to do",
-                    branch, the_plan.source_commit[:12], the_plan.previous.source_commit[:12])
-        return {"status": "up_to_date", "source_commit": the_plan.source_commit}
+                    branch, plan.source_commit[:12], plan.previous.source_commit[:12])
+        return {"status": "up_to_date", "source_commit": plan.source_commit}
     logger.info("%s@%s: %d images to measure, %d removed%s%s", branch,
-                the_plan.source_commit[:12], len(the_plan.to_measure), len(the_plan.removed),
-                ", relabelling all (model changed)" if the_plan.relabel_all else "",
-                f", new metrics {the_plan.new_metrics} for every image"
-                if the_plan.previous and the_plan.new_metrics else "")
+                plan.source_commit[:12], len(plan.to_measure), len(plan.removed),
+                ", relabelling all (model changed)" if plan.relabel_all else "",
+                f", new metrics {plan.new_metrics} for every image"
+                if plan.previous and plan.new_metrics else "")
 
     # The results transaction and the store's write are open while batches are measured:
     # each batch's records and store entries are uploaded as soon as it finishes.
@@ -324,18 +324,18 @@ def _classify(
         measured: list[pipeline.Measured] = []
         new_records: list[dict[str, Any]] = []
         read_path = None
-        if the_plan.to_measure:
+        if plan.to_measure:
             presigned = lakefs.storage_config().pre_sign_support
             read_path = "presigned" if presigned else "object-api"
             logger.info("images are read %s", "from the object store through presigned URLs"
                         if presigned else "through lakeFS's object API (no presigning)")
-            for batch in measure_on_dask(repository, the_plan.source_commit,
-                                         the_plan.to_measure, batch_size, run_id, dask_address,
+            for batch in measure_on_dask(repository, plan.source_commit,
+                                         plan.to_measure, batch_size, run_id, dask_address,
                                          presigned=presigned, metric_set=metric_set,
                                          scripts_pin=scripts_pin):
                 measured += batch
                 new_entries.add(pipeline.store_documents(batch))
-                labelled = pipeline.label(batch, model, the_plan.source_commit, run_id, key=key,
+                labelled = pipeline.label(batch, model, plan.source_commit, run_id, key=key,
                                           metric_set=metric_set)
                 results.upload_in_background(pipeline.record_files(labelled))
                 new_records += labelled
@@ -343,16 +343,16 @@ def _classify(
 
         origins = Counter(m.origin for m in measured)
         new_entries.commit(f"clearlake: {origins['computed']} analyses from "
-                           f"{repository}@{the_plan.source_commit[:12]}")
+                           f"{repository}@{plan.source_commit[:12]}")
         clock.lap("store")
 
         head = lakefs.head(repository, branch)
         base = pipeline.load_table(lakefs, repository, head, branch)
-        if base is None and the_plan.previous and the_plan.previous.branch != branch:
+        if base is None and plan.previous and plan.previous.branch != branch:
             # A new branch inherits the results of the branch it was created from.
-            base = pipeline.load_table(lakefs, repository, head, the_plan.previous.branch)
-        if the_plan.relabel_all:
-            replaced = {r["path"] for r in new_records} | set(the_plan.removed)
+            base = pipeline.load_table(lakefs, repository, head, plan.previous.branch)
+        if plan.relabel_all:
+            replaced = {r["path"] for r in new_records} | set(plan.removed)
             kept = [r for r in pipeline.table_records(base) if r["path"] not in replaced]
             relabelled = pipeline.relabel(kept, model, run_id, key=key)
             results.upload_in_background(pipeline.record_files(relabelled))
@@ -361,23 +361,23 @@ def _classify(
 
         counts = {"computed": origins["computed"], "reused": origins["reused"],
                   "failed": sum(1 for m in measured if m.analysis.outcome != "ok"),
-                  "removed": len(the_plan.removed),
+                  "removed": len(plan.removed),
                   "relabelled": len(new_records) - len(measured)}
         retry = [m.path for m in measured if m.origin == "failed"]
-        marker = pipeline.marker_for(the_plan, run_id, model, model_commit, counts, retry,
+        marker = pipeline.marker_for(plan, run_id, model, model_commit, counts, retry,
                                      metric_set=metric_set, scripts=scripts_pin or "")
         try:
             results_commit = pipeline.write_back(
-                results, branch, base, new_records, the_plan.removed, marker.to_metadata(key),
+                results, branch, base, new_records, plan.removed, marker.to_metadata(key),
                 f"clearlake: {counts['computed']} computed, {counts['reused']} reused, "
-                f"{counts['removed']} removed at {the_plan.source_commit[:12]}")
+                f"{counts['removed']} removed at {plan.source_commit[:12]}")
             status, pending = "merged", None
         except MergePending as error:
             logger.warning("%s", error)
             status, results_commit, pending = "pending", None, error.temp_branch
     clock.lap("write_back")
 
-    summary = {"status": status, "source_commit": the_plan.source_commit,
+    summary = {"status": status, "source_commit": plan.source_commit,
                "results_commit": results_commit, "pending_branch": pending,
                "counts": counts, "metrics_computed": pipeline.computations(measured),
                "scripts": scripts_pin, "read_path": read_path, **pipeline.tally(new_records),
