@@ -366,16 +366,16 @@ class Bench:
     def start_cluster(self) -> None:
         """Workers set up as the stack's long-lived ones: the flow's code preloaded and
         `DASK_WORKER_MALLOC_ENV` (the flow's own LocalCluster gets the same environment)."""
+        from clearlake.flows.classify import local_cluster
         from distributed import Client
-
-        from flows.classify import local_cluster
 
         started = time.perf_counter()
         # Kept before a stop may interrupt, so that `down` closes it.
         with cleanup.deferred():
             self.cluster = local_cluster(n_workers=self.jobs, threads_per_worker=1,
                                          processes=True, host="127.0.0.1",
-                                         dashboard_address=None, preload=["flows.classify"])
+                                         dashboard_address=None,
+                                         preload=["clearlake.flows.classify"])
         self.fixed["cluster_start_s"] = time.perf_counter() - started
         started = time.perf_counter()
         probe = Client(self.cluster.scheduler_address)

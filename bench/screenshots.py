@@ -62,7 +62,7 @@ def main(out: Path) -> None:
             lakefs.create_repository(REPOSITORY)
             count = commit_sample(lakefs, Path(scratch) / "sample")
             print(f"committed {count} files; classifying")
-            from flows.classify import classify_commit
+            from clearlake.flows.classify import classify_commit
 
             summary = classify_commit(REPOSITORY, "main", dask_address=stack.dask_address)
             print(f"labels: {summary['labels']}, outcomes: {summary['outcomes']}")

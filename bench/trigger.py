@@ -311,7 +311,8 @@ def measure_commit(ctx: dict[str, Any], index: int, poll_s: float) -> dict[str, 
 
 def inflow_runs(ctx: dict[str, Any], count: int) -> list[dict[str, Any]]:
     """One-image changes classified in this process (no trigger, no new process)."""
-    from flows.classify import classify_commit
+    from clearlake.flows.classify import classify_commit
+
     from tests.pipeline_support import commit_images, photo
 
     lakefs, stack = ctx["lakefs"], ctx["stack"]
@@ -346,7 +347,8 @@ def import_times(stack: Any, repeat: int) -> dict[str, Any]:
     probes = {
         "python -c pass": "pass",
         "import prefect": "import prefect",
-        "import prefect.engine + flows.classify": "import prefect.engine, flows.classify",
+        "import prefect.engine + clearlake.flows.classify":
+            "import prefect.engine, clearlake.flows.classify",
     }
     result: dict[str, Any] = {}
     for label, code in probes.items():
@@ -359,7 +361,7 @@ def import_times(stack: Any, repeat: int) -> dict[str, Any]:
         result[label] = stats(times)
     # What loading the flow module costs beyond Prefect's engine: its direct imports.
     done = cleanup.run([sys.executable, "-X", "importtime", "-c",
-                        "import prefect.engine; import flows.classify"], cwd=PROJECT_DIR,
+                        "import prefect.engine; import clearlake.flows.classify"], cwd=PROJECT_DIR,
                        env=env, check=True, capture_output=True, text=True)
     children: list[tuple[str, float]] = []
     tops: dict[str, dict[str, Any]] = {}
@@ -375,7 +377,7 @@ def import_times(stack: Any, repeat: int) -> dict[str, Any]:
             tops[name.strip()] = {"cumulative_s": seconds, "children_s": dict(
                 sorted(children, key=lambda kv: -kv[1])[:8])}
             children = []
-    result["importtime"] = {k: tops[k] for k in ("prefect.engine", "flows.classify")
+    result["importtime"] = {k: tops[k] for k in ("prefect.engine", "clearlake.flows.classify")
                             if k in tops}
     return result
 

@@ -1,6 +1,6 @@
-"""clearlake's Prefect blocks, registered by `prefect block register -m blocks`."""
+"""clearlake's Prefect blocks, registered by `prefect block register -m clearlake.blocks`."""
 
-from blocks.dask import DaskCluster
-from blocks.lakefs import LakeFSCredentials, LakeFSRepository
+from clearlake.blocks.dask import DaskCluster
+from clearlake.blocks.lakefs import LakeFSCredentials, LakeFSRepository
 
 __all__ = ["DaskCluster", "LakeFSCredentials", "LakeFSRepository"]

@@ -24,7 +24,7 @@ class DaskCluster(Block):
 
     Example:
         ```python
-        from blocks import DaskCluster
+        from clearlake.blocks import DaskCluster
 
         DaskCluster(address="tcp://10.0.0.5:8786").save("farm")
         # then: clearlake classify REPO BRANCH --dask-cluster farm

@@ -34,7 +34,7 @@ class LakeFSCredentials(Block):
 
     Example:
         ```python
-        from blocks import LakeFSCredentials
+        from clearlake.blocks import LakeFSCredentials
 
         credentials = LakeFSCredentials.load("BLOCK_NAME")
         lakefs = credentials.get_store()
@@ -91,7 +91,7 @@ class LakeFSRepository(WritableFileSystem, WritableDeploymentStorage):
 
     Example:
         ```python
-        from blocks import LakeFSRepository
+        from clearlake.blocks import LakeFSRepository
 
         storage = LakeFSRepository.load("BLOCK_NAME")
         storage.write_path("reports/today.json", b"{}")
@@ -145,7 +145,7 @@ class LakeFSRepository(WritableFileSystem, WritableDeploymentStorage):
 
         Example:
             ```python
-            from blocks import LakeFSRepository
+            from clearlake.blocks import LakeFSRepository
 
             storage = LakeFSRepository.load("BLOCK_NAME")
             storage.s3_bucket().upload_from_path("photo.jpg", "incoming/photo.jpg")

@@ -59,7 +59,7 @@ def resolve_dask_address(address: str | None, cluster_block: str | None) -> str 
     if address and cluster_block:
         raise ConfigurationError("give a Dask address or a DaskCluster block, not both")
     if cluster_block:
-        from blocks import DaskCluster
+        from clearlake.blocks import DaskCluster
 
         try:
             return DaskCluster.load(cluster_block).address
@@ -96,7 +96,7 @@ def _one_thread_per_worker() -> None:
 
 
 def dask_setup(worker: Any) -> None:
-    """Ready a worker that preloads this module (`--preload flows.classify`: the stack's
+    """Ready a worker that preloads this module (`--preload clearlake.flows.classify`: the stack's
     workers, the benchmark's) before its first batch, which would pay for both.
 
     A process's first Prefect task loads every installed Prefect collection, and

@@ -15,6 +15,7 @@ from typing import Any
 from uuid import UUID
 
 import yaml
+from clearlake.flows.classify import classify_commit
 from prefect import flow, get_run_logger
 
 from clearlake import gate, layout, pipeline
@@ -23,7 +24,6 @@ from clearlake.actions import EVENTS_ACTION_PATH, GATE_ACTION_PATH
 from clearlake.provenance import signing_key, verified_marker
 from clearlake.store import LakeFS
 from clearlake.transaction import TEMP_BRANCH_PREFIX
-from flows.classify import classify_commit
 
 RECENT_MERGES = 50
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from clearlake.flows.classify import measure_on_dask, resolve_dask_address, run_metrics
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
@@ -11,7 +12,6 @@ from clearlake import pipeline, scripts, training
 from clearlake.metrics_store import MetricsStore
 from clearlake.quality.classifier import DEFAULT_FEATURES
 from clearlake.store import LakeFS
-from flows.classify import measure_on_dask, resolve_dask_address, run_metrics
 
 
 @flow(name="train-classifier", log_prints=True)

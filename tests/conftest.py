@@ -151,7 +151,7 @@ def dask_address(stack: Stack) -> str:
 
 @pytest.fixture
 def classify(dask_address: str) -> Any:
-    from flows.classify import classify_commit
+    from clearlake.flows.classify import classify_commit
 
     def run(repo: str, branch: str = "main", **options: Any) -> dict[str, Any]:
         return classify_commit(repo, branch, dask_address=dask_address, batch_size=8, **options)

@@ -54,7 +54,7 @@ class ReviewedRepo:
 
 def make_reviewed_repo(lakefs: LakeFS, dask_address: str) -> ReviewedRepo:
     """Create and classify the repository (the caller deletes it)."""
-    from flows.classify import classify_commit
+    from clearlake.flows.classify import classify_commit
 
     name = f"review-{secrets.token_hex(4)}"
     lakefs.create_repository(name)

@@ -8,14 +8,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from clearlake.blocks import DaskCluster, LakeFSCredentials, LakeFSRepository
+from clearlake.blocks import dask as dask_block
+from clearlake.blocks.lakefs import LOGO_PATH
 from PIL import Image
 from prefect.blocks.core import Block
 from prefect.testing.standard_test_suites import BlockStandardTestSuite
 from pydantic import ValidationError
 
-from blocks import DaskCluster, LakeFSCredentials, LakeFSRepository
-from blocks import dask as dask_block
-from blocks.lakefs import LOGO_PATH
 from clearlake.errors import ConfigurationError
 from clearlake.stack.install import LAKEFS_MODULE, LAKEFS_VERSION
 from clearlake.stack.services import Stack
@@ -70,7 +70,7 @@ class TestDaskClusterStandards(BlockStandardTestSuite):
 
 @pytest.mark.slow
 def test_a_dask_cluster_block_names_the_scheduler_a_run_uses(stack: Stack, repo: str) -> None:
-    from flows.classify import resolve_dask_address
+    from clearlake.flows.classify import resolve_dask_address
 
     DaskCluster(address=f" {stack.dask_address} ").save(f"dask-{repo}", overwrite=True)
     assert resolve_dask_address(None, f"dask-{repo}") == stack.dask_address

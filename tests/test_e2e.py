@@ -97,7 +97,7 @@ def test_commits_in_a_row_are_all_covered_and_results_trigger_nothing(
 def test_a_commit_made_while_the_bridge_was_down_is_caught_by_reconcile(
     lakefs: LakeFS, watched_repo: str, lakectl_env: dict[str, str], tmp_path: Path, stack: Stack
 ) -> None:
-    from flows.reconcile import reconcile
+    from clearlake.flows.reconcile import reconcile
 
     repo = watched_repo
     bridge_pid = stack._running_pid("bridge")

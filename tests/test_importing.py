@@ -14,8 +14,8 @@ from typing import Any
 
 import boto3
 import pytest
+from clearlake.blocks import LakeFSCredentials, LakeFSRepository
 
-from blocks import LakeFSCredentials, LakeFSRepository
 from clearlake import layout
 from clearlake.config import StackSecrets
 from clearlake.errors import ConfigurationError, ConflictError, DirtyBranchError

@@ -93,10 +93,9 @@ def test_deletions_renames_copies_and_a_corrupt_image(
 def test_a_run_on_the_cluster_a_dask_cluster_block_names(
     lakefs: LakeFS, repo: str, dask_address: str
 ) -> None:
+    from clearlake.blocks import DaskCluster
+    from clearlake.flows.classify import classify_commit
     from distributed import get_task_stream
-
-    from blocks import DaskCluster
-    from flows.classify import classify_commit
 
     seed = unique_seed()
     commit_images(lakefs, repo, {f"img/{i}.jpg": photo(seed + i) for i in range(3)})
@@ -226,7 +225,7 @@ def test_lineage_of_an_image_that_changed_twice(lakefs: LakeFS, repo: str, class
 def test_train_classifier_commits_a_model_that_relabels_everything(
     lakefs: LakeFS, repo: str, classify: Any, dask_address: str
 ) -> None:
-    from flows.train import train_classifier
+    from clearlake.flows.train import train_classifier
 
     seed = unique_seed()
     images = {f"train/{i}.jpg": photo(seed + i, blur=3.0 * (i % 2)) for i in range(10)}
@@ -280,7 +279,7 @@ def test_two_processed_branches_merge_without_conflicts(
 
 
 def test_local_cluster_workers_start_with_the_malloc_environment() -> None:
-    from flows.classify import local_cluster
+    from clearlake.flows.classify import local_cluster
 
     with (local_cluster(n_workers=1, threads_per_worker=1, processes=True,
                         dashboard_address=None) as cluster,

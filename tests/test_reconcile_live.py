@@ -12,9 +12,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import clearlake.flows.classify as classify_flow
 import pytest
 
-import flows.classify as classify_flow
 from clearlake.provenance import latest_results, signing_key
 from clearlake.store import LakeFS
 from clearlake.transaction import TEMP_BRANCH_PREFIX, Transaction
@@ -29,12 +29,12 @@ def temp_branches(lakefs: LakeFS, repo: str) -> list[str]:
 def test_reconcile_keeps_a_live_runs_branch_and_settles_pending_and_abandoned_ones(
     lakefs: LakeFS, repo: str, classify: Any
 ) -> None:
+    from clearlake.flows.reconcile import flow_run_is_live
     from prefect import flow
     from prefect.runtime import flow_run
 
     from clearlake.reconcile import clean_temporary_branches
     from clearlake.transaction import temp_branch_name, temp_branch_owner
-    from flows.reconcile import flow_run_is_live
 
     key = signing_key()
     seed = unique_seed()

@@ -72,7 +72,7 @@ def remote_cluster(
 def test_workers_configured_only_by_their_environment_read_presigned(
     lakefs: LakeFS, repo: str, remote_cluster: tuple[str, Path]
 ) -> None:
-    from flows.classify import classify_commit
+    from clearlake.flows.classify import classify_commit
 
     address, elsewhere = remote_cluster
     seed = unique_seed()

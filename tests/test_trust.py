@@ -88,7 +88,8 @@ def test_a_marker_counts_on_commits_that_change_only_clearlakes_folder(
 def test_a_commit_under_a_copied_marker_is_classified_and_foreign_writes_are_reported(
     lakefs: LakeFS, watched_repo: str
 ) -> None:
-    from flows.reconcile import reconcile
+    from clearlake.flows.reconcile import reconcile
+
     from tests.pipeline_support import settled, wait_until
 
     repo = watched_repo

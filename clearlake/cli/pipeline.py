@@ -42,7 +42,7 @@ def classify(
 ) -> None:
     """Run the classify-commit flow for a branch now, and print its summary."""
     use_stack_prefect()
-    from flows.classify import classify_commit
+    from clearlake.flows.classify import classify_commit
 
     # The default batch size lives in one place, the flow (chosen by bench.pipeline).
     sizing = {} if batch_size is None else {"batch_size": batch_size}
@@ -102,6 +102,6 @@ def reconcile(
 ) -> None:
     """Run the reconcile flow now: catch up on missed commits, settle temporary branches."""
     use_stack_prefect()
-    from flows.reconcile import reconcile as reconcile_flow
+    from clearlake.flows.reconcile import reconcile as reconcile_flow
 
     console.print_json(json.dumps(reconcile_flow(repository or None)))

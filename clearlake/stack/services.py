@@ -165,8 +165,9 @@ SERVICE_NAMES = ("s3", "postgres", "lakefs", "prefect", "dask-scheduler", "bridg
                  "flow-forkserver", "dask-workers", "prefect-worker")
 # What flow-run processes import, some of it lazily (scikit-learn to label, pyarrow for
 # the results table); the forkserver imports it all once.
-FLOW_RUN_PRELOAD = ("prefect.engine", "prefect.flow_engine", "prefect_dask", "flows.classify",
-                    "flows.reconcile", "flows.train", "sklearn.naive_bayes", "sklearn.pipeline",
+FLOW_RUN_PRELOAD = ("prefect.engine", "prefect.flow_engine", "prefect_dask",
+                    "clearlake.flows.classify", "clearlake.flows.reconcile",
+                    "clearlake.flows.train", "sklearn.naive_bayes", "sklearn.pipeline",
                     "sklearn.preprocessing", "pyarrow.parquet", "pyarrow.compute",
                     "pyarrow.dataset")
 
@@ -378,7 +379,7 @@ class Stack:
                      "--nworkers", str(cores), "--nthreads", "1", "--host", LOOPBACK,
                      "--no-dashboard", "--local-directory", str(self.home / "dask"),
                      # Import the flow's code at start-up, not on the first task of a run.
-                     "--preload", "flows.classify"],
+                     "--preload", "clearlake.flows.classify"],
             health_url=None,
             url=f"{cores} worker processes",
             env={**self.client_env(), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",

@@ -211,7 +211,7 @@ def run_reconcile(repo: str, dask_address: str, stale_after_s: float = 0.0) -> d
     """What the scheduled `reconcile` does, now, for one repository, on the stack's Dask
     cluster. A temporary branch of a run Prefect has seen end counts as stale at once (a
     live run's is always kept)."""
-    from flows.reconcile import reconcile
+    from clearlake.flows.reconcile import reconcile
 
     saved = os.environ.get(DASK_ADDRESS_ENV)
     os.environ[DASK_ADDRESS_ENV] = dask_address
