@@ -31,10 +31,8 @@ run rewrites `tables/B.parquet`.
 
 from __future__ import annotations
 
-import bisect
 import fnmatch
 import hashlib
-import io
 import itertools
 import json
 import os
@@ -42,14 +40,13 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from clearlake import __version__
 from clearlake.errors import LakeFSError, NotFoundError, PermissionDeniedError
 from clearlake.layout import (
     MODEL_PATH,
     NEVER_INPUTS,
-    RESULTS_LAYOUT,
     check_layout,
     record_path,
     table_path,
@@ -62,7 +59,6 @@ from clearlake.metrics_store import (
     documents_for,
 )
 from clearlake.provenance import (
-    RECORD_SIGNATURE,
     ResultsMarker,
     latest_results,
     sign_record,
@@ -76,13 +72,10 @@ from clearlake.quality.registry import Metric, MetricSet, available
 from clearlake.quality.score import IMAGE_EXTENSIONS
 from clearlake.quality.types import Outcome
 from clearlake.store import LakeFS, ObjectInfo
+from clearlake.table import table_records, updated_table
 from clearlake.transaction import Transaction
 
-if TYPE_CHECKING:
-    import pyarrow as pa
-
 DEFAULT_BATCH_SIZE = 256  # chosen by bench.pipeline (bench/README.md)
-TABLE_GROUP_ROWS = 1024  # rows per Parquet row group: the most a table update decodes at once
 PACKAGED_MODEL = "packaged"
 READ_CHUNK_IMAGES = 64  # images whose SHA-256s are looked up in the store together
 READ_CHUNK_BYTES = 64 << 20  # image bytes a measuring batch reads ahead, at most
@@ -638,232 +631,12 @@ def load_table(lakefs: LakeFS, repository: str, ref: str, branch: str) -> bytes 
     return lakefs.get_object_or_none(repository, ref, table_path(branch))
 
 
-def table_records(table: bytes | None, *, key: bytes | None = None) -> list[dict[str, Any]]:
-    """The records a Parquet table holds, rebuilt from its columns (see `records_table`).
-
-    Args:
-        table: the table's Parquet bytes.
-        key: the signing key: only the rows clearlake signed are returned (a table is a
-            file under `_clearlake/` like any other: anyone can write one). None returns
-            every row as stored, unchecked.
-    """
-    return [] if table is None else list(iter_table_records(table, key=key))
-
-
-def iter_table_records(table: bytes, *, key: bytes | None = None) -> Iterator[dict[str, Any]]:
-    """The records of a Parquet table (see `table_records`), decoded a row group at a time,
-    so a reader of a large table never holds more of it decoded than one group."""
-    import pyarrow.parquet as pq
-
-    source = pq.ParquetFile(io.BytesIO(table))
-    layout = _TableLayout.of(source.schema_arrow)
-    for batch in source.iter_batches(batch_size=TABLE_GROUP_ROWS,
-                                     columns=["record"] if layout is None else None):
-        if layout is None:  # layout 1: each row's record as JSON in a `record` column
-            records = (json.loads(text) for text in batch.column(0).to_pylist())
-        else:
-            columns = batch.to_pydict()
-            records = (layout.record(dict(zip(columns, row, strict=True)))
-                       for row in zip(*columns.values(), strict=True))
-        for record in records:
-            if key is None or verified_record(record, key) is not None:
-                yield record
-
-
 def read_table(
     lakefs: LakeFS, repository: str, ref: str, branch: str, *, key: bytes | None = None
 ) -> list[dict[str, Any]]:
     """The records in the table of `branch` at `ref` ([] if it has none yet); with `key`,
     only those clearlake signed (see `table_records`)."""
     return table_records(load_table(lakefs, repository, ref, branch), key=key)
-
-
-# Record fields that lead the table, in this order; metrics and class probabilities
-# follow as columns of their own, then every other field, maps as JSON, the signature last.
-_LEADING_FIELDS = ("path", "label", "outcome", "reason")
-_SPREAD_FIELDS = frozenset({"metrics", "probabilities", RECORD_SIGNATURE})
-_TABLE_METADATA_KEY = b"clearlake"
-
-
-@dataclass(frozen=True)
-class _TableLayout:
-    """How a record is spread over the table's columns (kept in the Parquet schema's
-    metadata, so no column layout is ever guessed).
-
-    Attributes:
-        metrics: metric name → its column (the name itself unless a field has it).
-        classes: class → its probability column (`p_<class>`).
-        json_fields: fields stored as JSON text (maps and lists other than the two above).
-    """
-
-    metrics: dict[str, str]
-    classes: dict[str, str]
-    json_fields: tuple[str, ...]
-
-    @classmethod
-    def for_records(cls, records: Sequence[dict[str, Any]]) -> _TableLayout:
-        fields = {f for r in records for f in r}
-        classes = sorted({c for r in records for c in (r.get("probabilities") or {})})
-        taken = fields | {f"p_{c}" for c in classes}
-        metrics = dict.fromkeys(n for r in records for n in (r.get("metrics") or {}))
-        return cls(
-            metrics={n: f"metric_{n}" if n in taken else n for n in metrics},
-            classes={c: f"p_{c}" for c in classes},
-            json_fields=tuple(sorted(f for f in fields - _SPREAD_FIELDS if any(
-                isinstance(r.get(f), dict | list) for r in records))),
-        )
-
-    @classmethod
-    def of(cls, schema: pa.Schema) -> _TableLayout | None:
-        """The layout a table was written with; None for layout 1 (a `record` column)."""
-        text = (schema.metadata or {}).get(_TABLE_METADATA_KEY)
-        if text is None:
-            return None
-        data = json.loads(text)
-        check_layout(data["layout"], "this results table")
-        return cls(metrics=data["metrics"], classes=data["classes"],
-                   json_fields=tuple(data["json_fields"]))
-
-    def merged(self, other: _TableLayout) -> _TableLayout:
-        return _TableLayout(metrics={**self.metrics, **other.metrics},
-                            classes=dict(sorted({**self.classes, **other.classes}.items())),
-                            json_fields=tuple(sorted({*self.json_fields, *other.json_fields})))
-
-    def metadata(self) -> dict[bytes, bytes]:
-        return {_TABLE_METADATA_KEY: json.dumps({
-            "layout": RESULTS_LAYOUT, "metrics": self.metrics, "classes": self.classes,
-            "json_fields": list(self.json_fields)}).encode()}
-
-    def column_order(self, names: Iterable[str]) -> list[str]:
-        """`names` in the table's reading order: what a person queries first."""
-        names = list(names)
-        spread = [*_LEADING_FIELDS, *self.classes.values(), *self.metrics.values()]
-        rest = [n for n in names if n not in spread and n != RECORD_SIGNATURE]
-        ordered = ([n for n in spread if n in names]
-                   + [n for n in rest if n not in self.json_fields]
-                   + [n for n in rest if n in self.json_fields])
-        return ordered + ([RECORD_SIGNATURE] if RECORD_SIGNATURE in names else [])
-
-    def record(self, row: dict[str, Any]) -> dict[str, Any]:
-        """A record rebuilt from its row: nulls are absent values (see `sign_record`)."""
-        metric_of = {column: name for name, column in self.metrics.items()}
-        class_of = {column: name for name, column in self.classes.items()}
-        record: dict[str, Any] = {}
-        metrics: dict[str, float] = {}
-        probabilities: dict[str, float] = {}
-        for column, value in row.items():
-            if column in metric_of:
-                if value is not None:
-                    metrics[metric_of[column]] = value
-            elif column in class_of:
-                if value is not None:
-                    probabilities[class_of[column]] = value
-            elif column in self.json_fields and value is not None:
-                record[column] = json.loads(value)
-            elif column == RECORD_SIGNATURE and value is None:
-                continue  # an unsigned record has none
-            else:
-                record[column] = value
-        record["metrics"] = metrics or None
-        record["probabilities"] = probabilities or None
-        return record
-
-
-def records_table(records: Sequence[dict[str, Any]]) -> pa.Table:
-    """Records as a table of flat columns, one row per record, sorted by path.
-
-    Columns: path, label, outcome, reason, p_<class>, every metric, then the other
-    fields of a record (sha256, size, width, height, model_id, source_commit, run_id,
-    origin, …; maps such as `computed_at` as JSON), and its `signature` last. Each
-    record can be rebuilt from its row (`table_records`) and still verify.
-    """
-    import pyarrow as pa
-
-    layout = _TableLayout.for_records(records)
-    columns: dict[str, pa.Array] = {
-        name: pa.array([r.get(name) for r in records], pa.string()) for name in _LEADING_FIELDS}
-    for c, column in layout.classes.items():
-        columns[column] = pa.array(
-            [(r.get("probabilities") or {}).get(c) for r in records], pa.float64())
-    for n, column in layout.metrics.items():
-        columns[column] = pa.array([(r.get("metrics") or {}).get(n) for r in records],
-                                   pa.float64())
-    others = dict.fromkeys(f for r in records for f in r
-                           if f not in _SPREAD_FIELDS and f not in _LEADING_FIELDS)
-    for name in others:
-        values = [r.get(name) for r in records]
-        columns[name] = (pa.array([None if v is None else json.dumps(v, sort_keys=True)
-                                   for v in values], pa.string())
-                         if name in layout.json_fields else pa.array(values))
-    columns[RECORD_SIGNATURE] = pa.array([r.get(RECORD_SIGNATURE) for r in records],
-                                         pa.string())  # last: nobody reads it
-    table = pa.table(columns)
-    table = table.select(layout.column_order(table.column_names))
-    return table.replace_schema_metadata(layout.metadata()).sort_by("path")
-
-
-def updated_table(
-    base: bytes | None, new_records: Sequence[dict[str, Any]], removed: Sequence[str]
-) -> bytes:
-    """The branch's table as Parquet: `base` with `new_records` in place of rows of the
-    same path and the rows of `removed` paths dropped, sorted by path.
-
-    Streamed one row group at a time: kept rows are copied column by column, never
-    decoded into records, and the flow never holds more of the old table decoded
-    than one group, so its memory does not grow with the repository. `base` is
-    sorted by path, so each group is merged with the new rows that sort before its
-    last path, and the rest follow at the end. A layout-1 table (records as JSON) is
-    rewritten in today's layout once.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    new = records_table(new_records)
-    sink = io.BytesIO()
-    if base is not None and _TableLayout.of(pq.read_schema(io.BytesIO(base))) is None:
-        base = _write_table(records_table(table_records(base)))
-    if base is None:
-        return _write_table(new)
-    old = pq.ParquetFile(io.BytesIO(base))
-    # A new model or metric set brings columns the kept rows lack: those are null there.
-    layout = _TableLayout.of(old.schema_arrow).merged(_TableLayout.of(new.schema))
-    unified = pa.unify_schemas([new.schema, old.schema_arrow], promote_options="default")
-    schema = pa.schema([unified.field(n) for n in layout.column_order(unified.names)],
-                       metadata=layout.metadata())
-    replaced = pa.array([r["path"] for r in new_records] + list(removed), pa.string())
-    new_paths = new.column("path").to_pylist()
-    merged = 0  # rows of `new` written so far
-    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
-        for group in old.iter_batches(batch_size=TABLE_GROUP_ROWS):
-            if group.num_rows == 0:
-                continue
-            kept = pa.Table.from_batches([group])
-            kept = kept.filter(pc.invert(pc.is_in(kept["path"], value_set=replaced)))
-            until = bisect.bisect_right(new_paths, group.column("path")[-1].as_py())
-            chunk = pa.concat_tables([_conform(kept, schema),
-                                      _conform(new.slice(merged, until - merged), schema)])
-            writer.write_table(chunk.sort_by("path"), row_group_size=TABLE_GROUP_ROWS)
-            merged = until
-        writer.write_table(_conform(new.slice(merged), schema), row_group_size=TABLE_GROUP_ROWS)
-    return sink.getvalue()
-
-
-def _write_table(table: pa.Table) -> bytes:
-    import pyarrow.parquet as pq
-
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd", row_group_size=TABLE_GROUP_ROWS)
-    return sink.getvalue()
-
-
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """`table` with `schema`'s columns in its order; those it lacks are all null."""
-    import pyarrow as pa
-
-    columns = [table.column(f.name).cast(f.type) if f.name in table.column_names
-               else pa.nulls(table.num_rows, f.type) for f in schema]
-    return pa.table(columns, schema=schema)
 
 
 def record_files(records: Iterable[dict[str, Any]]) -> Iterator[tuple[str, bytes]]:

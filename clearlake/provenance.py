@@ -31,10 +31,10 @@ from clearlake.errors import ConfigurationError
 from clearlake.layout import RESULTS_LAYOUT, RESULTS_ROOT
 from clearlake.settings import settings
 from clearlake.store import LakeFS
+from clearlake.table import RECORD_SIGNATURE
 
 PREFIX = "clearlake."
 KIND_RESULTS = "results"
-RECORD_SIGNATURE = "signature"
 # Commit id → whether it changes only `_clearlake/`. A lakeFS commit id hashes the commit's
 # metarange and parents, so the answer never changes for an id; bounded, cleared when full.
 _ONLY_RESULTS: dict[str, bool] = {}

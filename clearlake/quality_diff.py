@@ -62,6 +62,7 @@ from clearlake.metrics_store import MetricsStore
 from clearlake.provenance import latest_results, verified_record
 from clearlake.quality.classifier import Model
 from clearlake.store import LakeFS, ObjectInfo
+from clearlake.table import iter_table_records
 
 RUN_ID = "quality-diff"  # the run id of labels a diff computes (they are never stored)
 ARROW = "→"
@@ -448,7 +449,7 @@ def stored_records(
         for name in sorted(names, key=lambda p: (p != own, p)):
             if len(found) == len(images):
                 break  # a branch that merged others holds their (older) tables too
-            for record in pipeline.iter_table_records(
+            for record in iter_table_records(
                     lakefs.get_object(repository, commit, name), key=key):
                 offer(record)
     missing = [p for p in images if p not in found]

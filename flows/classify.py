@@ -29,6 +29,7 @@ from clearlake.provenance import signing_key
 from clearlake.quality import registry
 from clearlake.settings import settings
 from clearlake.store import LakeFS
+from clearlake.table import table_records
 from clearlake.transaction import MergePending, Transaction, TransactionLost
 
 if TYPE_CHECKING:
@@ -353,7 +354,7 @@ def _classify(
             base = pipeline.load_table(lakefs, repository, head, plan.previous.branch)
         if plan.relabel_all:
             replaced = {r["path"] for r in new_records} | set(plan.removed)
-            kept = [r for r in pipeline.table_records(base) if r["path"] not in replaced]
+            kept = [r for r in table_records(base) if r["path"] not in replaced]
             relabelled = pipeline.relabel(kept, model, run_id, key=key)
             results.upload_in_background(pipeline.record_files(relabelled))
             new_records += relabelled

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from clearlake.errors import ConfigurationError
+from clearlake.table import table_records
 
 
 def test_results_in_a_newer_layout_are_refused_with_what_to_do() -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from clearlake import pipeline
     from clearlake.layout import RESULTS_LAYOUT
     from clearlake.provenance import ResultsMarker
 
@@ -26,4 +26,4 @@ def test_results_in_a_newer_layout_are_refused_with_what_to_do() -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     with pytest.raises(ConfigurationError, match=r"results layout 99.*upgrade clearlake"):
-        pipeline.table_records(sink.getvalue().to_pybytes())
+        table_records(sink.getvalue().to_pybytes())

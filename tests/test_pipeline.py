@@ -12,6 +12,7 @@ import cv2
 import pytest
 from distributed import Client
 
+import clearlake.table
 from clearlake import layout, pipeline
 from clearlake.config import DASK_WORKER_MALLOC_ENV
 from clearlake.errors import NotFoundError
@@ -19,6 +20,7 @@ from clearlake.lineage import lineage
 from clearlake.metrics_store import MetricsStore
 from clearlake.provenance import ResultsMarker, signing_key
 from clearlake.store import LakeFS
+from clearlake.table import table_records, updated_table
 from clearlake.transaction import TEMP_BRANCH_PREFIX
 from tests.pipeline_support import commit_images, photo, records_on, unique_seed
 
@@ -300,13 +302,13 @@ def test_the_table_update_replaces_removes_adds_and_keeps_other_rows_intact() ->
     import pyarrow.parquet as pq
 
     base = [_record(p, "good", {"good": 0.9}) for p in ("a.jpg", "b.jpg", "c.jpg", "d.jpg")]
-    base_table = pipeline.updated_table(None, base, [])
+    base_table = updated_table(None, base, [])
     new = [_record("b.jpg", "soft", {"soft": 0.8}), _record("aa.jpg", "soft", {"soft": 0.7})]
 
-    updated = pipeline.updated_table(base_table, new, ["c.jpg"])
+    updated = updated_table(base_table, new, ["c.jpg"])
     table = pq.read_table(pa.BufferReader(updated))
     assert table.column("path").to_pylist() == ["a.jpg", "aa.jpg", "b.jpg", "d.jpg"]
-    assert pipeline.table_records(updated) == [base[0], new[1], new[0], base[3]]
+    assert table_records(updated) == [base[0], new[1], new[0], base[3]]
     # A class only the new records have: a column that is null for the kept rows.
     assert table.column("p_soft").to_pylist() == [None, 0.7, 0.8, None]
     assert table.column("p_good").to_pylist() == [0.9, None, None, 0.9]
@@ -316,9 +318,12 @@ def test_a_table_that_began_empty_reads_what_a_person_queries_first() -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from clearlake.provenance import sign_record
+
     # A branch's first run (the action files' commit) writes a table without images.
-    empty = pipeline.updated_table(None, [], [])
-    updated = pipeline.updated_table(empty, [_record("a.jpg", "good", {"good": 0.9})], [])
+    empty = updated_table(None, [], [])
+    signed = sign_record(_record("a.jpg", "good", {"good": 0.9}), b"k" * 32)
+    updated = updated_table(empty, [signed], [])
     names = pq.read_table(pa.BufferReader(updated)).column_names
     assert names[:6] == ["path", "label", "outcome", "reason", "p_good", "blur"]
     assert names[-2:] == ["computed_at", "signature"]
@@ -336,16 +341,16 @@ def test_signed_records_read_back_from_the_table_columns_still_verify() -> None:
     # A metric whose name a record field already has gets a column of its own.
     clash = sign_record({**_record("c.jpg", "good", {"good": 0.5}),
                          "metrics": {"size": 3.0}}, key)
-    table = pipeline.updated_table(None, [ok, failed, clash], [])
+    table = updated_table(None, [ok, failed, clash], [])
 
-    read = pipeline.table_records(table, key=key)
+    read = table_records(table, key=key)
     assert [r["path"] for r in read] == ["a.jpg", "b.jpg", "c.jpg"]
     assert read[0] == ok and read[2]["metrics"] == {"size": 3.0} and read[2]["size"] == 10
     assert read[1]["metrics"] is None and read[1]["label"] is None
     assert all(verified_record(r, key) is not None for r in read)
     # One changed value in the table and its row is no longer clearlake's.
-    tampered = pipeline.updated_table(table, [{**ok, "label": "blurry"}], [])
-    assert [r["path"] for r in pipeline.table_records(tampered, key=key)] == ["b.jpg", "c.jpg"]
+    tampered = updated_table(table, [{**ok, "label": "blurry"}], [])
+    assert [r["path"] for r in table_records(tampered, key=key)] == ["b.jpg", "c.jpg"]
 
 
 def test_a_layout_1_table_is_read_and_rewritten_in_the_flat_layout() -> None:
@@ -360,12 +365,12 @@ def test_a_layout_1_table_is_read_and_rewritten_in_the_flat_layout() -> None:
     pq.write_table(pa.table({"path": [r["path"] for r in old],
                              "record": [json.dumps(r, sort_keys=True) for r in old]}), sink)
     layout_1 = sink.getvalue().to_pybytes()
-    assert pipeline.table_records(layout_1, key=key) == old
+    assert table_records(layout_1, key=key) == old
 
     new = sign_record(_record("c.jpg", "blurry", {"good": 0.2}), key)
-    updated = pipeline.updated_table(layout_1, [new], ["a.jpg"])
+    updated = updated_table(layout_1, [new], ["a.jpg"])
     assert "record" not in pq.read_schema(pa.BufferReader(updated)).names
-    assert pipeline.table_records(updated, key=key) == [old[1], new]
+    assert table_records(updated, key=key) == [old[1], new]
 
 
 def test_records_signed_before_empty_values_were_left_out_still_verify() -> None:
@@ -385,14 +390,14 @@ def test_the_table_update_streams_group_by_group_and_stays_sorted(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    monkeypatch.setattr(pipeline, "TABLE_GROUP_ROWS", 3)
+    monkeypatch.setattr(clearlake.table, "GROUP_ROWS", 3)
     base = [_record(f"{i:02d}.jpg", "good", {"good": 0.9}) for i in range(0, 20, 2)]
-    table = pipeline.updated_table(None, base, [])
+    table = updated_table(None, base, [])
     # New rows before, between and after the old groups; one replaced, one removed.
     new = [_record(p, "soft", {"soft": 0.5}) for p in ("00.jpg", "05.jpg", "07.jpg", "31.jpg")]
-    updated = pipeline.updated_table(table, new, ["10.jpg"])
+    updated = updated_table(table, new, ["10.jpg"])
 
-    paths = [r["path"] for r in pipeline.table_records(updated)]
+    paths = [r["path"] for r in table_records(updated)]
     expected = sorted({r["path"] for r in base + new} - {"10.jpg"})
     assert paths == expected
     groups = pq.ParquetFile(pa.BufferReader(updated)).metadata

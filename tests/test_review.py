@@ -18,7 +18,6 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from clearlake import pipeline
 from clearlake.provenance import sign_record
 from clearlake.review import ReviewApp, ReviewConfig
 from clearlake.review.app import _RedactTokens, checked_path
@@ -34,6 +33,7 @@ from clearlake.review.results import (
 )
 from clearlake.review.thumbnails import ThumbnailCache, placeholder, render
 from clearlake.store import LakeFS
+from clearlake.table import records_table, updated_table
 from tests.pipeline_support import photo
 
 KEY = b"k" * 32
@@ -221,7 +221,7 @@ def signed(path: str, label: str | None, p_good: float | None, outcome: str = "o
 
 
 def table_bytes(records: list[dict[str, Any]]) -> bytes:
-    return pipeline.updated_table(None, records, [])
+    return updated_table(None, records, [])
 
 
 def test_the_index_trusts_only_signed_records_that_match_their_row() -> None:
@@ -247,7 +247,7 @@ def test_a_row_whose_columns_disagree_with_its_signed_record_is_unverified() -> 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pipeline.records_table([signed("a.jpg", "blurry", 0.1)])
+    table = records_table([signed("a.jpg", "blurry", 0.1)])
     table = table.set_column(table.column_names.index("label"), "label",
                              pa.array(["good"], pa.string()))
     sink = io.BytesIO()

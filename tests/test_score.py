@@ -28,6 +28,7 @@ from clearlake.quality.score import (
     score_directory,
     write_records,
 )
+from clearlake.table import table_records
 
 GOOD_IMAGES = 6
 PAST = time.time() - 3600  # older than the racy window: (path, size, mtime) is trusted
@@ -116,7 +117,7 @@ def test_bad_files_are_reported_not_fatal(folder: Path, cache_dir: Path) -> None
     assert result.outcomes["ok"] == GOOD_IMAGES
     for record in result.records:
         if record["outcome"] != "ok":
-            assert record["laplacian_var_score"] is None
+            assert record["metrics"] is None and record["probabilities"] is None
             assert record["reason"]
 
 
@@ -167,8 +168,8 @@ def test_renamed_and_copied_files_reuse_metrics(folder: Path, cache_dir: Path) -
     by_path = {r["path"]: r for r in result.records}
     old = {r["path"]: r for r in first.records}
     assert by_path["renamed.jpg"]["sha256"] == old["img0.jpg"]["sha256"]
-    for name in METRIC_NAMES:
-        assert by_path["copy.jpg"][name] == old["nested/img1.jpg"][name]
+    assert by_path["copy.jpg"]["metrics"] == old["nested/img1.jpg"]["metrics"]
+    assert set(by_path["copy.jpg"]["metrics"]) == set(METRIC_NAMES)
 
 
 def test_files_written_just_now_are_rehashed_next_time(tmp_path: Path, cache_dir: Path) -> None:
@@ -239,13 +240,14 @@ def test_labels_come_from_the_model_and_are_never_cached(folder: Path, cache_dir
     assert first.model_id == "threshold-test-model"
     ok = [r for r in first.records if r["outcome"] == "ok"]
     assert all(r["label"] in ("blurry", "good") for r in ok)
-    assert all(abs(r["p_good"] + r["p_blurry"] - 1) < 1e-12 for r in ok)
+    assert all(abs(r["probabilities"]["good"] + r["probabilities"]["blurry"] - 1) < 1e-12
+               for r in ok)
     assert sum(first.labels.values()) == GOOD_IMAGES
     bad = [r for r in first.records if r["outcome"] != "ok"]
-    assert all(r["label"] is None and r["p_good"] is None for r in bad)
-    worst = scoring.worst(first, 3)
-    assert [r["p_good"] for r in worst] == sorted(r["p_good"] for r in worst)
-    assert worst[0]["p_good"] == min(r["p_good"] for r in ok)
+    assert all(r["label"] is None and r["probabilities"] is None for r in bad)
+    worst = [r["probabilities"]["good"] for r in scoring.worst(first, 3)]
+    assert worst == sorted(worst)
+    assert worst[0] == min(r["probabilities"]["good"] for r in ok)
 
     second = run(folder, cache_dir, model=model)
     assert second.computed == 0
@@ -259,29 +261,20 @@ def test_output_formats_round_trip(
 ) -> None:
     result = run(folder, cache_dir, model=ThresholdModel())
     out = tmp_path / "out" / f"results{suffix}"
-    write_records(result.records, result.columns, out)
+    write_records(result.records, out)
+    # The results table's columns: what reviewers read first, then the rest.
     expected_columns = [
-        "path",
-        "sha256",
-        "size",
-        "width",
-        "height",
-        *METRIC_NAMES,
-        "label",
-        "p_blurry",
-        "p_good",
-        "outcome",
-        "reason",
-        "model_id",
-        "metric_set_version",
+        "path", "label", "outcome", "reason", "p_blurry", "p_good", *METRIC_NAMES,
+        "sha256", "size", "width", "height", "model_id", "analysis_version",
     ]
-    assert result.columns == expected_columns
     if suffix == ".parquet":
         table = pq.read_table(out)
         assert table.column_names == expected_columns
         assert str(table.schema.field("size").type) == "int64"
         assert str(table.schema.field("laplacian_var_score").type) == "double"
         rows = table.to_pylist()
+        # The same layout as a branch's table: the records come back whole.
+        assert table_records(out.read_bytes()) == result.records
     elif suffix == ".csv":
         with out.open(newline="") as handle:
             reader = csv.DictReader(handle)
@@ -294,17 +287,19 @@ def test_output_formats_round_trip(
     for got, want in zip(rows, result.records, strict=True):
         assert got["path"] == want["path"]
         assert got["outcome"] == want["outcome"]
-        assert got["metric_set_version"] == METRIC_SET_VERSION
+        assert got["analysis_version"] == scoring.ANALYSIS_VERSION
+        expected = {**(want["metrics"] or {}),
+                    "p_good": (want["probabilities"] or {}).get("good")}
         for name in (*METRIC_NAMES, "p_good"):
-            if want[name] is None:
+            if expected.get(name) is None:
                 assert got[name] in (None, "")
             else:
-                assert float(got[name]) == want[name]  # exact: repr round-trips floats
+                assert float(got[name]) == expected[name]  # exact: repr round-trips floats
 
 
 def test_unknown_output_extension_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="parquet"):
-        write_records([], ["path"], tmp_path / "results.xlsx")
+        write_records([], tmp_path / "results.xlsx")
 
 
 # --- the command ----------------------------------------------------------------------

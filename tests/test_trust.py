@@ -29,6 +29,7 @@ from clearlake.provenance import (
 from clearlake.quality.analyse import analyse
 from clearlake.quality.classifier import Model
 from clearlake.store import LakeFS, ObjectInfo
+from clearlake.table import table_records, updated_table
 from tests.pipeline_support import commit_images, photo, records_on, unique_seed
 
 
@@ -214,10 +215,10 @@ def test_table_rows_and_relabelling_take_only_signed_records() -> None:
     genuine = sign_record({**base, "path": "a.jpg"}, key)
     edited = {**sign_record({**base, "path": "b.jpg"}, key), "label": "good"}
     unsigned = {**base, "path": "c.jpg"}
-    table = pipeline.updated_table(None, [genuine, edited, unsigned], [])
+    table = updated_table(None, [genuine, edited, unsigned], [])
 
-    assert pipeline.table_records(table, key=key) == [genuine]
-    assert len(pipeline.table_records(table)) == 3  # unchecked, as stored
+    assert table_records(table, key=key) == [genuine]
+    assert len(table_records(table)) == 3  # unchecked, as stored
     relabelled = pipeline.relabel([genuine, edited, unsigned], Model.load(None), "r2", key=key)
     assert [r["path"] for r in relabelled] == ["a.jpg"]  # forged metrics are never re-signed
     assert verified_record(relabelled[0], key, path="a.jpg", checksum="x")

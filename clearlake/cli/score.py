@@ -117,7 +117,7 @@ def score(
     finally:
         progress.stop()
     if out is not None:
-        write_records(result.records, result.columns, out)
+        write_records(result.records, out)
     _print_summary(console, result, worst, out)
 
 
@@ -191,8 +191,9 @@ def _print_summary(console: Console, result: ScoreResult, worst: int, out: Path 
 
     rows = worst_records(result, worst) if worst else []
     if rows:
-        key = "p_good" if "good" in result.classes else None
-        table = Table(title="Worst images" + (" (lowest P(good))" if key else ""), show_edge=False)
+        by_good = "good" in result.classes
+        table = Table(title="Worst images" + (" (lowest P(good))" if by_good else ""),
+                      show_edge=False)
         table.add_column("path", overflow="fold")
         table.add_column("label")
         for name in result.classes:
@@ -201,7 +202,7 @@ def _print_summary(console: Console, result: ScoreResult, worst: int, out: Path 
             table.add_row(
                 record["path"],
                 record["label"],
-                *(f"{record[f'p_{name}']:.3f}" for name in result.classes),
+                *(f"{record['probabilities'][name]:.3f}" for name in result.classes),
             )
         console.print(table)
     if out is not None:

@@ -45,7 +45,6 @@ import cv2
 
 from clearlake.quality import decode as decoding
 from clearlake.quality.analyse import ANALYSIS_VERSION, Analysis, analyse
-from clearlake.quality.metrics import METRIC_NAMES, METRIC_SET_VERSION
 from clearlake.quality.types import Outcome
 
 if TYPE_CHECKING:
@@ -371,7 +370,8 @@ class ScoreResult:
 
     Attributes:
         root: the directory scored.
-        records: one dict per file, sorted by path (see `record_columns`).
+        records: one record per file, sorted by path: the fields of a branch's results
+            record that a folder has (`clearlake.table` writes both alike).
         classes: the model's classes (empty without a model).
         model_id: the model's id, or None without a model.
         computed: images decoded and measured in this run.
@@ -393,36 +393,6 @@ class ScoreResult:
     elapsed: float = 0.0
     outcomes: Counter[str] = field(default_factory=Counter)
     labels: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def columns(self) -> list[str]:
-        """Column names of the records, in output order."""
-        return record_columns(self.classes)
-
-
-def record_columns(classes: Sequence[str]) -> list[str]:
-    """Columns of a score record, in output order.
-
-    Args:
-        classes: the model's classes (one ``p_<class>`` column each).
-
-    Returns:
-        The column names.
-    """
-    return [
-        "path",
-        "sha256",
-        "size",
-        "width",
-        "height",
-        *METRIC_NAMES,
-        "label",
-        *(f"p_{name}" for name in classes),
-        "outcome",
-        "reason",
-        "model_id",
-        "metric_set_version",
-    ]
 
 
 def default_jobs() -> int:
@@ -671,84 +641,65 @@ def _records(
     """One output record per file; the model labels every ok image in one call."""
     from clearlake.quality.classifier import predict_each
 
-    classes = tuple(model.classes) if model is not None else ()
     by_index = {} if model is None else predict_each(model,
         {i: a.metrics for i, a in enumerate(analyses) if a.ok and a.metrics is not None})
     records = []
     for index, (path, analysis) in enumerate(zip(paths, analyses, strict=True)):
-        record: dict[str, Any] = {
+        prediction = by_index.get(index)
+        records.append({
             "path": path.relative_to(root).as_posix(),
             "sha256": analysis.sha256 or None,
             "size": analysis.size,
             "width": analysis.width,
             "height": analysis.height,
-        }
-        values = analysis.metrics or {}
-        for name in METRIC_NAMES:
-            record[name] = values.get(name)
-        prediction = by_index.get(index)
-        record["label"] = prediction.label if prediction is not None else None
-        for name in classes:
-            record[f"p_{name}"] = (
-                float(prediction.probabilities[name]) if prediction is not None else None
-            )
-        record["outcome"] = str(analysis.outcome)
-        record["reason"] = analysis.reason
-        record["model_id"] = model.id if model is not None else None
-        record["metric_set_version"] = METRIC_SET_VERSION
-        records.append(record)
+            "outcome": str(analysis.outcome),
+            "reason": analysis.reason,
+            "metrics": analysis.metrics or None,
+            "label": prediction.label if prediction is not None else None,
+            "probabilities": dict(prediction.probabilities) if prediction is not None else None,
+            "model_id": model.id if model is not None else None,
+            "analysis_version": ANALYSIS_VERSION,
+        })
     return records
 
 
 # --- output -------------------------------------------------------------------------
 
 
-def write_records(records: Sequence[dict[str, Any]], columns: Sequence[str], out: Path) -> None:
+def write_records(records: Sequence[dict[str, Any]], out: Path) -> None:
     """Write score records as Parquet, CSV or JSON Lines, chosen by `out`'s extension.
 
+    All three have the columns of a branch's results table (`clearlake.table`): path,
+    label, outcome, reason, `p_<class>`, a column per metric, then the other fields.
+
     Args:
-        records: the records.
-        columns: column order (`ScoreResult.columns`).
+        records: the records (`ScoreResult.records`).
         out: destination; ``.parquet``, ``.csv`` or ``.jsonl``.
 
     Raises:
         ValueError: unknown extension.
     """
+    from clearlake.table import parquet_bytes, records_table
+
     suffix = out.suffix.lower()
     if suffix not in OUTPUT_FORMATS:
         raise ValueError(f"{out}: output must end in one of {', '.join(OUTPUT_FORMATS)}")
     out.parent.mkdir(parents=True, exist_ok=True)
+    table = records_table(records)
     if suffix == ".parquet":
-        _write_parquet(records, columns, out)
-    elif suffix == ".csv":
+        out.write_bytes(parquet_bytes(table))
+        return
+    rows = table.to_pylist()
+    if suffix == ".csv":
         with out.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(columns))
+            writer = csv.DictWriter(handle, fieldnames=table.column_names)
             writer.writeheader()
-            writer.writerows(records)  # None → empty cell; floats as repr (round-trip)
+            writer.writerows(rows)  # None → empty cell; floats as repr (round-trip)
     else:
         with out.open("w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(json.dumps({c: record[c] for c in columns}, allow_nan=False))
+            for row in rows:
+                handle.write(json.dumps(row, allow_nan=False))
                 handle.write("\n")
-
-
-def _write_parquet(records: Sequence[dict[str, Any]], columns: Sequence[str], out: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    def kind(column: str) -> pa.DataType:
-        if column in ("size",):
-            return pa.int64()
-        if column in ("width", "height"):
-            return pa.int32()
-        if column in METRIC_NAMES or column.startswith("p_"):
-            return pa.float64()
-        return pa.string()
-
-    table = pa.table(
-        {c: pa.array([r[c] for r in records], type=kind(c)) for c in columns},
-    )
-    pq.write_table(table, out)
 
 
 def worst(result: ScoreResult, count: int = 10) -> list[dict[str, Any]]:
@@ -763,7 +714,5 @@ def worst(result: ScoreResult, count: int = 10) -> list[dict[str, Any]]:
     """
     labelled = [r for r in result.records if r["label"] is not None]
     if "good" in result.classes:
-        return sorted(labelled, key=lambda r: (r["p_good"], r["path"]))[:count]
-    return sorted(labelled, key=lambda r: (max(r[f"p_{c}"] for c in result.classes), r["path"]))[
-        :count
-    ]
+        return sorted(labelled, key=lambda r: (r["probabilities"]["good"], r["path"]))[:count]
+    return sorted(labelled, key=lambda r: (max(r["probabilities"].values()), r["path"]))[:count]

@@ -23,9 +23,9 @@ import pyarrow.compute as pc
 
 from clearlake.errors import NotFoundError
 from clearlake.layout import table_path
-from clearlake.pipeline import iter_table_records
 from clearlake.provenance import ResultsMarker, latest_results, verified_record
 from clearlake.store import LakeFS
+from clearlake.table import iter_table_records
 
 UNVERIFIED = "unverified"  # the outcome shown for a row clearlake did not sign
 PAGE_SIZE = 48
