@@ -37,7 +37,7 @@ Lookups are timed ``--repeat`` times (median reported; a sample repeats a small 
 until it has asked for 2,048 keys, and is divided back to one lookup), as wall time
 and as CPU seconds of this process (the client) plus lakeFS's process; the ratio is
 the walk's CPU against one GET each. It also reports the unit costs behind
-``clearlake.store.ENTRIES_PER_LOOKUP``: client + lakeFS CPU per 404 GET and per
+``clearlake.lakefs.ENTRIES_PER_LOOKUP``: client + lakeFS CPU per 404 GET and per
 entry of a listing page of 1,000 (parsed as ``read_existing`` parses it), and the
 client's CPU per entry when the SDK's generated models parse the page instead.
 Nothing is asserted; the load average before and after is printed.
@@ -60,8 +60,8 @@ import lakefs_sdk
 
 from bench import cleanup
 from bench.s3_metrics import S3Metrics, difference
+from clearlake.lakefs import LakeFS
 from clearlake.metrics_store import checksum_path
-from clearlake.store import LakeFS
 
 REPOSITORY = "bench-requests"
 LOOKUPS = (8, 64, 256, 2048)

@@ -344,7 +344,7 @@ class Bench:
         os.environ["PREFECT_API_URL"] = self.stack.prefect_api_url
         os.environ["PYTHONPATH"] = _env_with_root(os.environ)["PYTHONPATH"]
         from clearlake.config import lakefs_settings
-        from clearlake.store import LakeFS
+        from clearlake.lakefs import LakeFS
 
         self.lakefs = LakeFS(lakefs_settings(self.home))
         self.service_pids = {s.name: s.pid for s in self.stack.status()

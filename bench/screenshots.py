@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from bench import cleanup
 
 if TYPE_CHECKING:
-    from clearlake.store import LakeFS
+    from clearlake.lakefs import LakeFS
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -45,9 +45,9 @@ def commit_sample(lakefs: LakeFS, folder: Path) -> int:
 
 def main(out: Path) -> None:
     from clearlake.config import lakefs_settings
+    from clearlake.lakefs import LakeFS
     from clearlake.stack.install import install_lakefs
     from clearlake.stack.services import Stack, free_loopback_ports
-    from clearlake.store import LakeFS
 
     install_lakefs(report=print)
     with tempfile.TemporaryDirectory(prefix="clearlake-screenshots-") as scratch:

@@ -198,8 +198,8 @@ def measure(args: argparse.Namespace, stack: Any, home: Path, result: dict[str, 
     from clearlake import pipeline
     from clearlake.actions import install_actions, render_actions
     from clearlake.config import lakefs_settings
+    from clearlake.lakefs import LakeFS
     from clearlake.provenance import signing_key
-    from clearlake.store import LakeFS
     from tests.reliability.support import (
         FAULTS,
         Burst,

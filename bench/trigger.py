@@ -518,9 +518,9 @@ def measure(args: argparse.Namespace, stack: Any, home: Path, result: dict[str, 
     from clearlake import pipeline
     from clearlake.actions import install_actions, render_actions
     from clearlake.config import lakefs_settings
+    from clearlake.lakefs import LakeFS
     from clearlake.provenance import signing_key
     from clearlake.stack.install import lakectl_environment
-    from clearlake.store import LakeFS
 
     lakefs = LakeFS(lakefs_settings(home))
     key = signing_key()

@@ -20,8 +20,8 @@ from pydantic import Field, PrivateAttr, SecretStr
 
 from clearlake.config import LakeFSSettings, lakefs_settings
 from clearlake.errors import NotFoundError
+from clearlake.lakefs import LakeFS
 from clearlake.stack.install import LAKEFS_VERSION
-from clearlake.store import LakeFS
 from clearlake.transaction import Transaction
 
 # lakeFS's own logo, at the path it has in the pinned release's source.
@@ -37,7 +37,7 @@ class LakeFSCredentials(Block):
         from clearlake.blocks import LakeFSCredentials
 
         credentials = LakeFSCredentials.load("BLOCK_NAME")
-        lakefs = credentials.get_store()
+        lakefs = credentials.get_lakefs()
         ```
     """
 
@@ -69,14 +69,14 @@ class LakeFSCredentials(Block):
             storage_namespace=settings.storage_namespace,
         )
 
-    def get_store(self) -> LakeFS:
-        """A `clearlake.store.LakeFS` client (every call's errors translated)."""
+    def get_lakefs(self) -> LakeFS:
+        """A `clearlake.lakefs.LakeFS` client (every call's errors translated)."""
         return LakeFS(LakeFSSettings(self.endpoint_url.rstrip("/"), self.access_key_id,
                                      self.secret_access_key, self.storage_namespace))
 
     def get_client(self) -> Any:
         """A configured `lakefs_sdk.ApiClient`, for calls clearlake does not wrap."""
-        return self.get_store().client
+        return self.get_lakefs().client
 
 
 class LakeFSRepository(WritableFileSystem, WritableDeploymentStorage):
@@ -132,8 +132,8 @@ class LakeFSRepository(WritableFileSystem, WritableDeploymentStorage):
             raise ValueError(f"path {path!r} leaves the prefix {self.prefix!r}")
         return "/".join(p for p in parts if p not in ("", "."))
 
-    def _store(self) -> LakeFS:
-        return self.credentials.get_store()
+    def _lakefs(self) -> LakeFS:
+        return self.credentials.get_lakefs()
 
     def s3_bucket(self) -> Any:
         """A prefect-aws `S3Bucket` over lakeFS's S3 gateway, with keys under `ref`.
@@ -149,7 +149,7 @@ class LakeFSRepository(WritableFileSystem, WritableDeploymentStorage):
 
             storage = LakeFSRepository.load("BLOCK_NAME")
             storage.s3_bucket().upload_from_path("photo.jpg", "incoming/photo.jpg")
-            storage.credentials.get_store().commit(storage.repository, storage.ref, "a photo")
+            storage.credentials.get_lakefs().commit(storage.repository, storage.ref, "a photo")
             ```
 
         Returns:
@@ -176,23 +176,23 @@ class LakeFSRepository(WritableFileSystem, WritableDeploymentStorage):
 
     def _open_transaction(self) -> Transaction:
         if self._transaction is None:
-            store = self._store()
+            lakefs = self._lakefs()
             try:
-                store.head(self.repository, self.ref)
+                lakefs.head(self.repository, self.ref)
             except NotFoundError as error:
                 raise ValueError(
                     f"ref {self.ref!r} of repository {self.repository!r} is not a branch; "
                     "only a branch can be written to"
                 ) from error
             transaction = Transaction(
-                store, self.repository, self.ref, merge_timeout_s=self.merge_timeout_s
+                lakefs, self.repository, self.ref, merge_timeout_s=self.merge_timeout_s
             )
             self._transaction = transaction.__enter__()
         return self._transaction
 
     # -- WritableFileSystem ----------------------------------------------------------------
     def _read(self, path: str) -> bytes:
-        return self._store().get_object(self.repository, self._read_ref(), self._key(path))
+        return self._lakefs().get_object(self.repository, self._read_ref(), self._key(path))
 
     async def aread_path(self, path: str) -> bytes:
         """Read the bytes of `path` at `ref` (or the open transaction)."""
@@ -243,15 +243,15 @@ class LakeFSRepository(WritableFileSystem, WritableDeploymentStorage):
 
     # -- WritableDeploymentStorage -------------------------------------------------------------
     def _get_directory(self, from_path: str | None, local_path: str | None) -> int:
-        store = self._store()
+        lakefs = self._lakefs()
         root = self._key(from_path)
         destination = Path(local_path or ".")
         count = 0
-        for info in store.list_objects(self.repository, self._read_ref(), root):
+        for info in lakefs.list_objects(self.repository, self._read_ref(), root):
             relative = PurePosixPath(info.path).relative_to(root) if root else info.path
             target = destination / str(relative)
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(store.get_object(self.repository, self._read_ref(), info.path))
+            target.write_bytes(lakefs.get_object(self.repository, self._read_ref(), info.path))
             count += 1
         return count
 

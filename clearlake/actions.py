@@ -17,9 +17,9 @@ import yaml
 
 from clearlake.bridge import FORWARDED_EVENT_TYPES as BRANCH_MOVING_EVENTS
 from clearlake.bridge import SECRET_HEADER
+from clearlake.lakefs import LakeFS
 from clearlake.layout import ACTIONS_ROOT
 from clearlake.stack.services import ACTIONS_WEBHOOK_SECRET_ENV
-from clearlake.store import LakeFS
 from clearlake.transaction import commit_changed_files
 
 EVENTS_ACTION_PATH = f"{ACTIONS_ROOT}clearlake.yaml"

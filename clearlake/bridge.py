@@ -40,9 +40,9 @@ from starlette.routing import Route
 
 from clearlake.config import StackSecrets, prefect_api_url, state_dir
 from clearlake.errors import ConfigurationError, LakeFSError, NotFoundError
+from clearlake.lakefs import LakeFS
 from clearlake.provenance import ResultsMarker, signing_key, verified_marker
 from clearlake.settings import settings
-from clearlake.store import LakeFS
 from clearlake.transaction import TEMP_BRANCH_PREFIX
 
 SECRET_HEADER = "X-Clearlake-Secret"

@@ -8,7 +8,7 @@ copying keys around. Environment variables (read through `clearlake.settings`)
 override what the stack recorded.
 
 lakeFS credentials resolve in this order: an explicit `LakeFSCredentials` block
-(`clearlake.blocks.LakeFSCredentials.get_store()`), then `LAKEFS_ACCESS_KEY_ID` and
+(`clearlake.blocks.LakeFSCredentials.get_lakefs()`), then `LAKEFS_ACCESS_KEY_ID` and
 `LAKEFS_SECRET_ACCESS_KEY`, then the local stack's (when its state directory has
 them), then lakectl's `~/.lakectl.yaml`. The local stack comes before lakectl's file so
 that `make demo` on a laptop configured for a team's lakeFS writes to the demo's own.

@@ -1,6 +1,6 @@
 """The few errors clearlake raises: lakeFS trouble, the stack, a configuration.
 
-Every lakeFS call goes through `clearlake.store`, which turns SDK exceptions into
+Every lakeFS call goes through `clearlake.lakefs`, which turns SDK exceptions into
 `LakeFSError`s, each naming the repository, ref and path involved.
 """
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from clearlake.lakefs import LakeFS
 from clearlake.layout import POLICY_PATH
 from clearlake.metrics_store import MetricsStore
 from clearlake.provenance import signing_key
@@ -47,7 +48,6 @@ from clearlake.quality_diff import (
     merge_sides,
     transition_paths,
 )
-from clearlake.store import LakeFS
 
 GATE_RECORDS = "gates"
 BRINGS_LIMIT = 10  # image paths named per line of a verdict

@@ -43,8 +43,8 @@ from clearlake.errors import (
     LakeFSError,
     NotFoundError,
 )
+from clearlake.lakefs import LakeFS, _translate
 from clearlake.layout import NEVER_INPUTS
-from clearlake.store import LakeFS, _translate
 
 if TYPE_CHECKING:
     from prefect_aws import S3Bucket

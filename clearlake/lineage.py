@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from clearlake.errors import NotFoundError
+from clearlake.lakefs import LakeFS
 from clearlake.pipeline import record_path
 from clearlake.provenance import signing_key, verified_record
-from clearlake.store import LakeFS
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,10 @@ from dataclasses import asdict, dataclass, field, replace
 from types import TracebackType
 
 from clearlake.errors import ConfigurationError, NotFoundError
+from clearlake.lakefs import LakeFS
 from clearlake.quality.decode import DECODER_VERSION
 from clearlake.quality.registry import LEGACY_METRIC_SETS
 from clearlake.settings import settings
-from clearlake.store import LakeFS
 from clearlake.transaction import Transaction
 
 STORE_BRANCH = "main"

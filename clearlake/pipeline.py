@@ -44,6 +44,7 @@ from typing import Any
 
 from clearlake import __version__
 from clearlake.errors import LakeFSError, NotFoundError, PermissionDeniedError
+from clearlake.lakefs import LakeFS, ObjectInfo
 from clearlake.layout import (
     MODEL_PATH,
     NEVER_INPUTS,
@@ -71,7 +72,6 @@ from clearlake.quality.classifier import Model, predict_each
 from clearlake.quality.registry import Metric, MetricSet, available
 from clearlake.quality.score import IMAGE_EXTENSIONS
 from clearlake.quality.types import Outcome
-from clearlake.store import LakeFS, ObjectInfo
 from clearlake.table import table_records, updated_table
 from clearlake.transaction import Transaction
 

@@ -28,9 +28,9 @@ import lakefs_sdk
 
 from clearlake.config import StackSecrets, state_dir
 from clearlake.errors import ConfigurationError
+from clearlake.lakefs import LakeFS
 from clearlake.layout import RESULTS_LAYOUT, RESULTS_ROOT
 from clearlake.settings import settings
-from clearlake.store import LakeFS
 from clearlake.table import RECORD_SIGNATURE
 
 PREFIX = "clearlake."

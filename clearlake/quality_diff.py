@@ -58,10 +58,10 @@ import numpy as np
 
 from clearlake import layout, pipeline
 from clearlake.errors import NotFoundError
+from clearlake.lakefs import LakeFS, ObjectInfo
 from clearlake.metrics_store import MetricsStore
 from clearlake.provenance import latest_results, verified_record
 from clearlake.quality.classifier import Model
-from clearlake.store import LakeFS, ObjectInfo
 from clearlake.table import iter_table_records
 
 RUN_ID = "quality-diff"  # the run id of labels a diff computes (they are never stored)

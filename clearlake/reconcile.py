@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from clearlake.errors import DirtyBranchError, NotFoundError
+from clearlake.lakefs import LakeFS
 from clearlake.provenance import ResultsMarker, latest_results, verified_marker
-from clearlake.store import LakeFS
 from clearlake.transaction import (
     TEMP_BRANCH_PREFIX,
     finish_pending,

@@ -41,9 +41,9 @@ import numpy as np
 
 from clearlake.config import LOOPBACK, recorded_ports
 from clearlake.errors import LakeFSError
+from clearlake.lakefs import LakeFS
 from clearlake.pipeline import table_path, worst_images
 from clearlake.quality.decode import decode
-from clearlake.store import LakeFS
 
 MAX_THUMBNAILS = 8
 THUMBNAIL_PX = 128  # longest side

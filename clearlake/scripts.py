@@ -31,10 +31,10 @@ from dataclasses import dataclass
 import yaml
 
 from clearlake.errors import ConfigurationError, NotFoundError
+from clearlake.lakefs import LakeFS
 from clearlake.layout import CONFIG_PATH
 from clearlake.quality.registry import _MARK, VERSION_NAME, Metric
 from clearlake.settings import settings
-from clearlake.store import LakeFS
 
 ALLOWED_ENV = "CLEARLAKE_SCRIPTS_REPOSITORIES"
 _PIN = re.compile(r"lakefs://(?P<repository>[a-z0-9][a-z0-9-]{2,62})/(?P<ref>[^@\s]+)"

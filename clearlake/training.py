@@ -8,11 +8,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from clearlake.lakefs import LakeFS
 from clearlake.layout import MODEL_PATH, SCORES_PATH
 from clearlake.pipeline import Datum, Measured
 from clearlake.quality.classifier import DEFAULT_FEATURES, Model, train
 from clearlake.quality.registry import MetricSet
-from clearlake.store import LakeFS
 from clearlake.transaction import Transaction
 
 

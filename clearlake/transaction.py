@@ -29,8 +29,8 @@ from contextlib import contextmanager
 from types import TracebackType
 
 from clearlake.errors import DirtyBranchError, NotFoundError
+from clearlake.lakefs import BackgroundUploads, LakeFS
 from clearlake.settings import settings
-from clearlake.store import BackgroundUploads, LakeFS
 
 TEMP_BRANCH_PREFIX = "clearlake-tx-"
 

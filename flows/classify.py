@@ -24,11 +24,11 @@ from prefect.runtime import flow_run
 from clearlake import pipeline, report, scripts
 from clearlake.config import DASK_WORKER_MALLOC_ENV
 from clearlake.errors import ClearlakeError, ConfigurationError, NotFoundError
+from clearlake.lakefs import LakeFS
 from clearlake.metrics_store import MetricsStore
 from clearlake.provenance import signing_key
 from clearlake.quality import registry
 from clearlake.settings import settings
-from clearlake.store import LakeFS
 from clearlake.table import table_records
 from clearlake.transaction import MergePending, Transaction, TransactionLost
 

@@ -21,8 +21,8 @@ from prefect import flow, get_run_logger
 from clearlake import gate, layout, pipeline
 from clearlake import reconcile as catch_up
 from clearlake.actions import EVENTS_ACTION_PATH, GATE_ACTION_PATH
+from clearlake.lakefs import LakeFS
 from clearlake.provenance import signing_key, verified_marker
-from clearlake.store import LakeFS
 from clearlake.transaction import TEMP_BRANCH_PREFIX
 
 RECENT_MERGES = 50

@@ -9,9 +9,9 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from clearlake import pipeline, scripts, training
+from clearlake.lakefs import LakeFS
 from clearlake.metrics_store import MetricsStore
 from clearlake.quality.classifier import DEFAULT_FEATURES
-from clearlake.store import LakeFS
 
 
 @flow(name="train-classifier", log_prints=True)

@@ -22,10 +22,10 @@ from bench import cleanup
 from clearlake import pipeline
 from clearlake.actions import install_actions, render_actions
 from clearlake.config import lakefs_settings
+from clearlake.lakefs import LakeFS
 from clearlake.provenance import signing_key
 from clearlake.stack.install import install_lakefs, lakectl_environment
 from clearlake.stack.services import Stack, free_loopback_ports
-from clearlake.store import LakeFS
 from tests.pipeline_support import wait_until
 from tests.review_support import reviewed  # noqa: F401  (a fixture: the review tests' repository)
 

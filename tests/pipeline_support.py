@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 
 from clearlake import layout, pipeline
+from clearlake.lakefs import LakeFS
 from clearlake.provenance import signing_key
-from clearlake.store import LakeFS
 
 CLI = [sys.executable, "-m", "clearlake.cli"]
 SETTLE_TIMEOUT_S = 180.0

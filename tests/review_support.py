@@ -14,9 +14,9 @@ import pytest
 
 from clearlake import pipeline
 from clearlake.config import StackSecrets
+from clearlake.lakefs import LakeFS
 from clearlake.provenance import signing_key
 from clearlake.stack.services import Stack
-from clearlake.store import LakeFS
 from tests.pipeline_support import commit_images, photo, unique_seed
 
 SHARP = 10

@@ -14,9 +14,9 @@ import pytest
 
 from clearlake import report
 from clearlake.cli import demo
+from clearlake.lakefs import LakeFS
 from clearlake.provenance import latest_results, signing_key
 from clearlake.stack.services import Stack
-from clearlake.store import LakeFS
 from tests.pipeline_support import commit_images, photo, unique_seed
 
 SVG = "{http://www.w3.org/2000/svg}"

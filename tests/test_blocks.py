@@ -17,9 +17,9 @@ from prefect.testing.standard_test_suites import BlockStandardTestSuite
 from pydantic import ValidationError
 
 from clearlake.errors import ConfigurationError
+from clearlake.lakefs import LakeFS
 from clearlake.stack.install import LAKEFS_MODULE, LAKEFS_VERSION
 from clearlake.stack.services import Stack
-from clearlake.store import LakeFS
 
 
 class _OfflineLogoCheck:
@@ -100,7 +100,7 @@ def test_write_then_read_round_trip(credentials: LakeFSCredentials, repo: str) -
     merged = storage.commit("first result", {"run": "1"})
     fresh = LakeFSRepository(credentials=credentials, repository=repo, prefix="results")
     assert fresh.read_path("run-1/out.json") == b'{"ok": true}'
-    lakefs = credentials.get_store()
+    lakefs = credentials.get_lakefs()
     assert lakefs.get_commit(repo, merged).metadata["run"] == "1"
     assert lakefs.get_object(repo, "main", "results/run-1/out.json") == b'{"ok": true}'
 
@@ -111,7 +111,7 @@ def test_reading_an_old_commit_after_the_branch_moved(
 ) -> None:
     storage = LakeFSRepository(credentials=credentials, repository=repo, autocommit=True)
     storage.write_path("model.json", b"v1")
-    old = credentials.get_store().head(repo, "main")
+    old = credentials.get_lakefs().head(repo, "main")
     storage.write_path("model.json", b"v2")
     pinned = LakeFSRepository(credentials=credentials, repository=repo, ref=old)
     assert pinned.read_path("model.json") == b"v1"
@@ -120,7 +120,7 @@ def test_reading_an_old_commit_after_the_branch_moved(
 
 @pytest.mark.slow
 def test_writing_to_a_commit_is_refused(credentials: LakeFSCredentials, repo: str) -> None:
-    head = credentials.get_store().head(repo, "main")
+    head = credentials.get_lakefs().head(repo, "main")
     pinned = LakeFSRepository(credentials=credentials, repository=repo, ref=head)
     with pytest.raises(ValueError, match="not a branch"):
         pinned.write_path("x", b"x")
@@ -146,7 +146,7 @@ def test_put_and_get_directory_at_a_commit(
     ignore.write_text("# scratch files\n*.tmp\n")
     storage = LakeFSRepository(credentials=credentials, repository=repo, prefix="scripts")
     assert storage.put_directory(str(source), ignore_file=str(ignore)) == 2
-    v1 = credentials.get_store().head(repo, "main")
+    v1 = credentials.get_lakefs().head(repo, "main")
 
     (source / "flow.py").write_text("print('v2')\n")
     storage.put_directory(str(source), ignore_file=str(ignore))
@@ -172,7 +172,7 @@ def test_block_save_and_load_keeps_the_secret_secret(
     assert credentials.secret_access_key.get_secret_value() not in repr(loaded)
     loaded.write_path("a.txt", b"a")
     loaded.commit("via a loaded block")
-    assert credentials.get_store().get_object(repo, "main", "a.txt") == b"a"
+    assert credentials.get_lakefs().get_object(repo, "main", "a.txt") == b"a"
 
 
 @pytest.mark.slow
@@ -180,7 +180,7 @@ def test_credentials_from_the_local_stack(stack: object, lakefs: LakeFS) -> None
     assert os.environ["CLEARLAKE_HOME"]
     found = LakeFSCredentials.from_environment()
     assert found.endpoint_url == lakefs.settings.endpoint
-    assert found.get_store().repository_exists("no-such-repo") is False
+    assert found.get_lakefs().repository_exists("no-such-repo") is False
 
 
 @pytest.mark.slow
@@ -188,7 +188,7 @@ def test_a_credentials_block_names_new_repositories_namespaces(
     credentials: LakeFSCredentials,
 ) -> None:
     team = credentials.model_copy(update={"storage_namespace": "s3://clearlake/from-a-block/"})
-    store = team.get_store()
+    team_lakefs = team.get_lakefs()
     name = f"test-{secrets.token_hex(4)}"
-    assert store.storage_namespace(name) == f"s3://clearlake/from-a-block/{name}"
-    assert credentials.get_store().storage_namespace(name) == f"s3://clearlake/{name}"
+    assert team_lakefs.storage_namespace(name) == f"s3://clearlake/from-a-block/{name}"
+    assert credentials.get_lakefs().storage_namespace(name) == f"s3://clearlake/{name}"

@@ -11,10 +11,10 @@ import pytest
 
 from clearlake import pipeline
 from clearlake.errors import ConfigurationError, PermissionDeniedError
+from clearlake.lakefs import LakeFS
 from clearlake.metrics_store import MetricsStore
 from clearlake.stack import seaweedfs
 from clearlake.stack.services import Stack
-from clearlake.store import LakeFS
 from tests.pipeline_support import CountingLakeFS, commit_images, photo, unique_seed
 
 

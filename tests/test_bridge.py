@@ -12,8 +12,8 @@ import pytest
 
 from clearlake.bridge import MAX_BODY_BYTES, SECRET_HEADER, event_id
 from clearlake.config import StackSecrets
+from clearlake.lakefs import LakeFS
 from clearlake.stack.services import Stack
-from clearlake.store import LakeFS
 
 
 @pytest.fixture

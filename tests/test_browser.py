@@ -123,9 +123,9 @@ def test_the_diff_page_shows_the_transitions(
     browser: Any, stack: Stack, reviewed: ReviewedRepo, screenshots: Path
 ) -> None:
     from clearlake.cli.review import review_url
+    from clearlake.lakefs import LakeFS
     from clearlake.provenance import signing_key
     from clearlake.quality_diff import quality_diff
-    from clearlake.store import LakeFS
 
     expected = quality_diff(LakeFS(), reviewed.name, reviewed.first, "main", key=signing_key())
     page = browser.new_page(viewport=VIEWPORT)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from clearlake import layout
+from clearlake.lakefs import LakeFS
 from clearlake.provenance import ResultsMarker, latest_results, signing_key
 from clearlake.stack.services import Stack
-from clearlake.store import LakeFS
 from tests.pipeline_support import classify_runs, photo, settled, unique_seed, wait_until
 
 pytestmark = pytest.mark.slow

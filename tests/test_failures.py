@@ -15,9 +15,9 @@ import pytest
 from distributed import Client
 
 from clearlake import pipeline
+from clearlake.lakefs import LakeFS
 from clearlake.provenance import ResultsMarker, latest_results, signing_key
 from clearlake.reconcile import clean_temporary_branches
-from clearlake.store import LakeFS
 from clearlake.transaction import TEMP_BRANCH_PREFIX
 from tests.pipeline_support import commit_images, photo, records_on, unique_seed
 

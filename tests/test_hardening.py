@@ -29,9 +29,9 @@ from clearlake import layout
 from clearlake.bridge import MAX_BODY_BYTES, SECRET_HEADER, Bridge, create_app, event_id
 from clearlake.config import StackSecrets, lakefs_settings
 from clearlake.errors import ConfigurationError
+from clearlake.lakefs import LakeFS
 from clearlake.provenance import signing_key
 from clearlake.stack.services import Stack
-from clearlake.store import LakeFS
 
 SECRET = "test-webhook-secret"
 HEADERS = {SECRET_HEADER: SECRET, "Content-Type": "application/json"}

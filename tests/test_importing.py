@@ -29,9 +29,9 @@ from clearlake.importing import (
     normalise_destination,
     source_bucket,
 )
+from clearlake.lakefs import LakeFS
 from clearlake.stack import seaweedfs
 from clearlake.stack.services import Stack, free_loopback_ports
-from clearlake.store import LakeFS
 from tests.pipeline_support import classify_runs, photo, run_cli, settled, unique_seed, wait_until
 
 BUCKET = seaweedfs.BUCKET

@@ -13,6 +13,7 @@ import pytest
 
 from clearlake import layout, pipeline
 from clearlake.errors import ConfigurationError
+from clearlake.lakefs import LakeFS
 from clearlake.layout import CONFIG_PATH
 from clearlake.metrics_store import (
     MetricsStore,
@@ -26,7 +27,6 @@ from clearlake.quality.analyse import analyse
 from clearlake.quality.classifier import MissingMetricError, train
 from clearlake.quality.registry import Metric, MetricSet, builtin_metrics
 from clearlake.scripts import ALLOWED_ENV
-from clearlake.store import LakeFS
 from tests.pipeline_support import commit_images, photo, records_on, unique_seed
 
 pytestmark = pytest.mark.slow

@@ -16,10 +16,10 @@ import clearlake.table
 from clearlake import layout, pipeline
 from clearlake.config import DASK_WORKER_MALLOC_ENV
 from clearlake.errors import NotFoundError
+from clearlake.lakefs import LakeFS
 from clearlake.lineage import lineage
 from clearlake.metrics_store import MetricsStore
 from clearlake.provenance import ResultsMarker, signing_key
-from clearlake.store import LakeFS
 from clearlake.table import table_records, updated_table
 from clearlake.transaction import TEMP_BRANCH_PREFIX
 from tests.pipeline_support import commit_images, photo, records_on, unique_seed

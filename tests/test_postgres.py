@@ -220,10 +220,10 @@ def test_a_lakectl_commit_is_classified_on_the_postgres_profile(pg_home: Path) -
     """The team profile end to end: lakeFS's KV and Prefect on the stack's PostgreSQL, lakeFS
     over the S3 server; a lakectl commit triggers a run that commits signed results."""
     from clearlake.config import lakefs_settings
+    from clearlake.lakefs import LakeFS
     from clearlake.provenance import latest_results, signing_key
     from clearlake.stack.install import lakectl_environment
     from clearlake.stack.services import Stack, free_loopback_ports, port_variable
-    from clearlake.store import LakeFS
     from tests.pipeline_support import photo, unique_seed
 
     ports = free_loopback_ports()

@@ -13,6 +13,7 @@ from clearlake.cli.repo import action_run_url, hook_answer
 from clearlake.config import StackSecrets
 from clearlake.errors import NotFoundError
 from clearlake.gate import Policy, Verdict, judge, labels_of, what_it_brings
+from clearlake.lakefs import LakeFS
 from clearlake.layout import POLICY_PATH
 from clearlake.provenance import signing_key
 from clearlake.quality.classifier import Model
@@ -26,7 +27,6 @@ from clearlake.quality_diff import (
     summary_lines,
 )
 from clearlake.stack.services import Stack
-from clearlake.store import LakeFS
 from tests.pipeline_support import (
     commit_images,
     photo,

@@ -15,8 +15,8 @@ from typing import Any
 import clearlake.flows.classify as classify_flow
 import pytest
 
+from clearlake.lakefs import LakeFS
 from clearlake.provenance import latest_results, signing_key
-from clearlake.store import LakeFS
 from clearlake.transaction import TEMP_BRANCH_PREFIX, Transaction
 from tests.pipeline_support import commit_images, photo, records_on, unique_seed
 

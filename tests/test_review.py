@@ -18,6 +18,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from clearlake.lakefs import LakeFS
 from clearlake.provenance import sign_record
 from clearlake.review import ReviewApp, ReviewConfig
 from clearlake.review.app import _RedactTokens, checked_path
@@ -32,7 +33,6 @@ from clearlake.review.results import (
     sortable_columns,
 )
 from clearlake.review.thumbnails import ThumbnailCache, placeholder, render
-from clearlake.store import LakeFS
 from clearlake.table import records_table, updated_table
 from tests.pipeline_support import photo
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from distributed import Client
 
+from clearlake.lakefs import LakeFS
 from clearlake.stack.services import LOOPBACK, Stack, free_loopback_ports
-from clearlake.store import LakeFS
 from tests.pipeline_support import commit_images, photo, unique_seed
 
 pytestmark = pytest.mark.slow

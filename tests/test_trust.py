@@ -15,6 +15,7 @@ import pytest
 from clearlake import layout, pipeline
 from clearlake.errors import NotFoundError
 from clearlake.gate import evaluate_merge, incoming_labels
+from clearlake.lakefs import LakeFS, ObjectInfo
 from clearlake.layout import POLICY_PATH
 from clearlake.lineage import lineage
 from clearlake.provenance import (
@@ -28,7 +29,6 @@ from clearlake.provenance import (
 )
 from clearlake.quality.analyse import analyse
 from clearlake.quality.classifier import Model
-from clearlake.store import LakeFS, ObjectInfo
 from clearlake.table import table_records, updated_table
 from tests.pipeline_support import commit_images, photo, records_on, unique_seed
 

@@ -66,9 +66,9 @@ def commit_with_lakectl(branch: str, message: str) -> str | None:
 
 def wait_for_results(branch: str, commit: str | None) -> dict[str, Any]:
     """Wait until the branch's results cover its head; return the marker's facts."""
+    from clearlake.lakefs import LakeFS
     from clearlake.pipeline import is_covered
     from clearlake.provenance import latest_results, signing_key
-    from clearlake.store import LakeFS
 
     lakefs, key = LakeFS(), signing_key()
     started = time.monotonic()
@@ -90,8 +90,8 @@ def show_summary(branch: str, results: dict[str, Any]) -> None:
     """Counts per label and the worst images, from the branch's results table."""
     from rich.table import Table
 
+    from clearlake.lakefs import LakeFS
     from clearlake.pipeline import read_table, worst_images
-    from clearlake.store import LakeFS
 
     marker = results["marker"]
     records = read_table(LakeFS(), DEMO_REPO, branch, branch)
@@ -131,9 +131,9 @@ def show_links(repository: str, branch: str, run_id: str) -> None:
     """Where to look at the results: the review page, the table in lakeFS, the run's report,
     and how to log in (the access key id, and the file holding the secret key)."""
     from clearlake import report
+    from clearlake.lakefs import LakeFS
     from clearlake.pipeline import table_path
     from clearlake.stack.services import Stack
-    from clearlake.store import LakeFS
 
     stack = Stack()
     prefect_ui = stack.prefect_api_url.removesuffix("/api")
@@ -165,10 +165,10 @@ def demo(
 ) -> None:
     """Start the stack, commit images with lakectl and watch clearlake classify them."""
     from clearlake.actions import install_actions, render_actions
+    from clearlake.lakefs import LakeFS
     from clearlake.layout import POLICY_PATH
     from clearlake.stack.install import install_lakefs
     from clearlake.stack.services import Stack
-    from clearlake.store import LakeFS
     from clearlake.transaction import commit_changed_files
 
     step("1. Start the local stack: an S3 server, lakeFS over it (web UI), Prefect (server, "

@@ -25,9 +25,9 @@ def diff(
 
     Reads clearlake's signed records; an image a side has no record for is measured now (reusing the metrics store) and labelled with that side's model. Nothing is written.
     """  # noqa: E501  (Typer keeps a docstring's line breaks)
+    from clearlake.lakefs import LakeFS
     from clearlake.provenance import signing_key
     from clearlake.quality_diff import quality_diff, summary_lines
-    from clearlake.store import LakeFS
 
     try:
         result = quality_diff(LakeFS(), repository, from_ref, to_ref, key=signing_key())

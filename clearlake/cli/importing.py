@@ -10,7 +10,7 @@ from clearlake.cli.app import app, console, fail
 from clearlake.errors import ClearlakeError
 
 if TYPE_CHECKING:
-    from clearlake.store import LakeFS
+    from clearlake.lakefs import LakeFS
 
 
 @app.command("import")
@@ -48,7 +48,7 @@ def import_(
 
     use_stack_prefect()  # before Prefect (and prefect-aws) is imported
     from clearlake import importing
-    from clearlake.store import LakeFS
+    from clearlake.lakefs import LakeFS
 
     try:
         parsed = importing.S3Source.parse(source)

@@ -409,7 +409,7 @@ def metrics_list(
             named.append((f"{path} {model.id}", model))
         if repository:
             from clearlake import pipeline, scripts
-            from clearlake.store import LakeFS
+            from clearlake.lakefs import LakeFS
 
             lakefs = LakeFS()
             model, commit = pipeline.load_model(lakefs, repository, ref)
@@ -441,8 +441,8 @@ def metrics_migrate() -> None:
     read where they are, at one more lookup for each image the store has no document of.)"""
     from clearlake.cli.app import console, fail
     from clearlake.errors import ClearlakeError
+    from clearlake.lakefs import LakeFS
     from clearlake.metrics_store import MetricsStore
-    from clearlake.store import LakeFS
 
     try:
         store = MetricsStore(LakeFS())

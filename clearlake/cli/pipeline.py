@@ -65,8 +65,8 @@ def lineage(
     """Where an image's metrics came from, which model labelled it, and its label history."""
     from rich.table import Table
 
+    from clearlake.lakefs import LakeFS
     from clearlake.lineage import lineage as find_lineage
-    from clearlake.store import LakeFS
 
     try:
         found = find_lineage(LakeFS(), repository, path, ref)

@@ -33,8 +33,8 @@ def init_repo(
 ) -> None:
     """Create a lakeFS repository and install clearlake's lakeFS actions. Harmless twice."""
     from clearlake.actions import install_actions, render_actions
+    from clearlake.lakefs import LakeFS
     from clearlake.stack.services import Stack
-    from clearlake.store import LakeFS
 
     try:
         lakefs = LakeFS()
@@ -75,7 +75,7 @@ def action_run_url(endpoint: str, repository: str, run_id: str) -> str:
 
 def _print_hook_answers(repository: str, run_id: str) -> None:
     """Each hook's answer in an action run, once, and the run's page in the lakeFS UI."""
-    from clearlake.store import LakeFS
+    from clearlake.lakefs import LakeFS
 
     lakefs = LakeFS()
     answers = lakefs.hook_outputs(repository, run_id)
@@ -97,7 +97,7 @@ def merge(
     """Merge like lakeFS does, but when the quality gate refuses, print its reason."""
     from rich.markup import escape
 
-    from clearlake.store import LakeFS
+    from clearlake.lakefs import LakeFS
 
     try:
         commit = LakeFS().merge(repository, source, destination,

@@ -25,10 +25,10 @@ def review_url(repository: str, ref: str | None = None, *, bridge_url: str | Non
     from clearlake import report
     from clearlake.bridge import BadRequest
     from clearlake.errors import NotFoundError
+    from clearlake.lakefs import LakeFS
     from clearlake.provenance import signing_key
     from clearlake.review.app import DIFF_SEPARATOR, checked_ref, ref_url
     from clearlake.review.auth import make_token
-    from clearlake.store import LakeFS
 
     lakefs = LakeFS()
     if not lakefs.repository_exists(repository):

@@ -40,6 +40,7 @@ from clearlake.errors import (
     PermissionDeniedError,
     UnavailableError,
 )
+from clearlake.lakefs import LakeFS
 from clearlake.pipeline import NEVER_INPUTS, record_path
 from clearlake.provenance import verified_record
 from clearlake.review.auth import SESSION_COOKIE, SESSION_TTL_S, Session, Sessions
@@ -48,7 +49,6 @@ from clearlake.review.diffs import DiffCache, cards, transition
 from clearlake.review.results import PAGE_SIZE, Query, ResultsIndex, counts, select
 from clearlake.review.results import sortable_columns as sort_choices
 from clearlake.review.thumbnails import SIZES, Thumbnail, ThumbnailCache, placeholder
-from clearlake.store import LakeFS
 
 # A lakeFS ref: a branch or tag name, or a commit id, with optional ~N / ^N steps back.
 REF = re.compile(r"[0-9A-Za-z_][-0-9A-Za-z_.]*(?:[~^][0-9]*)*")

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from clearlake.store import LakeFS
+from clearlake.lakefs import LakeFS
 
 SESSION_COOKIE = "clearlake_review"
 SESSION_TTL_S = 12 * 3600

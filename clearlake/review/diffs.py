@@ -12,8 +12,8 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from clearlake.lakefs import LakeFS
 from clearlake.quality_diff import ARROW, ImageChange, QualityDiff, quality_diff
-from clearlake.store import LakeFS
 
 KINDS = ("changed", "relabelled", "added", "removed")
 CARDS_PER_PAGE = 24

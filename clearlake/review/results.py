@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from clearlake.errors import NotFoundError
+from clearlake.lakefs import LakeFS
 from clearlake.layout import table_path
 from clearlake.provenance import ResultsMarker, latest_results, verified_record
-from clearlake.store import LakeFS
 from clearlake.table import iter_table_records
 
 UNVERIFIED = "unverified"  # the outcome shown for a row clearlake did not sign

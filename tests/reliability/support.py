@@ -31,9 +31,9 @@ from typing import Any
 
 from clearlake import layout, pipeline
 from clearlake.errors import LakeFSError
+from clearlake.lakefs import LakeFS
 from clearlake.provenance import ResultsMarker, verified_record
 from clearlake.stack.services import Stack
-from clearlake.store import LakeFS
 from clearlake.transaction import TEMP_BRANCH_PREFIX
 from tests.pipeline_support import photo, wait_until
 

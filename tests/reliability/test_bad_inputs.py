@@ -16,9 +16,9 @@ from PIL import Image
 
 from clearlake import layout
 from clearlake.errors import LakeFSError
+from clearlake.lakefs import LakeFS
 from clearlake.provenance import signing_key
 from clearlake.stack.services import Stack
-from clearlake.store import LakeFS
 from tests.pipeline_support import commit_images, photo, unique_seed
 from tests.reliability.support import (
     MiB,

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from clearlake.lakefs import LakeFS
 from clearlake.provenance import signing_key
 from clearlake.stack.services import Stack
-from clearlake.store import LakeFS
 from tests.pipeline_support import unique_seed
 from tests.reliability.support import (
     FAULTS,

@@ -24,9 +24,9 @@ import yaml
 from clearlake.actions import EVENTS_ACTION_PATH, render_actions
 from clearlake.bridge import FORWARDED_EVENT_TYPES
 from clearlake.importing import S3Source, import_prefix
+from clearlake.lakefs import LakeFS
 from clearlake.provenance import signing_key
 from clearlake.stack.services import Stack
-from clearlake.store import LakeFS
 from tests.pipeline_support import commit_images, photo, unique_seed, wait_until
 from tests.reliability.support import (
     RUN_TIMEOUT_S,

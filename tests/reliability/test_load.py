@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
+from clearlake.lakefs import LakeFS
 from clearlake.provenance import signing_key
-from clearlake.store import LakeFS
 from tests.pipeline_support import settled, unique_seed, wait_until
 from tests.reliability.support import (
     RUN_TIMEOUT_S,

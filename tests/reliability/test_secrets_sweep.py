@@ -26,8 +26,8 @@ from pydantic import SecretStr
 
 from clearlake.actions import EVENTS_ACTION_PATH
 from clearlake.config import StackSecrets
+from clearlake.lakefs import LakeFS
 from clearlake.stack.services import SERVICE_NAMES, Stack
-from clearlake.store import LakeFS
 from tests.pipeline_support import commit_images, photo, unique_seed
 from tests.reliability.support import covered_by_its_own_run, runs_settled
 

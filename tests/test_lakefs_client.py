@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from clearlake.errors import NotFoundError, PermissionDeniedError
+from clearlake.lakefs import LakeFS
 from clearlake.metrics_store import MetricsStore
-from clearlake.store import LakeFS
 from clearlake.transaction import MergePending, Transaction, finish_pending
 from tests.pipeline_support import CountingLakeFS
 

@@ -10,7 +10,7 @@ import urllib3
 from lakefs_sdk.exceptions import ApiException
 
 from clearlake import errors
-from clearlake.store import _error_text, _translate
+from clearlake.lakefs import _error_text, _translate
 
 
 def _api_error(status: int, body: str | None, reason: str = "Reason") -> ApiException:
