@@ -384,7 +384,9 @@ def _classify(
                "scripts": scripts_pin, "read_path": read_path, **pipeline.tally(new_records),
                "seconds": clock.laps,
                "transaction_seconds": {"results": results.seconds, "store": new_entries.seconds}}
-    _publish_artifacts(lakefs, key, repository, branch, summary, new_records, inputs)
+    summary["report_reads"] = _publish_artifacts(lakefs, key, repository, branch, summary,
+                                                  new_records, inputs)
+    clock.lap("report")  # summary["seconds"] is clock.laps: the lap shows there
     logger.info("%s", {k: v for k, v in summary.items() if k != "labels"})
     return summary
 
@@ -392,16 +394,18 @@ def _classify(
 def _publish_artifacts(
     lakefs: LakeFS, key: bytes, repository: str, branch: str, summary: dict[str, Any],
     records: list[dict[str, Any]], inputs: pipeline.Inputs,
-) -> None:
+) -> int:
     """The run's report in the Prefect UI: charts, the worst images' thumbnails, links, and
-    for a merge the quality diff it brought.
+    for a merge the quality diff it brought. Returns how many images it read (for their
+    thumbnails), the only images a run reads twice.
 
     One markdown artifact, its pictures inline (`clearlake.report` says what Prefect's
     UI renders and why); its key groups a branch's reports under Artifacts.
     """
     links = report.RunLinks(report.bridge_url(), lakefs.settings.endpoint, repository, branch)
     worst = pipeline.worst_images(records, report.MAX_THUMBNAILS)
-    thumbnails = report.read_thumbnails(lakefs, repository, summary["source_commit"], worst)
+    thumbnails = report.read_thumbnails(lakefs, repository, summary["source_commit"], worst,
+                                        presigned=summary["read_path"] == "presigned")
     merge_diff = _merge_diff(lakefs, key, repository, summary, inputs)
     labels = ", ".join(f"{n} {label}" for label, n in report.label_counts(records).items())
     create_markdown_artifact(
@@ -410,6 +414,7 @@ def _publish_artifacts(
         description=f"clearlake {summary['status']} at `{summary['source_commit'][:12]}`: "
                     f"{labels or 'no images'}",
     )
+    return sum(1 for t in thumbnails.values() if not t.missing.startswith("not read"))
 
 
 def _merge_diff(

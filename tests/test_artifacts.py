@@ -184,6 +184,22 @@ def test_a_pending_run_says_where_its_results_wait() -> None:
 
 
 @pytest.mark.slow
+def test_thumbnails_read_through_presigned_urls_are_those_lakefs_serves(
+    lakefs: LakeFS, repo: str
+) -> None:
+    seed = unique_seed()
+    images = {f"images/{i}.jpg": photo(seed + i, 240) for i in range(3)}
+    commit_images(lakefs, repo, images)
+    records = [{"path": p, "size": len(b)} for p, b in images.items()]
+    records.append({"path": "images/gone.jpg", "size": 10})
+    presigned = report.read_thumbnails(lakefs, repo, "main", records, presigned=True)
+    assert list(presigned) == [r["path"] for r in records]  # in the records' order
+    assert presigned == report.read_thumbnails(lakefs, repo, "main", records)
+    assert all(presigned[p].jpeg for p in images)
+    assert presigned["images/gone.jpg"] == report.Thumbnail(None, "not read: NotFoundError")
+
+
+@pytest.mark.slow
 def test_a_runs_report_shows_its_pictures_in_the_prefect_ui(
     stack: Stack, lakefs: LakeFS, repo: str, classify: Any, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -195,7 +211,9 @@ def test_a_runs_report_shows_its_pictures_in_the_prefect_ui(
     images |= {f"images/blurred/{i}.jpg": photo(seed + 10 + i, 240, blur=5.0) for i in range(6)}
     images["images/broken.jpg"] = b"not a jpeg"
     commit_images(lakefs, repo, images)
-    assert classify(repo)["status"] == "merged"
+    summary = classify(repo)
+    assert summary["status"] == "merged"
+    assert summary["report_reads"] == report.MAX_THUMBNAILS  # said, so benchmarks count them
     _, marker = latest_results(lakefs, repo, "main", signing_key())
     artifact_id = report.run_report_id(marker.run_id, repo, "main")
     assert artifact_id is not None
