@@ -42,7 +42,13 @@ def classify(
 ) -> None:
     """Run the classify-commit flow for a branch now, and print its summary."""
     use_stack_prefect()
+    import importlib
+
+    from clearlake.flows import RUN_IMPORTS
     from clearlake.flows.classify import classify_commit
+
+    for module in RUN_IMPORTS:  # as a triggered run has them (see RUN_IMPORTS)
+        importlib.import_module(module)
 
     # The default batch size lives in one place, the flow (chosen by bench.pipeline).
     sizing = {} if batch_size is None else {"batch_size": batch_size}

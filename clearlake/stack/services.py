@@ -45,6 +45,7 @@ from clearlake.config import (
     write_private,
 )
 from clearlake.errors import StackError
+from clearlake.flows import RUN_IMPORTS
 from clearlake.settings import settings
 from clearlake.stack import forkserver, install, seaweedfs
 
@@ -163,15 +164,6 @@ def _accepts_connections(path: Path) -> bool:
 # In start order; `down` stops them in reverse.
 SERVICE_NAMES = ("s3", "postgres", "lakefs", "prefect", "dask-scheduler", "bridge",
                  "flow-forkserver", "dask-workers", "prefect-worker")
-# What flow-run processes import, some of it lazily (scikit-learn to label, pyarrow for
-# the results table); the forkserver imports it all once.
-FLOW_RUN_PRELOAD = ("prefect.engine", "prefect.flow_engine", "prefect_dask",
-                    "clearlake.flows.classify", "clearlake.flows.reconcile",
-                    "clearlake.flows.train", "sklearn.naive_bayes", "sklearn.pipeline",
-                    "sklearn.preprocessing", "pyarrow.parquet", "pyarrow.compute",
-                    "pyarrow.dataset")
-
-
 BLOCKSTORES = ("s3", "local")
 DATABASES = ("sqlite", "postgres")
 
@@ -396,7 +388,7 @@ class Stack:
     def _flow_forkserver(self) -> Service:
         # Flow runs fork from here instead of importing Prefect and the flows anew
         # (seconds per run); the work pool's command launches them (see `deploy`).
-        preload = [arg for module in FLOW_RUN_PRELOAD for arg in ("--preload", module)]
+        preload = [arg for module in RUN_IMPORTS for arg in ("--preload", module)]
         return Service(
             name="flow-forkserver",
             port=None,
