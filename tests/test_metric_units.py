@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from clearlake import layout, pipeline
+from clearlake import layout, pipeline, scripts
 from clearlake.errors import ConfigurationError
+from clearlake.gate import evaluate_merge
 from clearlake.layout import CONFIG_PATH
 from clearlake.metrics_store import (
     MetricsStore,
@@ -154,6 +155,32 @@ def test_a_model_that_needs_a_missing_metric_stops_the_run_saying_which(
     with pytest.raises(MissingMetricError, match="mean_luma_score version 0123456789ab") as err:
         classify(repo)
     assert err.value.missing == {"mean_luma_score": "0123456789ab"}
+
+
+def test_the_gate_measures_with_the_scripts_the_destination_pins(
+    lakefs: LakeFS, repo: str, scripts_repo: str,
+) -> None:
+    """The gate labels incoming images with the destination's model, so it computes what a
+    run there would: built-ins, entry points and the pinned scripts (it used to compute the
+    first two only, and a model reading a scripts metric failed every incoming image)."""
+    seed = unique_seed()
+    commit_images(lakefs, repo, {"a.jpg": photo(seed)})
+    _pin(lakefs, repo, scripts_repo, _publish(lakefs, scripts_repo))
+    metric_set = scripts.metrics_at(lakefs, repo, "main")
+    assert "mean_luma_score" in metric_set
+    rows = [{"laplacian_var_score": float(i), "mean_luma_score": float(i % 3)} for i in range(20)]
+    model = train(rows, ["good" if i % 2 else "blurry" for i in range(20)],
+                  [str(i % 4) for i in range(20)],
+                  features=("laplacian_var_score", "mean_luma_score"), metric_set=metric_set)
+    lakefs.upload_object(repo, "main", layout.MODEL_PATH, model.to_json().encode())
+    lakefs.upload_object(repo, "main", layout.POLICY_PATH, b"max_not_good_percent: 100\n")
+    lakefs.commit(repo, "main", "a model reading a scripts metric, and a policy")
+    lakefs.create_branch(repo, "feature", "main")
+    source = commit_images(lakefs, repo, {"in/b.jpg": photo(seed + 1)}, branch="feature")
+
+    verdict = evaluate_merge(repo, source, "main")
+    assert verdict.checked == 1
+    assert verdict.labels["in/b.jpg"] in model.classes, verdict.labels
 
 
 def test_a_store_written_before_metric_versions_is_read_then_migrated_without_computing(
