@@ -59,8 +59,8 @@ same seed gives the same files: every source photograph has its own random
 stream derived from the seed, the generator and its id, so adding a source
 leaves the others' images unchanged.
 
-The packaged default model is trained on ``a`` and ``b`` at seed 0 (see the
-README's "Accuracy" section for the three commands).
+The packaged default model is trained on ``a`` and ``b`` at seeds 0 and 1 (the
+README's "Regenerate the packaged model").
 """
 
 from __future__ import annotations
