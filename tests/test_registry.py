@@ -159,6 +159,43 @@ def test_edge_widths_are_made_of_exactly_rounded_arithmetic() -> None:
         assert metrics.calc_edge_width(grey) == expected
 
 
+#: The content-normalised built-ins on `_astronaut()` (exact reprs, this code).
+CONTENT_NORMALISED = {
+    "edge_width_score": 1.1288340944642707,
+    "sharp_edge_width_score": 0.8742425541382807,
+    "octave_knee_score": 0.06271204310356004,
+    "blur_anisotropy_score": -0.05922173856218976,
+}
+
+
+def _blurred(image: DecodedImage, kernel: np.ndarray) -> DecodedImage:
+    colour = cv2.filter2D(image.colour, -1, kernel, borderType=cv2.BORDER_REFLECT)
+    return DecodedImage(colour, cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY), image.width,
+                        image.height)
+
+
+def test_the_content_normalised_metrics_read_blur_against_the_image_itself() -> None:
+    sharp = _astronaut()
+    values = metrics.measure(sharp)
+    assert {n: values[n] for n in CONTENT_NORMALISED} == CONTENT_NORMALISED
+    mild, strong = (metrics.measure(_blurred(sharp, cv2.getGaussianKernel(31, sigma)
+                                             @ cv2.getGaussianKernel(31, sigma).T))
+                    for sigma in (1.0, 3.0))
+    motion = np.zeros((15, 15), np.float32)
+    motion[7, :] = 1.0 / 15  # horizontal motion blur
+    moved = metrics.measure(_blurred(sharp, motion))
+    assert values["sharp_edge_width_score"] + 0.25 < mild["sharp_edge_width_score"] < strong[
+        "sharp_edge_width_score"]
+    # The knee: below the power law at a mild blur, at the flat noise floor at a strong one.
+    assert mild["octave_knee_score"] < values["octave_knee_score"] - 1.0
+    assert strong["octave_knee_score"] > values["octave_knee_score"] + 3.0
+    assert moved["blur_anisotropy_score"] > values["blur_anisotropy_score"] + 0.5  # 0.60
+    # Smooth by nature: the moon, sharp, keeps the knee of a sharp scene (≈ 0).
+    moon = skimage.data.moon()
+    smooth = metrics.measure(DecodedImage(None, moon, moon.shape[1], moon.shape[0]))
+    assert abs(smooth["octave_knee_score"]) < 1.0
+
+
 @pytest.mark.parametrize(("height", "width"), [(16, 4096), (20, 3600), (4096, 16), (1, 5000)])
 def test_a_very_wide_colour_picture_gets_every_metric_not_an_error(height: int,
                                                                     width: int) -> None:

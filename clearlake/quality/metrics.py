@@ -442,9 +442,12 @@ def calc_octave_knee(power: np.ndarray) -> float:
     (top ``[¼, ½]``, middle ``[⅛, ¼]``, low ``[1/16, ⅛]`` cycles/px); score
     ``= ln(E_top/E_mid) − ln(E_mid/E_low)``. Under a power law ``P ∝ f^−α`` both
     octave ratios equal ``2^(2−α)``, so the score is ≈ 0 for sharp *and* for
-    inherently smooth scenes (any α); a blur's transfer function falls fastest in
-    the top octave, which makes the score strongly negative (σ = 2 px Gaussian:
-    about −5). White noise leaves it ≈ 0.
+    inherently smooth scenes (any α: the moon 0.5). A mild blur's transfer function
+    falls fastest in the top octave, which makes the score negative (a 400×300
+    photograph: −0.3 sharp, −1.7 at a Gaussian σ of 1 px, −2.0 at 1.5 px); a strong
+    blur sinks the top octave to the 8-bit quantisation and noise floor, which is
+    flat, and the score turns positive (+5.3 at σ = 3 px). Either way it departs
+    from 0: the classifier's sub-labels take both sides.
 
     Args:
         power: tile × (tile//2+1) spectrum from :func:`welch_spectrum`.
