@@ -25,7 +25,7 @@ from clearlake.metrics_store import (
 from clearlake.provenance import ResultsMarker, signing_key
 from clearlake.quality.analyse import analyse
 from clearlake.quality.classifier import MissingMetricError, train
-from clearlake.quality.registry import Metric, MetricSet, builtin_metrics
+from clearlake.quality.registry import LEGACY_METRIC_SETS, Metric, MetricSet, builtin_metrics
 from clearlake.scripts import ALLOWED_ENV
 from clearlake.store import LakeFS
 from tests.pipeline_support import commit_images, photo, records_on, unique_seed
@@ -195,11 +195,15 @@ def test_a_store_written_before_metric_versions_is_read_then_migrated_without_co
         datums.append(pipeline.Datum(path, info.checksum, info.size))
     store = MetricsStore(lakefs, f"{repo}-store")
     legacy = "ms-2c13a2439865+dec1"
+    legacy_versions = LEGACY_METRIC_SETS["ms-2c13a2439865"]
+    # The built-ins that still compute what that set did (the others changed since, or are new).
+    unchanged = MetricSet(m for m in builtin_metrics() if legacy_versions.get(m.name) == m.version)
+    assert 0 < len(unchanged) < len(legacy_versions)
     old = {}  # what the code before versions stored, for the first two images
     for datum in datums[:2]:
         a = analyse(images[datum.path])
         stored = StoredAnalysis(a.sha256, a.size, str(a.outcome), a.reason, a.width, a.height,
-                                a.metrics, {"path": datum.path})
+                                {n: a.metrics[n] for n in legacy_versions}, {"path": datum.path})
         old[analysis_path(legacy, a.sha256)] = stored.to_json()
         old[checksum_path(datum.checksum, datum.size)] = json.dumps({"sha256": a.sha256}).encode()
     try:
@@ -207,12 +211,13 @@ def test_a_store_written_before_metric_versions_is_read_then_migrated_without_co
         assert store.legacy_versions() == [legacy]
 
         measured = pipeline.measure_batch(lakefs, store, repo, source, datums, "run-1",
-                                          metric_set=builtin_metrics())
+                                          metric_set=unchanged)
         assert [(m.origin, bool(m.computed)) for m in measured] == [
             ("reused", False), ("reused", False), ("computed", True)]
-        assert pipeline.computations(measured) == dict.fromkeys(BUILTINS, 1)
-        assert measured[0].analysis.metrics == json.loads(
-            old[analysis_path(legacy, measured[0].analysis.sha256)])["metrics"]
+        assert pipeline.computations(measured) == dict.fromkeys(unchanged.names, 1)
+        assert measured[0].analysis.metrics == {n: json.loads(
+            old[analysis_path(legacy, measured[0].analysis.sha256)])["metrics"][n]
+            for n in unchanged.names}
 
         count, commit = store.migrate(legacy)
         assert count == 2 and commit
@@ -220,8 +225,14 @@ def test_a_store_written_before_metric_versions_is_read_then_migrated_without_co
         assert lakefs.stat_object(store.repository, "main",
                                   document_path(measured[1].analysis.sha256))
         again = pipeline.measure_batch(lakefs, store, repo, source, datums[:2], "run-2",
-                                       metric_set=builtin_metrics())
+                                       metric_set=unchanged)
         assert [m.origin for m in again] == ["reused", "reused"]
         assert pipeline.computations(again) == {}
+        # Today's whole set on the migrated images: only the metrics new or changed since
+        # are computed.
+        today = pipeline.measure_batch(lakefs, store, repo, source, datums[:2], "run-3",
+                                       metric_set=builtin_metrics())
+        assert pipeline.computations(today) == dict.fromkeys(
+            set(BUILTINS) - set(unchanged.names), 2)
     finally:
         lakefs.delete_repository(store.repository)
