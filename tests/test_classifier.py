@@ -127,6 +127,23 @@ def test_same_training_set_same_fingerprint_and_id() -> None:
     assert a.id == b.id
 
 
+def test_the_same_set_in_another_order_gives_the_same_model_and_predictions() -> None:
+    rows, labels, subs, groups = _synthetic()
+    checksums = [str(i) for i in range(len(rows))]
+    order = np.random.default_rng(5).permutation(len(rows))
+    def shuffled(values: list) -> list:
+        return [values[i] for i in order]
+    a = train(rows, labels, groups, sublabels=subs, checksums=checksums, features=_FEATURES)
+    b = train(*(shuffled(v) for v in (rows, labels, groups)), sublabels=shuffled(subs),
+              checksums=shuffled(checksums), features=_FEATURES)
+    assert a.to_json().split('"created_at"')[0] == b.to_json().split('"created_at"')[0]
+    assert a.id == b.id
+    cv_a = cross_validate(rows, labels, groups, sublabels=subs, features=_FEATURES, folds=3)
+    cv_b = cross_validate(*(shuffled(v) for v in (rows, labels, groups)),
+                          sublabels=shuffled(subs), features=_FEATURES, folds=3)
+    assert cv_b.predicted == tuple(cv_a.predicted[i] for i in order)  # in the order given
+
+
 class _Boom:
     """Unpickling this would create a file: proof that loading never unpickles."""
 

@@ -473,7 +473,8 @@ def train(
         raise ValueError("training needs at least two labels")
     features = tuple(features)
     x = _matrix(rows, features)
-    pipe = make_pipeline(kind).fit(x, np.asarray(subs))
+    order = _canonical_order(x, np.asarray(subs))  # the same set in any order, the same model
+    pipe = make_pipeline(kind).fit(x[order], np.asarray(subs)[order])
     cv = cross_validate(rows, labels, groups, sublabels=subs, features=features, folds=folds,
                         kind=kind)
     if checksums is None:
@@ -644,6 +645,8 @@ def cross_validate(
     classes = tuple(sorted(set(labels)))
     predicted = np.empty(len(y), dtype=object)
     test_only = np.zeros(len(y), bool) if held_out is None else np.asarray(held_out, bool)
+    order = _canonical_order(x, subs, g)  # folds and fits independent of the rows' order
+    x, subs, y, g, test_only = x[order], subs[order], y[order], g[order], test_only[order]
     if held_out is not None and not (test_only.any() and (~test_only).any()):
         raise ValueError("held_out must mark some rows for testing and leave some to train on")
     for train_idx, test_idx in GroupKFold(n_splits=k).split(x, y, g):
@@ -663,6 +666,8 @@ def cross_validate(
         else f"GroupKFold({k}) by source photograph"
     )
     split = f"{split} ({n_groups} sources)"
+    inverse = np.argsort(order)  # back to the order the rows came in
+    y, predicted, test_only = y[inverse], predicted[inverse], test_only[inverse]
     if held_out is None:
         return Evaluation(classes, tuple(y.tolist()), tuple(predicted.tolist()), split)
     return Evaluation(classes, tuple(y[test_only].tolist()),
@@ -683,6 +688,13 @@ def evaluate_model(
 
 
 # --- helpers -----------------------------------------------------------------------------
+
+
+def _canonical_order(x: np.ndarray, *columns: np.ndarray) -> np.ndarray:
+    """An order of the rows that depends on their contents only (feature values, then the
+    given columns), so that one training set gives one model, bit for bit, however its
+    CSVs were listed or concatenated (the solver's rounding follows the row order)."""
+    return np.lexsort([*(np.asarray(c).astype(str) for c in reversed(columns)), *x.T[::-1]])
 
 
 def _collapse_map(subs: Sequence[str], labels: Sequence[str]) -> dict[str, str]:
