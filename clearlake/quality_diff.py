@@ -56,12 +56,13 @@ from typing import Any
 
 import numpy as np
 
-from clearlake import layout, pipeline
+from clearlake import layout, pipeline, scripts
 from clearlake.errors import NotFoundError
 from clearlake.lakefs import LakeFS, ObjectInfo
 from clearlake.metrics_store import MetricsStore
 from clearlake.provenance import latest_results, verified_record
 from clearlake.quality.classifier import Model
+from clearlake.quality.registry import MetricSet
 from clearlake.table import iter_table_records
 
 RUN_ID = "quality-diff"  # the run id of labels a diff computes (they are never stored)
@@ -475,11 +476,13 @@ def labelimages_phrase(
     lakefs: LakeFS, repository: str, ref: str, commit: str, images: Mapping[str, ObjectInfo],
     model: Model, *, key: bytes, store: MetricsStore | None = None, tables: bool = True,
     processed: bool | None = None, batch_size: int = pipeline.DEFAULT_BATCH_SIZE,
+    metric_set: MetricSet | None = None,
 ) -> Side:
     """`images` (objects at `commit`) with a record each, labelled by `model`: a stored,
     verified record where there is one (labelled again from its metrics if another
     model labelled it), else measured now (`pipeline.measure_batch`, which reuses the
-    metrics store's analyses and reads bytes only for what it has never seen)."""
+    metrics store's analyses and reads bytes only for what it has never seen) with
+    `metric_set` (default: what a run at `commit` computes, `scripts.metrics_at`)."""
     branch = ref if ref != commit else None
     records = stored_records(lakefs, repository, commit, images, key=key, model_id=model.id,
                              branch=branch, tables=tables)
@@ -494,9 +497,12 @@ def labelimages_phrase(
                for path, o in images.items() if path not in records]
     if missing:
         store = store or MetricsStore(lakefs)
+        if metric_set is None:
+            metric_set = scripts.metrics_at(lakefs, repository, commit)
         for start in range(0, len(missing), batch_size):
             batch = missing[start:start + batch_size]
-            measured = pipeline.measure_batch(lakefs, store, repository, commit, batch, RUN_ID)
+            measured = pipeline.measure_batch(lakefs, store, repository, commit, batch, RUN_ID,
+                                              metric_set=metric_set)
             records.update((r["path"], r)
                            for r in pipeline.label(measured, model, commit, RUN_ID, key=key))
         side.computed = len(missing)
@@ -529,11 +535,16 @@ def merge_sides(
     Only what the merge changes is read (lakeFS's three-dot diff, records one image at
     a time): the cost grows with the change, not with the repository, as a gate that
     lakeFS gives a minute needs. `compare` of the two is the merge's quality diff.
+
+    Both sides are measured with the metrics a run on the destination computes (its
+    pinned scripts included, `scripts.metrics_at`): the destination's model reads them,
+    and, as with its policy, a branch cannot bring code of its own into the gate.
     """
     inputs = inputs or pipeline.Inputs()
     destination_commit = resolve(lakefs, repository, destination)
     source_commit = resolve(lakefs, repository, source)
     model, _ = pipeline.load_model(lakefs, repository, destination_commit)
+    metric_set = scripts.metrics_at(lakefs, repository, destination_commit)
     changes = [c for c in pipeline.input_changes(lakefs, repository, destination_commit,
                                                  source_commit, inputs, three_dot=True)
                if inputs.matches(c.path)]
@@ -549,9 +560,9 @@ def merge_sides(
         found = pool.map(on_destination, [c.path for c in changes if c.change != "added"])
         present = {o.path: o for o in found if o is not None}
     before = labelimages_phrase(lakefs, repository, destination, destination_commit, present, model,
-                          key=key, store=store, tables=False)
+                          key=key, store=store, tables=False, metric_set=metric_set)
     after = labelimages_phrase(lakefs, repository, source, source_commit, incoming, model, key=key,
-                         store=store, tables=False)
+                         store=store, tables=False, metric_set=metric_set)
     return before, after
 
 

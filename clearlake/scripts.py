@@ -33,7 +33,7 @@ import yaml
 from clearlake.errors import ConfigurationError, NotFoundError
 from clearlake.lakefs import LakeFS
 from clearlake.layout import CONFIG_PATH
-from clearlake.quality.registry import _MARK, VERSION_NAME, Metric
+from clearlake.quality.registry import _MARK, VERSION_NAME, Metric, MetricSet, available
 from clearlake.settings import settings
 
 ALLOWED_ENV = "CLEARLAKE_SCRIPTS_REPOSITORIES"
@@ -107,6 +107,17 @@ def configured(lakefs: LakeFS, repository: str, ref: str) -> ScriptsPin | None:
             f"allowed: loading it runs its code. The operator allows it by setting "
             f"{ALLOWED_ENV}={pin.repository} in the flow's environment")
     return pin
+
+
+def metrics_at(lakefs: LakeFS, repository: str, ref: str) -> MetricSet:
+    """The metrics a run of `repository` at `ref` computes: the built-ins, the installed
+    entry points and the scripts `ref`'s `_clearlake/config.yaml` pins (if any).
+
+    Raises:
+        ConfigurationError: as `configured` and `load` do.
+    """
+    pin = configured(lakefs, repository, ref)
+    return available(load(lakefs, pin) if pin is not None else [])
 
 
 def load(lakefs: LakeFS, pin: ScriptsPin) -> list[Metric]:

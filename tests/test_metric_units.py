@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from clearlake import layout, pipeline
+from clearlake import layout, pipeline, scripts
 from clearlake.errors import ConfigurationError
+from clearlake.gate import evaluate_merge
 from clearlake.lakefs import LakeFS
 from clearlake.layout import CONFIG_PATH
 from clearlake.metrics_store import (
@@ -25,7 +26,7 @@ from clearlake.metrics_store import (
 from clearlake.provenance import ResultsMarker, signing_key
 from clearlake.quality.analyse import analyse
 from clearlake.quality.classifier import MissingMetricError, train
-from clearlake.quality.registry import Metric, MetricSet, builtin_metrics
+from clearlake.quality.registry import LEGACY_METRIC_SETS, Metric, MetricSet, builtin_metrics
 from clearlake.scripts import ALLOWED_ENV
 from tests.pipeline_support import commit_images, photo, records_on, unique_seed
 
@@ -156,6 +157,32 @@ def test_a_model_that_needs_a_missing_metric_stops_the_run_saying_which(
     assert err.value.missing == {"mean_luma_score": "0123456789ab"}
 
 
+def test_the_gate_measures_with_the_scripts_the_destination_pins(
+    lakefs: LakeFS, repo: str, scripts_repo: str,
+) -> None:
+    """The gate labels incoming images with the destination's model, so it computes what a
+    run there would: built-ins, entry points and the pinned scripts (it used to compute the
+    first two only, and a model reading a scripts metric failed every incoming image)."""
+    seed = unique_seed()
+    commit_images(lakefs, repo, {"a.jpg": photo(seed)})
+    _pin(lakefs, repo, scripts_repo, _publish(lakefs, scripts_repo))
+    metric_set = scripts.metrics_at(lakefs, repo, "main")
+    assert "mean_luma_score" in metric_set
+    rows = [{"laplacian_var_score": float(i), "mean_luma_score": float(i % 3)} for i in range(20)]
+    model = train(rows, ["good" if i % 2 else "blurry" for i in range(20)],
+                  [str(i % 4) for i in range(20)],
+                  features=("laplacian_var_score", "mean_luma_score"), metric_set=metric_set)
+    lakefs.upload_object(repo, "main", layout.MODEL_PATH, model.to_json().encode())
+    lakefs.upload_object(repo, "main", layout.POLICY_PATH, b"max_not_good_percent: 100\n")
+    lakefs.commit(repo, "main", "a model reading a scripts metric, and a policy")
+    lakefs.create_branch(repo, "feature", "main")
+    source = commit_images(lakefs, repo, {"in/b.jpg": photo(seed + 1)}, branch="feature")
+
+    verdict = evaluate_merge(repo, source, "main")
+    assert verdict.checked == 1
+    assert verdict.labels["in/b.jpg"] in model.classes, verdict.labels
+
+
 def test_a_store_written_before_metric_versions_is_read_then_migrated_without_computing(
     lakefs: LakeFS, repo: str,
 ) -> None:
@@ -168,11 +195,15 @@ def test_a_store_written_before_metric_versions_is_read_then_migrated_without_co
         datums.append(pipeline.Datum(path, info.checksum, info.size))
     store = MetricsStore(lakefs, f"{repo}-store")
     legacy = "ms-2c13a2439865+dec1"
+    legacy_versions = LEGACY_METRIC_SETS["ms-2c13a2439865"]
+    # The built-ins that still compute what that set did (the others changed since, or are new).
+    unchanged = MetricSet(m for m in builtin_metrics() if legacy_versions.get(m.name) == m.version)
+    assert 0 < len(unchanged) < len(legacy_versions)
     old = {}  # what the code before versions stored, for the first two images
     for datum in datums[:2]:
         a = analyse(images[datum.path])
         stored = StoredAnalysis(a.sha256, a.size, str(a.outcome), a.reason, a.width, a.height,
-                                a.metrics, {"path": datum.path})
+                                {n: a.metrics[n] for n in legacy_versions}, {"path": datum.path})
         old[analysis_path(legacy, a.sha256)] = stored.to_json()
         old[checksum_path(datum.checksum, datum.size)] = json.dumps({"sha256": a.sha256}).encode()
     try:
@@ -180,12 +211,13 @@ def test_a_store_written_before_metric_versions_is_read_then_migrated_without_co
         assert store.legacy_versions() == [legacy]
 
         measured = pipeline.measure_batch(lakefs, store, repo, source, datums, "run-1",
-                                          metric_set=builtin_metrics())
+                                          metric_set=unchanged)
         assert [(m.origin, bool(m.computed)) for m in measured] == [
             ("reused", False), ("reused", False), ("computed", True)]
-        assert pipeline.computations(measured) == dict.fromkeys(BUILTINS, 1)
-        assert measured[0].analysis.metrics == json.loads(
-            old[analysis_path(legacy, measured[0].analysis.sha256)])["metrics"]
+        assert pipeline.computations(measured) == dict.fromkeys(unchanged.names, 1)
+        assert measured[0].analysis.metrics == {n: json.loads(
+            old[analysis_path(legacy, measured[0].analysis.sha256)])["metrics"][n]
+            for n in unchanged.names}
 
         count, commit = store.migrate(legacy)
         assert count == 2 and commit
@@ -193,8 +225,14 @@ def test_a_store_written_before_metric_versions_is_read_then_migrated_without_co
         assert lakefs.stat_object(store.repository, "main",
                                   document_path(measured[1].analysis.sha256))
         again = pipeline.measure_batch(lakefs, store, repo, source, datums[:2], "run-2",
-                                       metric_set=builtin_metrics())
+                                       metric_set=unchanged)
         assert [m.origin for m in again] == ["reused", "reused"]
         assert pipeline.computations(again) == {}
+        # Today's whole set on the migrated images: only the metrics new or changed since
+        # are computed.
+        today = pipeline.measure_batch(lakefs, store, repo, source, datums[:2], "run-3",
+                                       metric_set=builtin_metrics())
+        assert pipeline.computations(today) == dict.fromkeys(
+            set(BUILTINS) - set(unchanged.names), 2)
     finally:
         lakefs.delete_repository(store.repository)

@@ -92,6 +92,133 @@ def test_computing_some_metrics_in_any_order_gives_what_computing_all_gives() ->
     assert failures == {} and some == {m.name: everything[m.name] for m in wanted}
 
 
+def _scenes() -> list[DecodedImage]:
+    """Pictures of several sizes and kinds: colour, grey, small, wide."""
+    astronaut = _astronaut()
+    camera = skimage.data.camera()
+    coffee = cv2.cvtColor(skimage.data.coffee(), cv2.COLOR_RGB2BGR)
+    blurred = cv2.GaussianBlur(coffee, (0, 0), 3.0)
+    return [
+        astronaut,
+        DecodedImage(None, camera, camera.shape[1], camera.shape[0]),
+        DecodedImage(blurred, cv2.cvtColor(blurred, cv2.COLOR_BGR2GRAY), 600, 400),
+        DecodedImage(None, camera[:40, :333].copy(), 333, 40),
+        DecodedImage(coffee[:100:3, ::2].copy(), cv2.cvtColor(coffee[:100:3, ::2],
+                     cv2.COLOR_BGR2GRAY), 300, 34),
+    ]
+
+
+def _misaligned_buffers(monkeypatch: pytest.MonkeyPatch, offset: int) -> None:
+    """Make every scratch buffer start `offset` bytes past a 64-byte boundary, as reuse
+    and allocation can leave them."""
+    def buffer(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        size = math.prod(shape) * np.dtype(dtype).itemsize
+        raw = np.empty(size + 128, np.uint8)
+        start = (-raw.ctypes.data) % 64 + offset
+        return raw[start:start + size].view(dtype).reshape(shape)
+
+    monkeypatch.setattr(metrics, "_buffer", buffer)
+
+
+def test_every_builtin_is_bit_reproducible_whatever_was_measured_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    builtin = builtin_metrics()
+    scenes = _scenes()
+    metrics._workspace.__dict__.clear()  # a fresh process
+    first = [metrics.measure(image) for image in scenes]
+    rng = np.random.default_rng(3)
+    for offset in (0, 4, 8, 12, 36):
+        _misaligned_buffers(monkeypatch, offset)
+        for i in rng.permutation(len(scenes)):  # another order, each metric alone or some
+            wanted = [m for m in builtin if rng.random() < 0.5] or list(builtin)
+            values, failures = builtin.compute(scenes[i], wanted)
+            assert failures == {}
+            assert values == {m.name: first[i][m.name] for m in wanted}, (offset, i)
+        monkeypatch.undo()
+    assert [metrics.measure(image) for image in reversed(scenes)] == first[::-1]
+
+
+def test_edge_widths_are_made_of_exactly_rounded_arithmetic() -> None:
+    """The edge widths equal a float64 computation rounded once to float32 per step
+    (`cv2.magnitude`, 1 ulp off on a third of the pixels, made them depend on its path)."""
+    for image in _scenes():
+        grey = image.grey
+        gx = cv2.Sobel(grey, cv2.CV_64F, 1, 0, ksize=3)
+        gy = cv2.Sobel(grey, cv2.CV_64F, 0, 1, ksize=3)
+        squared = (gx * gx + gy * gy).astype(np.float32)  # integers < 2^21: exact
+        kernel = np.ones((2 * metrics.EDGE_WINDOW + 1,) * 2, np.uint8)
+        contrast = (cv2.dilate(grey, kernel).astype(np.float32)
+                    - cv2.erode(grey, kernel).astype(np.float32))
+        step = max(1, round(math.sqrt(squared.size / 65_536)))
+        threshold = np.percentile(squared[::step, ::step], metrics.EDGE_PERCENTILE,
+                                  method="lower")
+        edges = (squared >= max(threshold, 1.0)) & (contrast >= metrics.EDGE_MIN_CONTRAST)
+        widths = np.float32(8.0) * contrast[edges] / np.sqrt(squared[edges])
+        expected = math.log(np.median(widths)) if edges.sum() >= 16 else math.log(2.0)
+        assert metrics.calc_edge_width(grey) == expected
+
+
+#: The content-normalised built-ins on `_astronaut()` (exact reprs, this code).
+CONTENT_NORMALISED = {
+    "edge_width_score": 1.1288340944642707,
+    "sharp_edge_width_score": 0.8742425541382807,
+    "octave_knee_score": 0.06271204310356004,
+    "blur_anisotropy_score": -0.05922173856218976,
+}
+
+
+def _blurred(image: DecodedImage, kernel: np.ndarray) -> DecodedImage:
+    colour = cv2.filter2D(image.colour, -1, kernel, borderType=cv2.BORDER_REFLECT)
+    return DecodedImage(colour, cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY), image.width,
+                        image.height)
+
+
+def test_the_content_normalised_metrics_read_blur_against_the_image_itself() -> None:
+    sharp = _astronaut()
+    values = metrics.measure(sharp)
+    assert {n: values[n] for n in CONTENT_NORMALISED} == CONTENT_NORMALISED
+    mild, strong = (metrics.measure(_blurred(sharp, cv2.getGaussianKernel(31, sigma)
+                                             @ cv2.getGaussianKernel(31, sigma).T))
+                    for sigma in (1.0, 3.0))
+    motion = np.zeros((15, 15), np.float32)
+    motion[7, :] = 1.0 / 15  # horizontal motion blur
+    moved = metrics.measure(_blurred(sharp, motion))
+    assert values["sharp_edge_width_score"] + 0.25 < mild["sharp_edge_width_score"] < strong[
+        "sharp_edge_width_score"]
+    # The knee: below the power law at a mild blur, at the flat noise floor at a strong one.
+    assert mild["octave_knee_score"] < values["octave_knee_score"] - 1.0
+    assert strong["octave_knee_score"] > values["octave_knee_score"] + 3.0
+    assert moved["blur_anisotropy_score"] > values["blur_anisotropy_score"] + 0.5  # 0.60
+    # Smooth by nature: the moon, sharp, keeps the knee of a sharp scene (≈ 0).
+    moon = skimage.data.moon()
+    smooth = metrics.measure(DecodedImage(None, moon, moon.shape[1], moon.shape[0]))
+    assert abs(smooth["octave_knee_score"]) < 1.0
+
+
+@pytest.mark.parametrize(("height", "width"), [(16, 4096), (20, 3600), (4096, 16), (1, 5000)])
+def test_a_very_wide_colour_picture_gets_every_metric_not_an_error(height: int,
+                                                                    width: int) -> None:
+    """175:1 and wider used to shrink the chroma view to 256×1: ZeroDivisionError."""
+    rng = np.random.default_rng(height)
+    colour = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    image = DecodedImage(colour, cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY), width, height)
+    values, failures = builtin_metrics().compute(image)
+    assert failures == {} and set(values) == set(metrics.METRIC_NAMES)
+    if min(height, width) < metrics.MIN_SPECTRAL_SIDE:
+        assert values["chroma_peak_score"] == 0.0  # too thin for a spectrum
+        return
+    # The chroma view keeps MIN_SPECTRAL_SIDE px across: here the picture itself.
+    cr, cb = metrics.chroma_planes(colour)
+    scale = max(metrics.CHROMA_SIDE / max(height, width), metrics.MIN_SPECTRAL_SIDE / min(
+        height, width))
+    if scale >= 1.0:
+        expected = metrics.calc_peak_prominence(metrics.welch_spectrum(cr)
+                                                + metrics.welch_spectrum(cb))
+        assert values["chroma_peak_score"] == expected
+    assert values["chroma_peak_score"] > 0.0
+
+
 @pytest.fixture
 def metrics_copies(tmp_path: Path) -> Iterator[callable]:
     """Load edited copies of metrics.py under its own module name, as another process would
@@ -143,8 +270,8 @@ def test_a_code_or_parameter_change_changes_only_the_metrics_that_read_it(
         "    return _finite(calc_laplacian_variance(_shared(image).grey) * 1.0)"), "code"))
     assert {n for n in original if code[n] != original[n]} == {"laplacian_var_score"}
     tile = _versions(metrics_copies(lambda s: s.replace("TILE = 128", "TILE = 96"), "tile"))
-    assert {n for n in original if tile[n] != original[n]} == {
-        "spectral_slope_score", "chroma_peak_score"}  # the two Welch spectra
+    assert {n for n in original if tile[n] != original[n]} == {  # those reading Welch spectra
+        "spectral_slope_score", "chroma_peak_score", "octave_knee_score"}
 
 
 # --- failures -------------------------------------------------------------------------------
@@ -181,7 +308,7 @@ def test_a_metric_that_raises_fails_that_image_only_and_analyse_says_which() -> 
     assert result.failures == {"boom_score": "metric 'boom_score' (entry point test) raised "
                                              "ZeroDivisionError: division by zero"}
     assert result.metrics["int_score"] == 3.0 and type(result.metrics["int_score"]) is float
-    assert list(result.metrics)[:8] == list(metrics.METRIC_NAMES)  # built-ins first, in order
+    assert list(result.metrics)[:len(metrics.METRIC_NAMES)] == list(metrics.METRIC_NAMES)
 
 
 def test_names_are_checked_and_unique() -> None:
@@ -261,7 +388,7 @@ def test_an_installed_entry_point_adds_metrics(plugin_distribution: Path) -> Non
     assert set(found) == {"mean_luma_score", "broken_score"}
     assert found["mean_luma_score"].source == "entry point tiny-plugin"
     metric_set = available()
-    assert metric_set.names[:8] == builtin_metrics().names  # built-ins first
+    assert metric_set.names[:len(builtin_metrics())] == builtin_metrics().names  # built-ins first
     image = _astronaut()
     values, failures = metric_set.compute(image)
     assert values["mean_luma_score"] == float(image.grey.mean())

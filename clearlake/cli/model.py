@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -35,19 +35,29 @@ def sample_data(
     min_side: Annotated[
         int, typer.Option("--min-side", min=32, help="Smallest short side of an image, px.")
     ] = 256,
+    generator: Annotated[
+        str,
+        typer.Option(
+            "--generator",
+            help="Degradation family: a (below) or b (independent: box, upscale, shake and "
+            "ring blur; aliased weave, Bayer, LCD and print moiré; soft frames as good).",
+        ),
+    ] = "a",
 ) -> None:
     """Make labelled sample images from the photographs installed packages ship.
 
-    Sources: scikit-learn's and scikit-image's photographs (no drawings, text,
-    synthetic patterns). Every image is a crop of a photo downscaled (never
-    upscaled) to a short side from --min-side up to the crop's native size, then:
+    Sources: scikit-learn's and scikit-image's photographs, smooth content included
+    (moon, retina, microscopy, text and page scans; no drawings or synthetic
+    patterns); labels.csv's `content` column says which. Every image is a crop of
+    a photo downscaled (never upscaled) to a short side from --min-side up to the
+    crop's native size, then (generator a):
     good = as is; blurry = Gaussian blur σ 1–5 px, motion blur 5–25 px at any
     angle, or defocus (disk) radius 1.5–6 px; moire = fine gratings (period
     2.2–8 px, amplitude 5–25 %), a photographed RGB-stripe screen (pitch 3–6 px,
     camera 2–12 % off in pitch, 0–6° rotated), a halftone dot screen decimated
     without antialiasing, or screen moiré surviving only as colour bands. 30 % of
     images get noise σ 1–3; JPEG quality 80–95. Writes labels.csv
-    (path,label,sublabel,source). See clearlake.quality.sample_data for details.
+    (path,label,sublabel,source,content). See clearlake.quality.sample_data.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
@@ -74,9 +84,12 @@ def sample_data(
                 per_class=per_class,
                 sources=wanted,
                 min_side=min_side,
+                generator=generator,
                 progress=tick,
             )
         except ValueError as exc:
+            if "generator" in str(exc):
+                raise typer.BadParameter(str(exc), param_hint="--generator") from exc
             known = ", ".join(s.id for s in find_sources())
             raise typer.BadParameter(f"{exc} (available: {known})", param_hint="--sources") from exc
     with labels.open(newline="") as fh:
@@ -85,17 +98,21 @@ def sample_data(
 
 
 LabelsCsv = Annotated[
-    Path,
+    list[Path],
     typer.Argument(
-        help="CSV with columns path,label,source (+ optional sublabel).",
+        help="CSV(s) with columns path,label,source (+ optional sublabel, content); several "
+        "sets are pooled, and a source id names the same photograph in all of them.",
         exists=True,
         dir_okay=False,
     ),
 ]
 ImagesDir = Annotated[
-    Path,
+    Path | None,
     typer.Option(
-        "--images", help="Folder the CSV's paths are relative to.", exists=True, file_okay=False
+        "--images",
+        help="Folder the CSVs' paths are relative to (default: each CSV's own folder).",
+        exists=True,
+        file_okay=False,
     ),
 ]
 
@@ -103,8 +120,8 @@ ImagesDir = Annotated[
 @app.command("train")
 def train_command(
     labels_csv: LabelsCsv,
-    images: ImagesDir,
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the model JSON.")],
+    images: ImagesDir = None,
     folds: Annotated[
         int,
         typer.Option(
@@ -121,13 +138,18 @@ def train_command(
     features: Annotated[
         str | None,
         typer.Option("--features", help="Comma-separated metric names the model reads, any "
-                     "subset of `clearlake metrics list` (default: the packaged model's five)."),
+                     "subset of `clearlake metrics list` (default: the packaged model's)."),
     ] = None,
+    kind: Annotated[
+        str,
+        typer.Option("--classifier", help="logistic (L2-penalised logistic regression, the "
+                     "default) or naive_bayes (GaussianNB)."),
+    ] = "logistic",
     jobs: Annotated[
         int | None, typer.Option("--jobs", "-j", min=1, help="Worker processes (default: all).")
     ] = None,
 ) -> None:
-    """Train the Naive Bayes model on labelled images and write it as JSON.
+    """Train the classifier on labelled images and write it as JSON.
 
     The model records its cross-validated scores, with folds grouped by source
     photograph (an image's siblings from the same photo are never on both sides),
@@ -146,6 +168,7 @@ def train_command(
         checksums=data.checksums,
         folds=folds,
         features=chosen,
+        kind=_kind(kind),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     model.save(out)
@@ -160,7 +183,18 @@ def train_command(
 @app.command("evaluate")
 def evaluate_command(
     labels_csv: LabelsCsv,
-    images: ImagesDir,
+    images: ImagesDir = None,
+    test_on: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--test-on",
+            help="Train on LABELS_CSV's sets only and test on this set (repeatable), still by "
+            "source: a test photograph is in no training fold, under any set. E.g. train on "
+            "one degradation generator, test on another.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
     model_path: Annotated[
         Path | None,
         typer.Option(
@@ -185,6 +219,11 @@ def evaluate_command(
         str | None,
         typer.Option("--features", help="Comma-separated metric names (default: the model's)."),
     ] = None,
+    kind: Annotated[
+        str,
+        typer.Option("--classifier", help="logistic (L2-penalised logistic regression, the "
+                     "default) or naive_bayes (GaussianNB)."),
+    ] = "logistic",
     jobs: Annotated[
         int | None, typer.Option("--jobs", "-j", min=1, help="Worker processes (default: all).")
     ] = None,
@@ -192,8 +231,11 @@ def evaluate_command(
     """Report confusion matrix, per-class precision/recall/F1 and macro-F1.
 
     Without --model: trains on some source photographs and predicts the others
-    (folds grouped by source, never by image). With --model: that model's
-    predictions on the whole set.
+    (folds grouped by source, never by image; several CSVs are pooled, so a
+    photograph's variants from every set are held out together). With --model:
+    that model's predictions on the whole set. When the CSVs have a `content`
+    column (as `sample-data` writes), the good-image recall on smooth content is
+    reported too.
     """
     from clearlake.quality.classifier import (
         Model,
@@ -215,7 +257,8 @@ def evaluate_command(
         result = evaluate_model(model, data.rows, data.labels)
     else:
         chosen = _features(features)
-        data = _load_labelled(labels_csv, images, jobs, console, need_sources=True,
+        tests = list(test_on or [])
+        data = _load_labelled([*labels_csv, *tests], images, jobs, console, need_sources=True,
                               features=chosen)
         result = cross_validate(
             data.rows,
@@ -224,8 +267,13 @@ def evaluate_command(
             sublabels=data.sublabels if use_sublabels else None,
             features=chosen,
             folds=folds,
+            kind=_kind(kind),
+            held_out=[s in tests for s in data.sets] if tests else None,
         )
+        if tests:
+            data = data.subset([s in tests for s in data.sets])
     _print_evaluation(console, result)
+    _print_good_recall(console, result, data)
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -238,6 +286,24 @@ class _Labelled:
     sublabels: list[str]
     sources: list[str]
     checksums: list[str]
+    contents: list[str]
+    sets: list[Path]  # the CSV each row comes from
+
+    def subset(self, selected: list[bool]) -> _Labelled:
+        """The selected rows."""
+        def keep(values: list) -> list:
+            return [v for v, s in zip(values, selected, strict=True) if s]
+        return _Labelled(*(keep(getattr(self, f.name)) for f in fields(self)))
+
+
+def _kind(text: str) -> str:
+    """A classifier kind from the option, or a usage error naming the known ones."""
+    from clearlake.quality.classifier import FORMATS
+
+    if text not in FORMATS:
+        raise typer.BadParameter(f"{text!r}; known: {', '.join(FORMATS)}",
+                                 param_hint="--classifier")
+    return text
 
 
 def _features(text: str | None) -> tuple[str, ...]:
@@ -257,10 +323,10 @@ def _features(text: str | None) -> tuple[str, ...]:
 
 
 def _load_labelled(
-    labels_csv: Path, images: Path, jobs: int | None, console: Console, *, need_sources: bool,
-    features: tuple[str, ...],
+    labels_csvs: list[Path], images: Path | None, jobs: int | None, console: Console, *,
+    need_sources: bool, features: tuple[str, ...],
 ) -> _Labelled:
-    """Read the CSV, then decode every listed image on all cores and compute `features`."""
+    """Read the CSVs, then decode every listed image on all cores and compute `features`."""
     import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor
@@ -273,27 +339,34 @@ def _load_labelled(
         TimeRemainingColumn,
     )
 
-    with labels_csv.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        columns = set(reader.fieldnames or ())
-        entries = list(reader)
-    required = {"path", "label"} | ({"source"} if need_sources else set())
-    if not required <= columns:
-        raise typer.BadParameter(
-            f"{labels_csv} needs columns {sorted(required)} (has {sorted(columns)}); "
-            "'source' (the source photograph) is what folds are grouped by",
-            param_hint="LABELS_CSV",
-        )
-    if not entries:
-        raise typer.BadParameter(f"{labels_csv} lists no images", param_hint="LABELS_CSV")
-    paths = [images / e["path"] for e in entries]
+    entries: list[dict[str, str]] = []
+    paths: list[Path] = []
+    sets: list[Path] = []
+    for labels_csv in labels_csvs:
+        with labels_csv.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            columns = set(reader.fieldnames or ())
+            listed = list(reader)
+        required = {"path", "label"} | ({"source"} if need_sources else set())
+        if not required <= columns:
+            raise typer.BadParameter(
+                f"{labels_csv} needs columns {sorted(required)} (has {sorted(columns)}); "
+                "'source' (the source photograph) is what folds are grouped by",
+                param_hint="LABELS_CSV",
+            )
+        if not listed:
+            raise typer.BadParameter(f"{labels_csv} lists no images", param_hint="LABELS_CSV")
+        folder = labels_csv.parent if images is None else images
+        entries += listed
+        paths += [folder / e["path"] for e in listed]
+        sets += [labels_csv] * len(listed)
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise typer.BadParameter(
             f"{len(missing)} listed image(s) not found, e.g. {missing[0]}", param_hint="--images"
         )
     workers = jobs or os.cpu_count() or 1
-    out = _Labelled([], [], [], [], [])
+    out = _Labelled([], [], [], [], [], [], [])
     skipped: list[str] = []
     with (
         Progress(
@@ -310,8 +383,8 @@ def _load_labelled(
         task = progress.add_task("measuring", total=len(paths))
         chunk = max(1, min(16, len(paths) // (4 * workers) or 1))
         measure = functools.partial(_analyse_file, features=features)
-        for entry, result in zip(
-            entries, pool.map(measure, paths, chunksize=chunk), strict=True
+        for entry, labels_set, result in zip(
+            entries, sets, pool.map(measure, paths, chunksize=chunk), strict=True
         ):
             progress.advance(task)
             checksum, outcome, reason, metrics = result
@@ -323,6 +396,8 @@ def _load_labelled(
             out.sublabels.append(entry.get("sublabel") or entry["label"])
             out.sources.append(entry.get("source") or "")
             out.checksums.append(checksum)
+            out.contents.append(entry.get("content") or "")
+            out.sets.append(labels_set)
     for line in skipped:
         console.print(f"[yellow]skipped[/yellow] {line}")
     if not out.rows:
@@ -341,6 +416,34 @@ def _analyse_file(
     if result.failures:
         return result.sha256, "metric_failed", "; ".join(result.failures.values()), None
     return result.sha256, str(result.outcome), result.reason, result.metrics
+
+
+def _print_good_recall(console: Console, result: Evaluation, data: _Labelled) -> None:
+    """Good-image recall where false alarms concentrate: on content that is smooth by
+    nature (the `content` column of `sample-data`'s sets), per source, and on soft frames
+    (the `good_soft` sub-label)."""
+    from rich.table import Table
+
+    smooth = [c == "smooth" for c in data.contents]
+    groups = {f"{source} (smooth)": [s and src == source for s, src in
+                                     zip(smooth, data.sources, strict=True)]
+              for source in sorted({src for s, src in zip(smooth, data.sources, strict=True)
+                                    if s})}
+    if any(smooth):
+        groups["all smooth content"] = smooth
+    soft = [s == "good_soft" for s in data.sublabels]
+    if any(soft):
+        groups["soft frames (good_soft)"] = soft
+    table = Table(title="Good-image recall")
+    for column in ("images", "good", "recalled", "recall"):
+        table.add_column(column, justify="left" if column == "images" else "right")
+    for name, selected in groups.items():
+        good = result.subset(selected, name).per_class().get("good", {"support": 0})
+        if good["support"]:
+            table.add_row(name, str(good["support"]),
+                          str(round(good["recall"] * good["support"])), f"{good['recall']:.3f}")
+    if table.row_count:
+        console.print(table)
 
 
 def _print_evaluation(console: Console, result: Evaluation) -> None:

@@ -32,6 +32,19 @@ Two families:
     moiré leaves (often all that survives of it), which greyscale features
     cannot see.
 
+* features for content that is smooth by nature (the moon, a retina, microscopy,
+  a scanned page, a soft video frame), which absolute measures of detail rate
+  like a blurred photograph: they ask whether the detail the image *does* have
+  falls off the way a blur makes it fall off:
+
+  - ``sharp_edge_width_score``: the width of the image's *sharpest* edges (a
+    blur widens every edge; smooth content keeps a few crisp ones);
+  - ``octave_knee_score``: whether the top octave of the spectrum falls below
+    the power-law trend of the two below it (a blur bends it down, a smooth
+    scene is only a steeper straight line);
+  - ``blur_anisotropy_score``: how much more directional the finest gradients
+    are than coarse ones (motion blur; a directional scene is so at all scales).
+
 Which features the classifier uses, and the measured gain of each, is
 documented in :mod:`clearlake.quality.classifier`.
 
@@ -88,6 +101,17 @@ EDGE_WINDOW = 6
 EDGE_PERCENTILE = 99.0
 #: ...and whose local contrast is at least this many grey levels.
 EDGE_MIN_CONTRAST = 16.0
+#: Sharpest edges: half-size (px) of the contrast window, slope percentile, least contrast…
+SHARP_EDGE_WINDOW = 3
+SHARP_EDGE_PERCENTILE = 95.0
+SHARP_EDGE_MIN_CONTRAST = 24.0
+#: …the percentile of their widths taken (the sharpest), and the fewest edge pixels judged.
+SHARP_EDGE_QUANTILE = 10.0
+SHARP_EDGE_MIN_COUNT = 32
+#: Octave bands (cycles/px) whose energies the knee compares: top, middle, low.
+KNEE_OCTAVES = ((0.25, 0.5), (0.125, 0.25), (0.0625, 0.125))
+#: Downscaling factor of the coarse view the blur anisotropy compares with.
+ANISOTROPY_COARSE = 4
 #: Whole-image spectra are max-pooled onto at most this many rows (cycles/px grid).
 GLOBAL_GRID = 256
 #: Long side (px) of the area-downscaled colour view whose chroma spectrum is measured.
@@ -113,6 +137,10 @@ METRIC_NAMES: tuple[str, ...] = (
     # moiré: periodic peaks in the luma spectrum, colour bands in the chroma spectrum
     "luma_peak_score",
     "chroma_peak_score",
+    # blur and moiré judged against the image's own content (smooth scenes, text)
+    "sharp_edge_width_score",
+    "octave_knee_score",
+    "blur_anisotropy_score",
 )
 
 
@@ -240,22 +268,74 @@ def calc_edge_width(
     Returns:
         ln of the median edge width in px; ln 2 for an image without edges.
     """
-    shape = grey.shape
     if gx is None or gy is None:
         gx, gy = sobel_derivatives(grey)
-    slope = cv2.magnitude(gx, gy, _buffer("fc", shape, np.float32))  # 8 × grey levels per px
-    kernel = np.ones((2 * EDGE_WINDOW + 1, 2 * EDGE_WINDOW + 1), np.uint8)
+    widths = _edge_widths(grey, gx, gy, EDGE_WINDOW, EDGE_PERCENTILE, EDGE_MIN_CONTRAST, 16)
+    return math.log(2.0) if widths is None else math.log(float(np.median(widths)))
+
+
+def calc_sharp_edge_width(
+    grey: np.ndarray, gx: np.ndarray | None = None, gy: np.ndarray | None = None
+) -> float:
+    """Width in px of the image's *sharpest* edges, as a log (high = blurry).
+
+    As :func:`calc_edge_width`, with a ``(2·SHARP_EDGE_WINDOW+1)²`` contrast window,
+    edge pixels in the top ``SHARP_EDGE_PERCENTILE`` of the slope with
+    ``c ≥ SHARP_EDGE_MIN_CONTRAST``, and the ``SHARP_EDGE_QUANTILE``-th percentile
+    of the widths instead of their median. A blur widens every edge; inherently
+    smooth content (craters, vessels, a page's letters) still has a few crisp ones,
+    which is what this reads.
+
+    Args:
+        grey: H×W uint8 greyscale.
+        gx: its x Sobel derivative (from :func:`sobel_derivatives`), if at hand.
+        gy: its y Sobel derivative, likewise.
+
+    Returns:
+        ln of the width in px; ln 2 when the image has too few edges to judge.
+    """
+    if gx is None or gy is None:
+        gx, gy = sobel_derivatives(grey)
+    widths = _edge_widths(grey, gx, gy, SHARP_EDGE_WINDOW, SHARP_EDGE_PERCENTILE,
+                          SHARP_EDGE_MIN_CONTRAST, SHARP_EDGE_MIN_COUNT)
+    if widths is None:
+        return math.log(2.0)
+    return math.log(float(np.percentile(widths, SHARP_EDGE_QUANTILE)))
+
+
+def _edge_widths(
+    grey: np.ndarray, gx: np.ndarray, gy: np.ndarray, window: int, percentile: float,
+    min_contrast: float, min_count: int,
+) -> np.ndarray | None:
+    """Edge widths ``w = 8·c / |∇|`` (px) at the pixels whose slope is in the top
+    `percentile` and whose contrast over a ``(2·window+1)²`` square is ≥ `min_contrast`;
+    None when fewer than `min_count` pixels qualify.
+
+    Only exact or correctly rounded arithmetic: the squared slope ``gx² + gy²`` is an
+    integer below 2^21 (exact in float32), the square root and the division are IEEE
+    operations, and callers take the log of the result in float64 (``math.log``).
+    (OpenCV's ``magnitude`` is not correctly rounded — about a third of its values
+    are 1 ulp off — and NumPy's float32 ``log`` picks a SIMD or a scalar path by the
+    memory its operand happens to occupy: with either, the score changed in its last
+    bits with what the process had measured before.)
+    """
+    shape = grey.shape
+    squared = cv2.multiply(gx, gx, dst=_buffer("fc", shape, np.float32))
+    squared += cv2.multiply(gy, gy, dst=_buffer("fd", shape, np.float32))
+    kernel = np.ones((2 * window + 1, 2 * window + 1), np.uint8)
     high = cv2.dilate(grey, kernel, dst=_buffer("ua", shape, np.uint8))
     low = cv2.erode(grey, kernel, dst=_buffer("ub", shape, np.uint8))
     contrast = cv2.subtract(high, low, dst=high)
-    step = max(1, round(np.sqrt(slope.size / 65_536)))  # threshold from a subsample: cheap
-    threshold = np.percentile(slope[::step, ::step], EDGE_PERCENTILE)
-    idx = np.flatnonzero(slope.ravel() >= max(threshold, 8e-3))  # ~1 % of the pixels
+    step = max(1, round(np.sqrt(squared.size / 65_536)))  # threshold from a subsample: cheap
+    # (a percentile of squares is the square of the percentile, up to interpolation)
+    threshold = np.percentile(squared[::step, ::step], percentile, method="lower")
+    idx = np.flatnonzero(squared.ravel() >= max(threshold, 1.0))
     c = contrast.ravel()[idx].astype(np.float32)
-    keep = c >= EDGE_MIN_CONTRAST
-    if np.count_nonzero(keep) < 16:
-        return float(np.log(2.0))
-    return float(np.log(8.0 * np.median(c[keep] / slope.ravel()[idx[keep]])))
+    keep = c >= min_contrast
+    if np.count_nonzero(keep) < min_count:
+        return None
+    slope = np.sqrt(squared.ravel()[idx[keep]])
+    return 8.0 * c[keep] / slope
 
 
 # --- spectral features -------------------------------------------------------------
@@ -353,6 +433,82 @@ def calc_peak_prominence(power: np.ndarray, band: tuple[float, float] = PEAK_BAN
     q = np.log(power + EPS * (power.max() + EPS))
     radius, _ = _polar(power.shape[0])
     return _prominence(q, (radius >= band[0]) & (radius <= band[1]))
+
+
+def calc_octave_knee(power: np.ndarray) -> float:
+    """How far the top octave's energy falls short of the trend of the two below.
+
+    ``E_b`` = power summed over the radial band ``b`` of :data:`KNEE_OCTAVES`
+    (top ``[¼, ½]``, middle ``[⅛, ¼]``, low ``[1/16, ⅛]`` cycles/px); score
+    ``= ln(E_top/E_mid) − ln(E_mid/E_low)``. Under a power law ``P ∝ f^−α`` both
+    octave ratios equal ``2^(2−α)``, so the score is ≈ 0 for sharp *and* for
+    inherently smooth scenes (any α: the moon 0.5). A mild blur's transfer function
+    falls fastest in the top octave, which makes the score negative (a 400×300
+    photograph: −0.3 sharp, −1.7 at a Gaussian σ of 1 px, −2.0 at 1.5 px); a strong
+    blur sinks the top octave to the 8-bit quantisation and noise floor, which is
+    flat, and the score turns positive (+5.3 at σ = 3 px). Either way it departs
+    from 0: the classifier's sub-labels take both sides.
+
+    Args:
+        power: tile × (tile//2+1) spectrum from :func:`welch_spectrum`.
+
+    Returns:
+        The knee in natural-log units; 0 for a flat (all-zero) spectrum.
+    """
+    radius, _ = _polar(power.shape[0])
+    total = float(power.sum())
+    if total <= 0.0:
+        return 0.0
+    floor = EPS * total
+    top, mid, low = (
+        float(power[(radius >= lo) & (radius < hi)].sum()) + floor for lo, hi in KNEE_OCTAVES
+    )
+    return float(np.log(top / mid) - np.log(mid / low))
+
+
+def calc_blur_anisotropy(grey: np.ndarray, gx: np.ndarray | None = None,
+                         gy: np.ndarray | None = None) -> float:
+    """How much more directional the fine gradients are than the coarse ones (motion blur).
+
+    Structure tensor ``J = Σ [gx², gx·gy; gx·gy, gy²]`` of the 3×3 Sobel derivatives,
+    anisotropy ``a = ln(λ_max / λ_min)``; score ``= a(native) − a(view
+    area-downscaled ANISOTROPY_COARSE×)``. Motion blur erases detail along its
+    direction at the finest scale only; a scene directional in itself (grass, brick,
+    lines of text) is directional at both scales and scores ≈ 0. Exact arithmetic:
+    the products are integers below 2^21 and the sums are accumulated in double.
+
+    Args:
+        grey: H×W uint8 greyscale.
+        gx: its x Sobel derivative (from :func:`sobel_derivatives`), if at hand.
+        gy: its y Sobel derivative, likewise.
+
+    Returns:
+        The difference of log eigenvalue ratios; 0 when the image is too small.
+    """
+    h, w = grey.shape
+    if min(h, w) < 4 * ANISOTROPY_COARSE:
+        return 0.0
+    if gx is None or gy is None:
+        gx, gy = sobel_derivatives(grey)
+    coarse = cv2.resize(
+        grey, (w // ANISOTROPY_COARSE, h // ANISOTROPY_COARSE), interpolation=cv2.INTER_AREA
+    )
+    cx = cv2.Sobel(coarse, cv2.CV_32F, 1, 0, ksize=3)
+    cy = cv2.Sobel(coarse, cv2.CV_32F, 0, 1, ksize=3)
+    return _anisotropy(gx, gy, _buffer("fd", grey.shape, np.float32)) - _anisotropy(
+        cx, cy, np.empty_like(cx))
+
+
+def _anisotropy(gx: np.ndarray, gy: np.ndarray, scratch: np.ndarray) -> float:
+    """ln(λ_max/λ_min) of the structure tensor of the derivatives (summed over all pixels)."""
+    xx = float(cv2.norm(gx, cv2.NORM_L2SQR))
+    yy = float(cv2.norm(gy, cv2.NORM_L2SQR))
+    xy = float(cv2.sumElems(cv2.multiply(gx, gy, dst=scratch))[0])
+    half_trace, det = (xx + yy) / 2, xx * yy - xy * xy
+    root = math.sqrt(max(half_trace * half_trace - det, 0.0))
+    big, small = half_trace + root, half_trace - root
+    floor = EPS * (xx + yy) + EPS
+    return math.log((big + floor) / (max(small, 0.0) + floor))
 
 
 def pooled_power(spectrum: np.ndarray, grid: int = GLOBAL_GRID) -> np.ndarray:
@@ -481,6 +637,30 @@ def chroma_peak_score(image: DecodedImage) -> float:
     return _finite(calc_peak_prominence(welch_spectrum(cr) + welch_spectrum(cb)))
 
 
+def sharp_edge_width_score(image: DecodedImage) -> float:
+    """ln of the width of the sharpest edges (:func:`calc_sharp_edge_width`)."""
+    shared = _shared(image)
+    gx, gy = shared.sobel()
+    return _finite(calc_sharp_edge_width(shared.grey, gx, gy))
+
+
+def blur_anisotropy_score(image: DecodedImage) -> float:
+    """Fine-minus-coarse gradient anisotropy (:func:`calc_blur_anisotropy`)."""
+    shared = _shared(image)
+    gx, gy = shared.sobel()
+    return _finite(calc_blur_anisotropy(shared.grey, gx, gy))
+
+
+def octave_knee_score(image: DecodedImage) -> float:
+    """The Welch spectrum's top-octave knee (:func:`calc_octave_knee`); 0 when tiny."""
+    shared = _shared(image)
+    if min(shared.grey.shape) < MIN_SPECTRAL_SIDE:
+        return 0.0
+    # (the same spectrum as the spectral slope's, made again: ~1 ms; sharing it through
+    # `_Shared` would give every built-in a new version, to be computed again everywhere)
+    return _finite(calc_octave_knee(welch_spectrum(shared.grey_f)))
+
+
 #: The built-in metrics in computing order: the ones sharing the Sobel pass first, the
 #: FFT measure (which consumes the shared spectrum and scratch buffers) after the luma
 #: peaks. Each is a unit of its own, versioned by `clearlake.quality.registry`.
@@ -489,7 +669,10 @@ BUILTIN_METRICS: tuple[tuple[str, Callable[[DecodedImage], float]], ...] = (
     ("sobel_y_var_score", sobel_y_var_score),
     ("sobel_x_var_score", sobel_x_var_score),
     ("edge_width_score", edge_width_score),
+    ("sharp_edge_width_score", sharp_edge_width_score),
+    ("blur_anisotropy_score", blur_anisotropy_score),
     ("spectral_slope_score", spectral_slope_score),
+    ("octave_knee_score", octave_knee_score),
     ("luma_peak_score", luma_peak_score),
     ("fft_hf_score", fft_hf_score),
     ("chroma_peak_score", chroma_peak_score),
@@ -647,14 +830,17 @@ def _variance(a: np.ndarray) -> float:
 
 
 def _chroma_view(colour: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cr and Cb of the picture area-downscaled to ≤ CHROMA_SIDE px on its long side.
+    """Cr and Cb of the picture area-downscaled to ≤ CHROMA_SIDE px on its long side
+    (but to no less than MIN_SPECTRAL_SIDE px on its short side).
 
     Colour carries little fine detail (cameras and JPEG's 4:2:0 already halve
     chroma resolution), and colour moiré is broad: measuring it on a bounded
     view keeps its cost independent of the image size.
     """
     h, w = colour.shape[:2]
-    scale = CHROMA_SIDE / max(h, w)
+    # Never below MIN_SPECTRAL_SIDE on the short side: a very wide picture (175:1 and
+    # more) would otherwise shrink to a strip too thin for a spectrum.
+    scale = min(1.0, max(CHROMA_SIDE / max(h, w), MIN_SPECTRAL_SIDE / min(h, w)))
     if scale < 1.0:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         colour = cv2.resize(colour, size, interpolation=cv2.INTER_AREA)

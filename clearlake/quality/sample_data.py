@@ -1,18 +1,21 @@
 """Labelled sample images made reproducibly from real photographs in installed packages.
 
 The machine has no internet, so the demo/training set is built from the
-photographs that scikit-learn and scikit-image ship (photographs only: no
-drawings, text pages, synthetic patterns, microscopy of smooth cells, or the
-mostly-black fundus and moon images, which look blurry at full resolution).
-The two motorcycle photographs are a stereo pair of one scene, so they share
-one source id: a split by source never puts one in training and the other in
-test.
+photographs that scikit-learn and scikit-image ship: 20 sources, of which six
+are inherently smooth content (:data:`SMOOTH_SOURCES`: the moon, a retina and
+a retina detail, phase-contrast microscopy, a scanned page, handwriting on
+paper) — good images that look blurry to absolute measures of detail, which
+the classifier must learn not to flag. No drawings or synthetic patterns.
+SciPy's ``datasets`` and imageio's standard images would need a download;
+OpenCV and Pillow wheels ship no photographs. The two motorcycle photographs
+are a stereo pair of one scene, so they share one source id: a split by source
+never puts one in training and the other in test.
 
 Every image starts as a *view* of a photograph: a random crop (short side
 between 60 % and 100 % of the photo's, aspect ratio 0.75–1.33) downscaled with
 ``INTER_AREA`` so that its short side lies between ``min_side`` (256 px) and
 the crop's own short side — never upscaled, since upscaling blurs. Then, per
-class (ranges are uniform unless stated):
+class (ranges are uniform unless stated), with generator ``a``:
 
 ``good``
     the view itself.
@@ -40,9 +43,24 @@ class (ranges are uniform unless stated):
 
 With probability 0.3 an image gets sensor-like Gaussian noise (σ 1–3 grey
 levels) after its degradation, whatever its class. Images are saved as JPEG
-with quality 80–95. ``labels.csv`` has columns ``path,label,sublabel,source``
-(``path`` relative to the output folder). The same seed gives the same files:
-every source photograph has its own random stream derived from the seed.
+with quality 80–95.
+
+Generator ``b`` (:func:`_degrade_b`, :data:`SUBLABELS_B`) is a family written
+apart from ``a``, to train and to test generalisation on degradations ``a``
+never makes: box, upscaling, camera-shake and ring-shaped defocus blur;
+aliased weaves, Bayer-mosaic false colour, rotated LCD stripes and scanned CMY
+halftone prints as moiré; soft video-like frames (upscaled 1.2–1.6×) and
+sharpened or tone-mapped views as good; signal-dependent noise, PNG or JPEG
+quality 55–98.
+
+``labels.csv`` has columns ``path,label,sublabel,source,content`` (``path``
+relative to the output folder; ``content`` is ``smooth`` or ``photo``). The
+same seed gives the same files: every source photograph has its own random
+stream derived from the seed, the generator and its id, so adding a source
+leaves the others' images unchanged.
+
+The packaged default model is trained on ``a`` and ``b`` at seeds 0 and 1 (the
+README's "Regenerate the packaged model").
 """
 
 from __future__ import annotations
@@ -80,14 +98,39 @@ SUBLABELS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class Source:
-    """One source photograph: an id and the files it comes from."""
+    """One source photograph: an id, the files it comes from, and its kind of content.
+
+    ``smooth`` marks inherently smooth content (astronomy, retina and microscopy,
+    text and document scans): good images of it have little fine detail, which
+    the classifier must not take for blur.
+    """
 
     id: str
     paths: tuple[Path, ...]
+    smooth: bool = False
+
+
+#: scikit-image photographs of inherently smooth content (see :class:`Source`).
+SMOOTH_SOURCES: dict[str, tuple[str, ...]] = {
+    "cell": ("cell.png",),  # phase-contrast microscopy
+    "microaneurysms": ("microaneurysms.png",),  # retina detail, 102 px
+    "moon": ("moon.png",),
+    "page": ("page.png",),  # a scanned book page
+    "retina": ("retina.jpg",),  # fundus photograph, mostly black surround
+    "text": ("text.png",),  # handwriting photographed on paper
+}
 
 
 def find_sources() -> list[Source]:
     """The photographs available offline in installed packages (sorted by id).
+
+    scikit-image's and scikit-learn's photographs (and matplotlib's, when it is
+    installed with its data), including the smooth-content ones of
+    :data:`SMOOTH_SOURCES`. Left out: drawings and synthetic images (``logo``,
+    ``horse``, ``color``, ``chessboard``, ``phantom``), the motion-blurred
+    ``clock_motion`` (not a good image), and images too small to crop
+    (``lfw_subset`` faces are 25 px). SciPy's ``datasets`` and imageio's
+    standard images need a download (pooch / network) and are not used.
 
     Returns:
         Sources whose files exist on disk; scikit-image data that would need a
@@ -114,6 +157,7 @@ def find_sources() -> list[Source]:
         "china": [skl / "china.jpg"],
         "flower": [skl / "flower.jpg"],
     }
+    candidates.update({sid: [sk / f for f in files] for sid, files in SMOOTH_SOURCES.items()})
     # matplotlib's sample photographs, when it is installed with its data.
     try:
         import matplotlib
@@ -126,7 +170,7 @@ def find_sources() -> list[Source]:
     for sid, paths in sorted(candidates.items()):
         present = tuple(p for p in paths if p.is_file())
         if present:
-            sources.append(Source(sid, present))
+            sources.append(Source(sid, present, smooth=sid in SMOOTH_SOURCES))
     return sources
 
 
@@ -137,9 +181,10 @@ def generate(
     per_class: int = 8,
     sources: Sequence[str] | None = None,
     min_side: int = MIN_SIDE,
+    generator: str = "a",
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Write labelled JPEGs and ``labels.csv`` under ``out_dir``.
+    """Write labelled images and ``labels.csv`` under ``out_dir``.
 
     Args:
         out_dir: output folder (created).
@@ -147,14 +192,21 @@ def generate(
         per_class: images per class (good, blurry, moire) per source photograph.
         sources: restrict to these source ids (default: all found).
         min_side: smallest short side of a view in px.
+        generator: ``"a"`` (the degradations above) or ``"b"`` (an independent
+            family, see :data:`SUBLABELS_B`); file names carry the generator.
         progress: called with (done, total) after each image.
 
     Returns:
-        The path of ``labels.csv``.
+        The path of ``labels.csv`` (columns ``path,label,sublabel,source,content``;
+        ``content`` is ``smooth`` or ``photo``, see :class:`Source`).
 
     Raises:
-        ValueError: when an asked-for source is unknown or none is available.
+        ValueError: when an asked-for source or the generator is unknown, or no
+            source is available.
     """
+    if generator not in GENERATORS:
+        raise ValueError(f"unknown generator {generator!r}; known: {sorted(GENERATORS)}")
+    sublabels, degrade, finish = GENERATORS[generator]
     out = Path(out_dir)
     available = find_sources()
     if sources is not None:
@@ -164,40 +216,53 @@ def generate(
         available = [s for s in available if s.id in set(sources)]
     if not available:
         raise ValueError("no source photographs found in the installed packages")
-    total = len(available) * per_class * len(SUBLABELS)
-    rows: list[tuple[str, str, str, str]] = []
+    total = len(available) * per_class * len(sublabels)
+    rows: list[tuple[str, str, str, str, str]] = []
     done = 0
-    for index, source in enumerate(available):
-        rng = np.random.default_rng([seed, index, _stable_hash(source.id)])
+    tag = "" if generator == "a" else f"{generator}-"
+    for source in available:
+        # Each source's stream depends on the seed, the generator and its id only:
+        # adding a source never changes the others' images.
+        rng = np.random.default_rng([seed, _stable_hash(generator), _stable_hash(source.id)])
         photos = [_read(p) for p in source.paths]
+        content = "smooth" if source.smooth else "photo"
         n = 0
-        for label, subs in SUBLABELS.items():
+        for label, subs in sublabels.items():
             (out / label).mkdir(parents=True, exist_ok=True)
             for i in range(per_class):
                 sub = subs[i % len(subs)]
                 photo = photos[int(rng.integers(len(photos)))]
-                img = _degrade(_view(photo, rng, min_side), sub, rng)
-                if rng.random() < NOISE_PROBABILITY:
-                    sigma = rng.uniform(*NOISE_SIGMA)
-                    noisy = img.astype(np.float32) + rng.normal(0, sigma, img.shape)
-                    img = _to_u8(noisy)
-                quality = int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1))
-                rel = f"{label}/{source.id}-{n:03d}.jpg"
+                img = degrade(_view(photo, rng, min_side), sub, rng)
+                data, ext = finish(img, rng)
+                rel = f"{label}/{tag}{source.id}-{n:03d}{ext}"
                 n += 1
-                ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
-                if not ok:
-                    raise RuntimeError(f"JPEG encoding failed for {rel}")
-                (out / rel).write_bytes(buf.tobytes())
-                rows.append((rel, label, sub, source.id))
+                (out / rel).write_bytes(data)
+                rows.append((rel, label, sub, source.id, content))
                 done += 1
                 if progress is not None:
                     progress(done, total)
     labels = out / "labels.csv"
     with labels.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(("path", "label", "sublabel", "source"))
+        writer.writerow(("path", "label", "sublabel", "source", "content"))
         writer.writerows(rows)
     return labels
+
+
+def _finish_a(img: np.ndarray, rng: np.random.Generator) -> tuple[bytes, str]:
+    """Generator a's capture: sensor noise with probability 0.3, JPEG quality 80–95."""
+    if rng.random() < NOISE_PROBABILITY:
+        sigma = rng.uniform(*NOISE_SIGMA)
+        img = _to_u8(img.astype(np.float32) + rng.normal(0, sigma, img.shape))
+    quality = int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1))
+    return _encode(img, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, quality]), ".jpg"
+
+
+def _encode(img: np.ndarray, ext: str, params: list[int]) -> bytes:
+    ok, buf = cv2.imencode(ext, img, params)
+    if not ok:
+        raise RuntimeError(f"{ext} encoding failed")
+    return buf.tobytes()
 
 
 # --- views and degradations ---------------------------------------------------------
@@ -370,3 +435,222 @@ def _to_u8(a: np.ndarray) -> np.ndarray:
 
 def _stable_hash(text: str) -> int:
     return int.from_bytes(text.encode()[:8].ljust(8, b"\0"), "little")
+
+
+# --- generator b: an independent family of degradations -------------------------------
+
+#: Generator b's sub-labels (see :func:`_degrade_b`).
+SUBLABELS_B: dict[str, tuple[str, ...]] = {
+    "good": ("good", "good_soft"),
+    "blurry": ("blurry_box", "blurry_upscale", "blurry_shake", "blurry_ring"),
+    "moire": ("moire_alias", "moire_bayer", "moire_lcd", "moire_print"),
+}
+SOFT_UPSCALE = (1.2, 1.6)
+BOX_SIZE = (4, 12)
+UPSCALE_FACTOR = (2.5, 5.0)
+SHAKE_EXTENT = (7, 25)
+RING_RADIUS = (2.5, 7.0)
+ALIAS_PERIOD = (1.3, 3.5)  # in fine px, before decimation by 2–4
+BAYER_PERIOD = (1.7, 3.2)
+LCD_PITCH = (2.0, 5.0)
+LCD_ANGLE = (4.0, 30.0)
+PRINT_PERIOD = (1.6, 3.2)  # output px
+B_NOISE_PROBABILITY = 0.4
+B_PNG_PROBABILITY = 0.25
+B_JPEG_QUALITY = (55, 98)
+
+
+def _degrade_b(img: np.ndarray, sub: str, rng: np.random.Generator) -> np.ndarray:
+    """Generator b, written apart from a to test generalisation.
+
+    ``good``: as is, possibly with a camera's unsharp mask or a tone curve;
+    ``good_soft``: a video-like frame, the view shrunk then upscaled 1.2–1.6×
+    (bicubic) back, as 720p shown at 1080p; ``blurry_box``: box filter 4–12 px;
+    ``blurry_upscale``: shrunk 2.5–5× then upscaled (bilinear); ``blurry_shake``:
+    a random-walk camera-shake kernel 7–25 px across; ``blurry_ring``: an annular
+    (catadioptric / aberrated) defocus kernel, radius 2.5–7 px; ``moire_alias``:
+    a woven texture at 2–4× laid over the view, decimated without antialiasing;
+    ``moire_bayer``: a fine grating near Nyquist sampled through an RGGB colour
+    filter array and demosaiced (false colour); ``moire_lcd``: a screen with
+    horizontal RGB stripes photographed 4–30° rotated; ``moire_print``: a CMY
+    halftone print (three rotated dot screens) scanned with area averaging.
+    """
+    h, w = img.shape[:2]
+    if sub == "good":
+        if rng.random() < 0.4:
+            amount = rng.uniform(0.3, 1.0)
+            soft = cv2.GaussianBlur(img, (0, 0), 1.0).astype(np.float32)
+            img = _to_u8(img.astype(np.float32) * (1 + amount) - soft * amount)
+        if rng.random() < 0.3:
+            gamma = rng.uniform(0.8, 1.25)
+            img = _to_u8(255.0 * (img.astype(np.float32) / 255.0) ** gamma)
+        return img
+    if sub == "good_soft":
+        f = rng.uniform(*SOFT_UPSCALE)
+        small = cv2.resize(img, (max(8, round(w / f)), max(8, round(h / f))),
+                           interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+    if sub == "blurry_box":
+        k = int(rng.integers(BOX_SIZE[0], BOX_SIZE[1] + 1))
+        return cv2.blur(img, (k, k), borderType=cv2.BORDER_REFLECT)
+    if sub == "blurry_upscale":
+        f = rng.uniform(*UPSCALE_FACTOR)
+        small = cv2.resize(img, (max(4, round(w / f)), max(4, round(h / f))),
+                           interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    if sub == "blurry_shake":
+        kernel = _shake_kernel(int(rng.integers(SHAKE_EXTENT[0], SHAKE_EXTENT[1] + 1)), rng)
+        return cv2.filter2D(img, -1, kernel, borderType=cv2.BORDER_REFLECT)
+    if sub == "blurry_ring":
+        kernel = _ring_kernel(rng.uniform(*RING_RADIUS))
+        return cv2.filter2D(img, -1, kernel, borderType=cv2.BORDER_REFLECT)
+    if sub == "moire_alias":
+        return _alias(img, rng)
+    if sub == "moire_bayer":
+        return _bayer(img, rng)
+    if sub == "moire_lcd":
+        return _lcd(img, rng)
+    if sub == "moire_print":
+        return _print_scan(img, rng)
+    raise ValueError(f"unknown sub-label {sub!r}")
+
+
+def _finish_b(img: np.ndarray, rng: np.random.Generator) -> tuple[bytes, str]:
+    """Generator b's capture: signal-dependent noise (p 0.4); PNG (p 0.25) or JPEG 55–98."""
+    if rng.random() < B_NOISE_PROBABILITY:
+        f = img.astype(np.float32)
+        sigma = np.sqrt(rng.uniform(0.02, 0.12) * f + rng.uniform(0.5, 2.0) ** 2)
+        img = _to_u8(f + rng.standard_normal(img.shape).astype(np.float32) * sigma)
+    if rng.random() < B_PNG_PROBABILITY:
+        return _encode(img, ".png", []), ".png"
+    quality = int(rng.integers(B_JPEG_QUALITY[0], B_JPEG_QUALITY[1] + 1))
+    return _encode(img, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, quality]), ".jpg"
+
+
+def _shake_kernel(extent: int, rng: np.random.Generator) -> np.ndarray:
+    """A camera-shake path: a smoothed random walk drawn into an extent×extent box."""
+    steps = 64
+    velocity = np.cumsum(rng.normal(0, 1, (steps, 2)), axis=0)
+    path = np.cumsum(velocity, axis=0)
+    path -= path.min(axis=0)
+    path *= (extent - 1) / max(float(path.max()), 1e-6)
+    ss = 4
+    canvas = np.zeros((extent * ss, extent * ss), np.float32)
+    pts = np.rint(path * ss + ss / 2).astype(np.int32)
+    cv2.polylines(canvas, [pts.reshape(-1, 1, 2)], False, 1.0, thickness=ss, lineType=cv2.LINE_AA)
+    kernel = cv2.resize(canvas, (extent, extent), interpolation=cv2.INTER_AREA)
+    return kernel / kernel.sum()
+
+
+def _ring_kernel(radius: float) -> np.ndarray:
+    """A disk of `radius` px whose inner 55 % passes 40 % (a bright-rimmed bokeh), sum 1."""
+    size = 2 * int(np.ceil(radius)) + 1
+    ss = 8
+    yy, xx = np.mgrid[0 : size * ss, 0 : size * ss]
+    c = (size * ss - 1) / 2
+    r2 = ((yy - c) ** 2 + (xx - c) ** 2) / (ss * ss)
+    ring = (r2 <= radius**2).astype(np.float32) * np.where(r2 < (0.55 * radius) ** 2, 0.4, 1.0)
+    kernel = cv2.resize(ring.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+    return kernel / kernel.sum()
+
+
+def _fine(img: np.ndarray, k: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    return cv2.resize(img, (w * k, h * k), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+
+
+def _alias(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A woven texture (two square-wave thread sets) at k×, decimated by k, no antialiasing."""
+    k = int(rng.integers(2, 5))
+    h, w = img.shape[:2]
+    big = _fine(img, k)
+    yy, xx = np.mgrid[0 : h * k, 0 : w * k].astype(np.float32)
+    theta = rng.uniform(0, np.pi)
+    period = rng.uniform(*ALIAS_PERIOD) * k / 2
+    u = (xx * np.cos(theta) + yy * np.sin(theta)) / period
+    v = (-xx * np.sin(theta) + yy * np.cos(theta)) / (period * rng.uniform(0.8, 1.25))
+    weave = 0.5 * ((np.mod(u, 1.0) < 0.5).astype(np.float32) + (np.mod(v, 1.0) < 0.5))
+    depth = rng.uniform(0.15, 0.4)
+    if big.ndim == 3:
+        weave = weave[..., None]
+    big *= 1.0 - depth * weave
+    phase = (int(rng.integers(k)), int(rng.integers(k)))
+    return _to_u8(big[phase[0] :: k, phase[1] :: k][:h, :w] * (1 + depth / 2))
+
+
+def _bayer(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A fine grating near the sensor's Nyquist frequency through an RGGB mosaic, demosaiced."""
+    colour = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    h, w = colour.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    theta = rng.uniform(0, np.pi)
+    period = rng.uniform(*BAYER_PERIOD)
+    wave = np.cos(2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / period)
+    amp = rng.uniform(0.15, 0.4)
+    scene = colour.astype(np.float32) * (1 + amp * wave[..., None])
+    mosaic = np.empty((h, w), np.float32)
+    mosaic[0::2, 0::2] = scene[0::2, 0::2, 2]  # R
+    mosaic[0::2, 1::2] = scene[0::2, 1::2, 1]  # G
+    mosaic[1::2, 0::2] = scene[1::2, 0::2, 1]  # G
+    mosaic[1::2, 1::2] = scene[1::2, 1::2, 0]  # B
+    return cv2.cvtColor(_to_u8(mosaic), cv2.COLOR_BayerBG2BGR)  # R at (0, 0) in OpenCV's naming
+
+
+def _lcd(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A screen with horizontal RGB stripes and dark column gaps, photographed rotated."""
+    colour = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    h, w = colour.shape[:2]
+    pitch = rng.uniform(*LCD_PITCH)
+    k = 4  # the screen rendered at 4 fine px per camera px
+    big = cv2.resize(colour, (w * k, h * k), interpolation=cv2.INTER_NEAREST).astype(np.float32)
+    yy, xx = np.mgrid[0 : h * k, 0 : w * k].astype(np.float32)
+    cell = pitch * k
+    row = np.floor(np.mod(yy, cell) / cell * 3).astype(np.int64)  # 0, 1, 2: R, G, B rows
+    gap = (np.mod(xx, cell) < 0.2 * cell).astype(np.float32)
+    mask = np.zeros_like(big)
+    for c in range(3):
+        mask[..., c] = (row == 2 - c) * (1 - 0.8 * gap)
+    angle = rng.uniform(*LCD_ANGLE) * rng.choice([-1, 1])
+    m = cv2.getRotationMatrix2D((w * k / 2, h * k / 2), angle, 1.0 / k)
+    m[0, 2] += w / 2 - w * k / 2
+    m[1, 2] += h / 2 - h * k / 2
+    plane = cv2.GaussianBlur(big * mask * 2.6, (0, 0), k * rng.uniform(0.3, 0.5))
+    return _to_u8(cv2.warpAffine(plane, m, (w, h), flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REFLECT))
+
+
+def _print_scan(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A CMY halftone print (dot screens at 15°, 75°, 0° + jitter) scanned by area averaging."""
+    colour = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    h, w = colour.shape[:2]
+    k = 4
+    big = _fine(colour, k) / 255.0
+    yy, xx = np.mgrid[0 : h * k, 0 : w * k].astype(np.float32)
+    period = rng.uniform(*PRINT_PERIOD) * k
+    jitter = rng.uniform(-5, 5)
+    ink = np.empty_like(big)
+    for c, angle in enumerate((15.0, 75.0, 0.0)):  # C, M, Y screens act on R, G, B
+        t = np.radians(angle + jitter)
+        u = (xx * np.cos(t) + yy * np.sin(t)) * 2 * np.pi / period
+        v = (-xx * np.sin(t) + yy * np.cos(t)) * 2 * np.pi / period
+        dots = 0.5 + 0.25 * (np.cos(u) + np.cos(v))
+        ink[..., 2 - c] = (big[..., 2 - c] > dots).astype(np.float32)
+    scale = rng.uniform(0.9, 1.1) / k
+    size = (round(w * k * scale), round(h * k * scale))
+    out = cv2.resize(ink * 255.0, size, interpolation=cv2.INTER_AREA)
+    out = cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
+    return _to_u8(out)
+
+
+#: Generator name → (sub-labels per label, degradation, capture/encoding).
+GENERATORS: dict[
+    str,
+    tuple[
+        dict[str, tuple[str, ...]],
+        Callable[[np.ndarray, str, np.random.Generator], np.ndarray],
+        Callable[[np.ndarray, np.random.Generator], tuple[bytes, str]],
+    ],
+] = {
+    "a": (SUBLABELS, _degrade, _finish_a),
+    "b": (SUBLABELS_B, _degrade_b, _finish_b),
+}
