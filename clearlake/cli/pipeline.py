@@ -44,10 +44,10 @@ def classify(
     use_stack_prefect()
     import importlib
 
-    from clearlake.flows import RUN_IMPORTS
+    from clearlake.flows import CLASSIFY_RUN_IMPORTS
     from clearlake.flows.classify import classify_commit
 
-    for module in RUN_IMPORTS:  # as a triggered run has them (see RUN_IMPORTS)
+    for module in CLASSIFY_RUN_IMPORTS:  # as a triggered run has them (see there)
         importlib.import_module(module)
 
     # The default batch size lives in one place, the flow (chosen by bench.pipeline).

@@ -45,7 +45,7 @@ from clearlake.config import (
     write_private,
 )
 from clearlake.errors import StackError
-from clearlake.flows import RUN_IMPORTS
+from clearlake.flows import FLOW_RUN_IMPORTS
 from clearlake.settings import settings
 from clearlake.stack import forkserver, install, seaweedfs
 
@@ -388,7 +388,7 @@ class Stack:
     def _flow_forkserver(self) -> Service:
         # Flow runs fork from here instead of importing Prefect and the flows anew
         # (seconds per run); the work pool's command launches them (see `deploy`).
-        preload = [arg for module in RUN_IMPORTS for arg in ("--preload", module)]
+        preload = [arg for module in FLOW_RUN_IMPORTS for arg in ("--preload", module)]
         return Service(
             name="flow-forkserver",
             port=None,
