@@ -18,11 +18,10 @@ also on SIGTERM/SIGINT. In one run:
    S3 server down for 30 s. Commits refused during a fault are retried by the next
    commit of their writer (the staged images stay).
 3. `--burst` one-image commits to main as fast as they go (the issue's burst: 100).
-4. Settle: wait until every run ended (runs killed with the Prefect worker, which
-   Prefect's open-source server never learns of, are marked crashed as its zombie
-   detection would), run `reconcile`, and check health (`support.check_health`): every
-   image on every branch with its signed record, the table, duplicate results, stale
-   temporary branches, failed runs.
+4. Settle: wait until every run ended (runs killed with the Prefect worker stop
+   beating, and the stack's automation marks them Crashed), run `reconcile`, and check
+   health (`support.check_health`): every image on every branch with its signed
+   record, the table, duplicate results, stale temporary branches, failed runs.
 
 Reported: commits, images, runs, failed and crashed runs, images without records,
 duplicate results, stale temporary branches, faults injected and survived, the lag from
@@ -180,16 +179,15 @@ def run_faults(ctx: dict[str, Any], names: list[str], commits_made: Any,
               flush=True)
 
 
-def settle(repo: str, stack: Any, timeout_s: float) -> list[str]:
-    """Wait until every run of `repo` ended; return the orphaned runs marked crashed."""
-    from tests.reliability.support import all_runs_final, crash_orphaned_runs
+def settle(repo: str, timeout_s: float) -> None:
+    """Wait until every run of `repo` ended (runs killed with the Prefect worker are marked
+    Crashed by the stack's heartbeat automation: `clearlake.stack.automations`)."""
+    from tests.reliability.support import all_runs_final
 
-    crashed: list[str] = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        crashed += crash_orphaned_runs(repo, stack)
         if all_runs_final(repo):
-            return crashed
+            return
         time.sleep(2)
     raise TimeoutError(f"runs of {repo} still unfinished after {timeout_s} s")
 
@@ -276,7 +274,7 @@ def measure(args: argparse.Namespace, stack: Any, home: Path, result: dict[str, 
                                       folder="soak-burst", tolerate_errors=True))
     load_seconds = time.monotonic() - started
     print(f"  {burst.total_commits} commits made in {load_seconds:.0f} s; settling", flush=True)
-    crashed = settle(repo, stack, SETTLE_TIMEOUT_S)
+    settle(repo, SETTLE_TIMEOUT_S)
     report = run_reconcile(repo, stack.dask_address)
     sampler.done.set()
     expected = {b: set(p) for b, p in burst.images.items()}
@@ -291,7 +289,7 @@ def measure(args: argparse.Namespace, stack: Any, home: Path, result: dict[str, 
         commits=burst.total_commits, refused_commits=burst.refused,
         images_committed=burst.total_images, images_on_heads=health.images,
         runs=health.runs, failed_runs=health.failed_runs, crashed_runs=health.crashed_runs,
-        crashed_marked_orphans=crashed, crash_causes=crash_causes,
+        crash_causes=crash_causes,
         unfinished_runs=health.unfinished_runs,
         images_without_records=health.missing, unverified_records=health.unverified,
         orphaned_records=health.orphaned, table_mismatch=health.table_mismatch,
@@ -346,8 +344,7 @@ def print_report(result: dict[str, Any]) -> None:
         ("flow runs", result["runs"]),
         ("failed runs", len(result["failed_runs"])),
         ("crashed runs (killed by the flow-process / Prefect-worker faults)",
-         f"{len(result['crashed_runs'])} (orphans marked: "
-         f"{len(result['crashed_marked_orphans'])})"),
+         len(result["crashed_runs"])),
         ("images without records", len(result["images_without_records"])),
         ("unverified or orphaned records",
          len(result["unverified_records"]) + len(result["orphaned_records"])),

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -23,7 +24,12 @@ from prefect.runtime import flow_run
 
 from clearlake import pipeline, report, scripts
 from clearlake.config import DASK_WORKER_MALLOC_ENV
-from clearlake.errors import ClearlakeError, ConfigurationError, NotFoundError
+from clearlake.errors import (
+    ClearlakeError,
+    ConfigurationError,
+    NotFoundError,
+    UnavailableError,
+)
 from clearlake.metrics_store import MetricsStore
 from clearlake.provenance import signing_key
 from clearlake.quality import registry
@@ -35,6 +41,7 @@ if TYPE_CHECKING:
     from distributed import LocalCluster
     from prefect_dask import DaskTaskRunner
 
+T = TypeVar("T")
 LOCK_LEASE_S = 60.0  # Prefect's minimum; renewed while the run lives, freed soon after it dies
 BATCH_RETRIES = 2
 
@@ -194,6 +201,70 @@ def branch_lock(repository: str, branch: str) -> str:
     return f"clearlake-branch-{repository}-{branch}"
 
 
+LOCK_RETRY_S = 120.0  # how long Prefect may answer 5xx (restarting, overloaded) to the lock
+
+
+def prefect_was_unavailable(error: BaseException) -> bool:
+    """True when `error` (or what caused it) is Prefect's server not answering, or answering
+    with a server error (503 when overloaded): worth asking again, unlike a refusal."""
+    import httpx
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, httpx.TransportError):
+            return True
+        if isinstance(seen, httpx.HTTPStatusError):  # Prefect's client raises a subclass
+            status = seen.response.status_code
+            return status >= 500 or status == 429
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def patiently_with_prefect(action: Callable[[], T], what: str,
+                           timeout_s: float = LOCK_RETRY_S) -> T:
+    """`action()`, tried again with exponential backoff while Prefect is unavailable
+    (`prefect_was_unavailable`), for up to `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    delay = 1.0
+    while True:
+        try:
+            return action()
+        except Exception as error:
+            if not prefect_was_unavailable(error) or time.monotonic() + delay > deadline:
+                raise
+            _logger().warning("%s: Prefect unavailable (%s); trying again in %.0f s",
+                              what, error, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 15.0)
+
+
+def _logger() -> Any:
+    """The run's logger (its lines reach the Prefect UI), this module's outside a run."""
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def branch_lock_held(name: str) -> Iterator[None]:
+    """Hold the one-slot concurrency limit `name` (created if missing) for the body.
+
+    Prefect answering 503 or not at all while the slot is asked for (its server
+    restarting or overloaded) is waited out, for up to LOCK_RETRY_S, instead of failing
+    the run.
+    """
+    patiently_with_prefect(lambda: ensure_lock(name), f"creating the lock {name}")
+    with contextlib.ExitStack() as held:
+        patiently_with_prefect(
+            lambda: held.enter_context(
+                concurrency(name, occupy=1, strict=True, lease_duration=LOCK_LEASE_S)),
+            f"acquiring the lock {name}")
+        yield
+
+
 def ensure_lock(name: str) -> None:
     """Create a one-slot global concurrency limit unless it exists.
 
@@ -243,14 +314,14 @@ def classify_commit(
     Returns:
         A summary: status ('up_to_date', 'merged' or 'pending'), counts, commits. A run
         whose branch is deleted under it ends 'branch_deleted' (nothing to do); one whose
-        temporary branch is deleted ends 'interrupted', having applied nothing (the
-        branch's next run, or reconcile, does the work).
+        temporary branch is deleted ends 'interrupted', and one that found lakeFS or its
+        object store unavailable for minutes ends 'unavailable', each having applied
+        nothing (the branch's next run, or reconcile, does the work). 'pending' results
+        (the branch dirty, or the quality gate unreachable) are merged by reconcile.
     """
     address = resolve_dask_address(dask_address, dask_cluster)  # a bad one fails before the lock
-    lock = branch_lock(repository, branch)
-    ensure_lock(lock)
     # Runs of one branch queue here: a run plans from what the previous one wrote.
-    with concurrency(lock, occupy=1, strict=True, lease_duration=LOCK_LEASE_S):
+    with branch_lock_held(branch_lock(repository, branch)):
         try:
             return _classify(repository, branch, commit, prefix, glob, batch_size, address,
                              merge_timeout_s)
@@ -258,6 +329,13 @@ def classify_commit(
             if (outcome := _vanished(repository, branch, commit, error)) is None:
                 raise
             return outcome
+        except UnavailableError as error:
+            # Waited out for minutes already (`transaction.UNAVAILABLE_TIMEOUT_S`): nothing
+            # was applied, and the head stays uncovered for the next run and reconcile.
+            get_run_logger().warning("lakeFS or its object store stayed unavailable; the "
+                                     "branch's next run (or reconcile) does this work: %s",
+                                     error)
+            return {"status": "unavailable", "source_commit": commit, "reason": str(error)}
 
 
 def _vanished(

@@ -46,7 +46,7 @@ from clearlake.config import (
 )
 from clearlake.errors import StackError
 from clearlake.settings import settings
-from clearlake.stack import forkserver, install, seaweedfs
+from clearlake.stack import automations, forkserver, install, seaweedfs
 
 if TYPE_CHECKING:
     from clearlake.stack.postgres import Postgres
@@ -374,7 +374,9 @@ class Stack:
         return Service(
             name="dask-workers",
             port=None,
-            command=[sys.executable, "-m", "dask", "worker", self.dask_address,
+            # Supervised: a worker that loses its scheduler exits (see stack.supervise).
+            command=[sys.executable, "-m", "clearlake.stack.supervise",
+                     sys.executable, "-m", "dask", "worker", self.dask_address,
                      "--nworkers", str(cores), "--nthreads", "1", "--host", LOOPBACK,
                      "--no-dashboard", "--local-directory", str(self.home / "dask"),
                      # Import the flow's code at start-up, not on the first task of a run.
@@ -408,7 +410,7 @@ class Stack:
             # No thread may run in a process that forks: no BLAS thread pool, and no
             # background thread in pyarrow's jemalloc (it purges inline instead).
             env={**self.client_env(), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-                 "JE_ARROW_MALLOC_CONF": "background_thread:false"},
+                 "JE_ARROW_MALLOC_CONF": "background_thread:false", **automations.HEARTBEAT_ENV},
         )
 
     def _work_pool_template(self) -> Path:
@@ -432,7 +434,10 @@ class Stack:
             health_url=None,
             url=f"work pool {WORK_POOL!r}",
             env={**self.client_env(), "PREFECT_WORKER_QUERY_SECONDS": WORKER_QUERY_SECONDS,
-                 "PREFECT_RUNNER_POLL_FREQUENCY": WORKER_QUERY_SECONDS},
+                 "PREFECT_RUNNER_POLL_FREQUENCY": WORKER_QUERY_SECONDS,
+                 # Its runs inherit it: they beat, and stop beating when killed (see
+                 # clearlake.stack.automations).
+                 **automations.HEARTBEAT_ENV},
         )
 
     def deploy(self, report: Report = print) -> None:
@@ -451,8 +456,14 @@ class Stack:
                               capture_output=True, text=True)
         if done.returncode != 0:
             raise StackError(f"prefect deploy failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+        zombies = subprocess.run([sys.executable, "-m", "clearlake.stack.automations"],
+                                 env=env, capture_output=True, text=True)
+        if zombies.returncode != 0:
+            raise StackError("could not create the automation that crashes dead flow runs:\n"
+                             f"{zombies.stdout[-3000:]}{zombies.stderr[-3000:]}")
         report("deployments: classify-commit (on lakeFS commits), reconcile (scheduled), "
-               "train-classifier (by hand)")
+               "train-classifier (by hand); automation: flow runs that stop beating end "
+               "Crashed")
 
     def _lakefs(self, secrets: StackSecrets) -> Service:
         root = self.home / "lakefs"
