@@ -153,14 +153,15 @@ def while_unavailable(
 def merged_already(
     lakefs: LakeFS, repository: str, branch: str, metadata: dict[str, str]
 ) -> str | None:
-    """The commit among `branch`'s latest that carries exactly `metadata`, None if none does:
-    a merge lakeFS applied though its answer was lost (clearlake's metadata names its run)."""
+    """The commit among `branch`'s latest that carries all of `metadata`, None if none does:
+    a merge lakeFS applied though its answer was lost (clearlake's metadata names its run;
+    lakeFS adds keys of its own, such as `.lakefs.merge.strategy`)."""
     if not metadata:
         return None
     for count, commit in enumerate(lakefs.log(repository, branch, first_parent=True)):
         if count >= MERGE_LOOKBACK:
             break
-        if dict(commit.metadata or {}) == metadata:
+        if metadata.items() <= dict(commit.metadata or {}).items():
             return commit.id
     return None
 

@@ -202,6 +202,7 @@ def branch_lock(repository: str, branch: str) -> str:
 
 
 LOCK_RETRY_S = 120.0  # how long Prefect may answer 5xx (restarting, overloaded) to the lock
+MAX_LOCK_BACKOFF_S = 15.0
 
 
 def prefect_was_unavailable(error: BaseException) -> bool:
@@ -223,19 +224,23 @@ def prefect_was_unavailable(error: BaseException) -> bool:
 def patiently_with_prefect(action: Callable[[], T], what: str,
                            timeout_s: float = LOCK_RETRY_S) -> T:
     """`action()`, tried again with exponential backoff while Prefect is unavailable
-    (`prefect_was_unavailable`), for up to `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    delay = 1.0
+    (`prefect_was_unavailable`), sleeping `timeout_s` at most in all.
+
+    Only the sleeps count: an attempt may wait long on purpose (for a slot another run
+    holds) before Prefect fails it, and that wait is not Prefect being away.
+    """
+    delay, slept = 1.0, 0.0
     while True:
         try:
             return action()
         except Exception as error:
-            if not prefect_was_unavailable(error) or time.monotonic() + delay > deadline:
+            if not prefect_was_unavailable(error) or slept + delay > timeout_s:
                 raise
             _logger().warning("%s: Prefect unavailable (%s); trying again in %.0f s",
                               what, error, delay)
             time.sleep(delay)
-            delay = min(delay * 2, 15.0)
+            slept += delay
+            delay = min(delay * 2, MAX_LOCK_BACKOFF_S)
 
 
 def _logger() -> Any:
@@ -257,12 +262,24 @@ def branch_lock_held(name: str) -> Iterator[None]:
     the run.
     """
     patiently_with_prefect(lambda: ensure_lock(name), f"creating the lock {name}")
-    with contextlib.ExitStack() as held:
-        patiently_with_prefect(
-            lambda: held.enter_context(
-                concurrency(name, occupy=1, strict=True, lease_duration=LOCK_LEASE_S)),
-            f"acquiring the lock {name}")
+    held = contextlib.ExitStack()
+    patiently_with_prefect(
+        lambda: held.enter_context(
+            concurrency(name, occupy=1, strict=True, lease_duration=LOCK_LEASE_S)),
+        f"acquiring the lock {name}")
+    try:
         yield
+    finally:
+        try:
+            held.close()
+        except Exception as error:
+            if not prefect_was_unavailable(error):
+                raise
+            # The run's work is done (or its own error is on its way): a lease that
+            # cannot be released now expires by itself LOCK_LEASE_S after its last
+            # renewal, and the server frees the slot.
+            _logger().warning("could not release the lock %s, Prefect unavailable (%s): "
+                              "it frees itself within %.0f s", name, error, LOCK_LEASE_S)
 
 
 def ensure_lock(name: str) -> None:
@@ -461,7 +478,15 @@ def _classify(
                "scripts": scripts_pin, "read_path": read_path, **pipeline.tally(new_records),
                "seconds": clock.laps,
                "transaction_seconds": {"results": results.seconds, "store": new_entries.seconds}}
-    _publish_artifacts(lakefs, key, repository, branch, summary, new_records, inputs)
+    # The results are applied by now: Prefect away for a while must not fail the run.
+    try:
+        patiently_with_prefect(
+            lambda: _publish_artifacts(lakefs, key, repository, branch, summary, new_records,
+                                       inputs), "publishing the run's report")
+    except Exception as error:
+        if not prefect_was_unavailable(error):
+            raise
+        logger.warning("no report for this run: Prefect unavailable (%s)", error)
     logger.info("%s", {k: v for k, v in summary.items() if k != "labels"})
     return summary
 

@@ -63,6 +63,7 @@ POSTGRES_DATABASES = ("lakefs", "prefect")
 # 30 s for a free concurrency slot; a commit should start its run within seconds.
 WORKER_QUERY_SECONDS = "1"
 SLOT_WAIT_SECONDS = "1"
+LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 
 
 @dataclass(frozen=True)
@@ -429,7 +430,10 @@ class Stack:
         return Service(
             name="prefect-worker",
             port=None,
-            command=[sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL,
+            # Supervised: a worker that cannot reach the Prefect server for about a minute
+            # (its restart under load) exits, and no run would start after (stack.supervise).
+            command=[sys.executable, "-m", "clearlake.stack.supervise",
+                     sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL,
                      "--type", "process", "--name", "clearlake-local"],
             health_url=None,
             url=f"work pool {WORK_POOL!r}",
@@ -536,6 +540,10 @@ class Stack:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_API_URL": self.prefect_api_url,
             "PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS": SLOT_WAIT_SECONDS,
+            # Concurrency leases on disk (under PREFECT_HOME), not in the server's memory:
+            # a restart that forgot them would keep the slot of a run that died meanwhile
+            # taken forever, and every later run of its branch would wait for it.
+            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": LEASE_STORAGE,
         }
         port = str(self.ports["prefect"])
         return Service(

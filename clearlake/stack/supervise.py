@@ -1,10 +1,16 @@
 """Keep a command running: start it again whenever it exits, until the supervisor is stopped.
 
-The stack's Dask workers need it. A Dask worker that loses its scheduler (the scheduler
-killed or restarted) closes itself and its nanny (distributed: `Worker.handle_scheduler`
-→ `close(nanny=True)`), so `dask worker` exits and nothing measures until someone
-starts it again. Under this supervisor it starts again at once and joins the scheduler
-when it is back.
+The stack's workers need it:
+
+* a Dask worker that loses its scheduler (the scheduler killed or restarted) closes
+  itself and its nanny (distributed: `Worker.handle_scheduler` → `close(nanny=True)`),
+  so `dask worker` exits and nothing measures until someone starts it again;
+* a Prefect worker that cannot reach its server for about a minute (Prefect's
+  `critical_service_loop`: a few rounds of consecutive errors with backoff, then
+  "Service exceeded error threshold") exits, and no run starts after the server is
+  back: they stay Scheduled.
+
+Under this supervisor each starts again at once and reconnects when its server is back.
 
 The command runs in the supervisor's process group (the service's): stopping the
 service (SIGTERM, or SIGKILL, to the group) reaches both, and a SIGTERM or SIGINT the

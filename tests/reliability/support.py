@@ -31,7 +31,7 @@ from typing import Any
 
 from clearlake import layout, pipeline
 from clearlake.errors import LakeFSError
-from clearlake.provenance import ResultsMarker, verified_record
+from clearlake.provenance import ResultsMarker, verified_marker, verified_record
 from clearlake.stack.services import Stack
 from clearlake.store import LakeFS
 from clearlake.transaction import TEMP_BRANCH_PREFIX
@@ -266,6 +266,15 @@ class Health:
         return found
 
 
+def results_merges(lakefs: LakeFS, repo: str, ref: str,
+                   key: bytes) -> list[tuple[Any, ResultsMarker]]:
+    """(commit, marker) of each results commit clearlake made on `ref`'s first-parent line,
+    newest first. Results merge squashed (one parent), so only `verified_marker` tells
+    them from a user's commit carrying a copied marker."""
+    return [(commit, marker) for commit in lakefs.log(repo, ref, first_parent=True)
+            if (marker := verified_marker(lakefs, repo, commit, key)) is not None]
+
+
 def duplicated_sources(markers: Sequence[ResultsMarker]) -> dict[str, int]:
     """Source commits covered by more results than they needed, with how many results
     (markers newest first, as a log lists them).
@@ -326,9 +335,7 @@ def check_health(lakefs: LakeFS, repo: str, branches: Sequence[str], key: bytes,
         health.table_mismatch += [f"{branch}:{p} ×{n}" for p, n in rows.items() if n != 1]
         health.table_mismatch += [f"{branch}:{p} (not in the table)"
                                   for p in sorted(set(images) - set(rows))]
-        markers = [marker for commit in lakefs.log(repo, head, first_parent=True)
-                   if (marker := ResultsMarker.from_metadata(commit.metadata, key)) is not None
-                   and len(commit.parents) == 2]  # results merges; copied markers are not theirs
+        markers = [marker for _, marker in results_merges(lakefs, repo, head, key)]
         health.duplicate_results += [f"{branch}:{s[:12]} ×{n}"
                                      for s, n in duplicated_sources(markers).items()]
     health.temp_branches = [name for name, _ in lakefs.list_branches(repo, TEMP_BRANCH_PREFIX)]
@@ -359,11 +366,8 @@ def covering_lags(lakefs: LakeFS, repo: str, branch: str, key: bytes,
                   committed_at: dict[str, float]) -> list[float]:
     """For each commit in `committed_at` on `branch`, seconds from its commit returning to
     the first results merge (lakeFS's creation time) whose source covers it."""
-    merges = sorted(
-        (commit.creation_date, marker.source_commit)
-        for commit in lakefs.log(repo, branch, first_parent=True)
-        if len(commit.parents) == 2
-        and (marker := ResultsMarker.from_metadata(commit.metadata, key)) is not None)
+    merges = sorted((commit.creation_date, marker.source_commit)
+                    for commit, marker in results_merges(lakefs, repo, branch, key))
     lags = []
     for commit, at in committed_at.items():
         for created, source in merges:

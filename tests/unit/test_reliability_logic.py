@@ -170,7 +170,9 @@ class ScriptedLakeFS:
     def merge(self, repository: str, source: str, destination: str, message: str = "",
               metadata: dict[str, str] | None = None, **_: Any) -> str:
         def apply() -> str:
-            commit = Commit(f"m{len(self.log_of_main) + 1}", dict(metadata or {}))
+            # lakeFS adds its own key to a merge's metadata (graveler.go).
+            commit = Commit(f"m{len(self.log_of_main) + 1}",
+                            {**(metadata or {}), ".lakefs.merge.strategy": "default"})
             self.log_of_main.insert(0, commit)
             return commit.id
         return self._call("merge", apply)
@@ -359,7 +361,22 @@ def test_the_stack_supervises_its_dask_workers_and_its_runs_beat(tmp_path: Path)
     workers = stack._dask_workers().command
     assert workers[1:3] == ["-m", "clearlake.stack.supervise"]
     assert workers[3:6] == [sys.executable, "-m", "dask"]
-    assert stack._prefect_worker().env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
+    worker = stack._prefect_worker()
+    assert worker.command[1:3] == ["-m", "clearlake.stack.supervise"]
+    assert worker.command[3:6] == [sys.executable, "-m", "prefect"]
+    assert worker.env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
+
+
+def test_the_prefect_server_keeps_concurrency_leases_across_a_restart(tmp_path: Path) -> None:
+    """In memory (Prefect's default) a restart forgets the lease of a run that died
+    meanwhile, and its branch's slot stays taken: every later run of the branch waits."""
+    from clearlake.config import StackSecrets
+
+    stack = Stack(home=tmp_path)
+    env = stack._prefect(StackSecrets.load_or_create(tmp_path)).env
+    assert env["PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE"] == (
+        "prefect.server.concurrency.lease_storage.filesystem")
+    assert env["PREFECT_HOME"] == str(tmp_path.resolve() / "prefect")  # leases live there
 
 
 def test_the_zombie_automation_crashes_runs_that_stop_beating() -> None:
