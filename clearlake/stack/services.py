@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shlex
 import signal
 import socket
@@ -110,14 +111,21 @@ def port_variable(name: str) -> str:
     return f"CLEARLAKE_{name.upper().replace('-', '_')}_PORT"
 
 
+# Below the kernel's usual ephemeral range (32768 and up): a port the kernel hands out
+# (bind to port 0) can be taken by any outgoing connection while its service is down
+# for a restart, which then cannot start again ("in use by another program").
+CHOSEN_PORTS = range(10000, 15000)
+
+
 def free_loopback_ports() -> dict[str, int]:
-    """One port per service that was free on loopback a moment ago (tests, benchmarks)."""
-    ports = {}
+    """One port per service that was free on loopback a moment ago (tests, benchmarks),
+    none in the kernel's ephemeral range."""
+    ports = {"s3": seaweedfs.free_s3_port(port_is_free)}
+    taken = set(seaweedfs.all_ports(ports["s3"]))
+    candidates = random.sample(CHOSEN_PORTS, len(CHOSEN_PORTS))
     for name in DEFAULT_PORTS:
-        with socket.socket() as s:
-            s.bind((LOOPBACK, 0))
-            ports[name] = s.getsockname()[1]
-    ports["s3"] = seaweedfs.free_s3_port(port_is_free)
+        ports[name] = next(p for p in candidates if p not in taken and port_is_free(p))
+        taken.add(ports[name])
     return ports
 
 

@@ -410,3 +410,16 @@ def test_results_for_a_source_twice_are_duplicates_unless_the_first_left_retries
     newest_first = [_marker("b"), _marker("a"), _marker("a", ["x.jpg"]), _marker("c"),
                     _marker("c")]
     assert duplicated_sources(newest_first) == {"c": 2}
+
+
+def test_test_stacks_take_no_port_an_outgoing_connection_could_take() -> None:
+    """A port from the kernel's ephemeral range, taken by some outgoing connection while
+    its service was down, kept the Prefect server from starting again in a fault test."""
+    from clearlake.stack import seaweedfs
+    from clearlake.stack.services import free_loopback_ports
+
+    ports = free_loopback_ports()
+    every = [*seaweedfs.all_ports(ports["s3"]), *(p for n, p in ports.items() if n != "s3")]
+    low, _ = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    assert all(port < low for port in every)
+    assert len(set(every)) == len(every)
