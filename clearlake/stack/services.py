@@ -65,6 +65,11 @@ POSTGRES_DATABASES = ("lakefs", "prefect")
 WORKER_QUERY_SECONDS = "1"
 SLOT_WAIT_SECONDS = "1"
 LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
+# The worker and its runs ask Prefect again this many times (backoff 2, 4, … 128 s: about
+# four minutes) before giving up on a call. Prefect's 5 (about a minute) was too few: on
+# SQLite under a burst of runs the server answered 503 ("database is locked") longer,
+# and the worker reported runs it could not submit as Crashed.
+CLIENT_RETRIES = "7"
 
 
 @dataclass(frozen=True)
@@ -447,6 +452,7 @@ class Stack:
             url=f"work pool {WORK_POOL!r}",
             env={**self.client_env(), "PREFECT_WORKER_QUERY_SECONDS": WORKER_QUERY_SECONDS,
                  "PREFECT_RUNNER_POLL_FREQUENCY": WORKER_QUERY_SECONDS,
+                 "PREFECT_CLIENT_MAX_RETRIES": CLIENT_RETRIES,
                  # Its runs inherit it: they beat, and stop beating when killed (see
                  # clearlake.stack.automations).
                  **automations.HEARTBEAT_ENV},

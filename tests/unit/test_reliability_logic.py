@@ -365,6 +365,7 @@ def test_the_stack_supervises_its_dask_workers_and_its_runs_beat(tmp_path: Path)
     assert worker.command[1:3] == ["-m", "clearlake.stack.supervise"]
     assert worker.command[3:6] == [sys.executable, "-m", "prefect"]
     assert worker.env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
+    assert worker.env["PREFECT_CLIENT_MAX_RETRIES"] == "7"
 
 
 def test_the_prefect_server_keeps_concurrency_leases_across_a_restart(tmp_path: Path) -> None:
