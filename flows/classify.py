@@ -201,7 +201,7 @@ def branch_lock(repository: str, branch: str) -> str:
     return f"clearlake-branch-{repository}-{branch}"
 
 
-LOCK_RETRY_S = 120.0  # how long Prefect may answer 5xx (restarting, overloaded) to the lock
+LOCK_RETRY_S = 120.0  # backoff slept in all while Prefect answers 5xx or not at all
 MAX_LOCK_BACKOFF_S = 15.0
 
 
@@ -258,8 +258,8 @@ def branch_lock_held(name: str) -> Iterator[None]:
     """Hold the one-slot concurrency limit `name` (created if missing) for the body.
 
     Prefect answering 503 or not at all while the slot is asked for (its server
-    restarting or overloaded) is waited out, for up to LOCK_RETRY_S, instead of failing
-    the run.
+    restarting or overloaded) is waited out, sleeping up to LOCK_RETRY_S in all, instead
+    of failing the run; so is failing to release the slot once the body is done.
     """
     patiently_with_prefect(lambda: ensure_lock(name), f"creating the lock {name}")
     held = contextlib.ExitStack()
