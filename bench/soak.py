@@ -1,8 +1,10 @@
 """Soak: commits on several branches at a steady pace, merges, and one fault of each kind
 injected while it runs; then what was lost (nothing, or the run fails).
 
-Run ``python -m bench.soak [--commits 40] [--images 200] [--branches 3] [--pace 1.0]
-[--faults all|none|NAME,…] [--burst 0] [--json PATH]``. It starts its own stack (every
+Run ``python -m bench.soak [--commits 120] [--images 600] [--branches 3] [--pace 15]
+[--faults all|none|NAME,…] [--burst 100] [--burst-seconds 60] [--json PATH]``; the
+defaults are issue 12's loads: ten minutes of commits on three branches (40 commits
+per writer, one every 15 s), then 100 one-image commits in 60 s. It starts its own stack (every
 service, on free loopback ports, state in a temporary folder) and stops it afterwards,
 also on SIGTERM/SIGINT. In one run:
 
@@ -17,12 +19,12 @@ also on SIGTERM/SIGINT. In one run:
    restarted, the bridge, lakeFS and the Prefect server each killed and restarted, the
    S3 server down for 30 s. Commits refused during a fault are retried by the next
    commit of their writer (the staged images stay).
-3. `--burst` one-image commits to main as fast as they go (the issue's burst: 100).
-4. Settle: wait until every run ended (runs killed with the Prefect worker, which
-   Prefect's open-source server never learns of, are marked crashed as its zombie
-   detection would), run `reconcile`, and check health (`support.check_health`): every
-   image on every branch with its signed record, the table, duplicate results, stale
-   temporary branches, failed runs.
+3. `--burst` one-image commits to main, spread evenly over `--burst-seconds` (sooner
+   if lakeFS cannot take them that fast: then as fast as they go).
+4. Settle: wait until every run ended (runs killed with the Prefect worker stop
+   beating, and the stack's automation marks them Crashed), run `reconcile`, and check
+   health (`support.check_health`): every image on every branch with its signed
+   record, the table, duplicate results, stale temporary branches, failed runs.
 
 Reported: commits, images, runs, failed and crashed runs, images without records,
 duplicate results, stale temporary branches, faults injected and survived, the lag from
@@ -180,16 +182,15 @@ def run_faults(ctx: dict[str, Any], names: list[str], commits_made: Any,
               flush=True)
 
 
-def settle(repo: str, stack: Any, timeout_s: float) -> list[str]:
-    """Wait until every run of `repo` ended; return the orphaned runs marked crashed."""
-    from tests.reliability.support import all_runs_final, crash_orphaned_runs
+def settle(repo: str, timeout_s: float) -> None:
+    """Wait until every run of `repo` ended (runs killed with the Prefect worker are marked
+    Crashed by the stack's heartbeat automation: `clearlake.stack.automations`)."""
+    from tests.reliability.support import all_runs_final
 
-    crashed: list[str] = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        crashed += crash_orphaned_runs(repo, stack)
         if all_runs_final(repo):
-            return crashed
+            return
         time.sleep(2)
     raise TimeoutError(f"runs of {repo} still unfinished after {timeout_s} s")
 
@@ -271,12 +272,22 @@ def measure(args: argparse.Namespace, stack: Any, home: Path, result: dict[str, 
     burst = Burst()
     for writer in writers:
         burst.merge_from(writer.burst)
+    burst_seconds = None
     if args.burst:
+        burst_started = time.monotonic()
+
+        def on_schedule(index: int) -> None:
+            due = burst_started + index * args.burst_seconds / args.burst
+            time.sleep(max(0.0, due - time.monotonic()))
+
         burst.merge_from(commit_burst(lakefs, repo, "main", [1] * args.burst, seed - 1,
-                                      folder="soak-burst", tolerate_errors=True))
+                                      folder="soak-burst", tolerate_errors=True,
+                                      before_each=on_schedule))
+        burst_seconds = round(time.monotonic() - burst_started, 1)
+        print(f"  burst: {args.burst} one-image commits in {burst_seconds} s", flush=True)
     load_seconds = time.monotonic() - started
     print(f"  {burst.total_commits} commits made in {load_seconds:.0f} s; settling", flush=True)
-    crashed = settle(repo, stack, SETTLE_TIMEOUT_S)
+    settle(repo, SETTLE_TIMEOUT_S)
     report = run_reconcile(repo, stack.dask_address)
     sampler.done.set()
     expected = {b: set(p) for b, p in burst.images.items()}
@@ -288,10 +299,11 @@ def measure(args: argparse.Namespace, stack: Any, home: Path, result: dict[str, 
     crash_causes = [f["fault"] for f in faults if FAULTS[f["fault"]].crashes_runs]
     result.update(
         repository=repo, branches=branches, load_seconds=round(load_seconds, 1),
+        burst_seconds=burst_seconds,
         commits=burst.total_commits, refused_commits=burst.refused,
         images_committed=burst.total_images, images_on_heads=health.images,
         runs=health.runs, failed_runs=health.failed_runs, crashed_runs=health.crashed_runs,
-        crashed_marked_orphans=crashed, crash_causes=crash_causes,
+        crash_causes=crash_causes,
         unfinished_runs=health.unfinished_runs,
         images_without_records=health.missing, unverified_records=health.unverified,
         orphaned_records=health.orphaned, table_mismatch=health.table_mismatch,
@@ -346,8 +358,7 @@ def print_report(result: dict[str, Any]) -> None:
         ("flow runs", result["runs"]),
         ("failed runs", len(result["failed_runs"])),
         ("crashed runs (killed by the flow-process / Prefect-worker faults)",
-         f"{len(result['crashed_runs'])} (orphans marked: "
-         f"{len(result['crashed_marked_orphans'])})"),
+         len(result["crashed_runs"])),
         ("images without records", len(result["images_without_records"])),
         ("unverified or orphaned records",
          len(result["unverified_records"]) + len(result["orphaned_records"])),
@@ -360,7 +371,8 @@ def print_report(result: dict[str, Any]) -> None:
          f"({result['lag_s']['commits']} commits)"),
         ("peak RSS: Dask worker / flow run",
          f"{result['peak_rss_mib']['dask_worker']} / {result['peak_rss_mib']['flow_run']} MiB"),
-        ("load phase", f"{result['load_seconds']} s"),
+        ("load phase (of it, the burst)",
+         f"{result['load_seconds']} s ({result['burst_seconds']} s)"),
         ("load average (start → end)",
          f"{result['load_average_start']} → {result['load_average_end']}"),
     ]
@@ -407,15 +419,17 @@ def run(args: argparse.Namespace, home: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--commits", type=int, default=40, help="commits over all branches")
-    parser.add_argument("--images", type=int, default=200, help="images over all commits")
+    parser.add_argument("--commits", type=int, default=120, help="commits over all branches")
+    parser.add_argument("--images", type=int, default=600, help="images over all commits")
     parser.add_argument("--branches", type=int, default=3, help="branches written at once")
-    parser.add_argument("--pace", type=float, default=1.0,
+    parser.add_argument("--pace", type=float, default=15.0,
                         help="seconds between one writer's commits")
     parser.add_argument("--faults", default="all",
                         help="'all', 'none' or names from tests/reliability/support.FAULTS")
-    parser.add_argument("--burst", type=int, default=0,
-                        help="one-image commits to main, as fast as they go, after the load")
+    parser.add_argument("--burst", type=int, default=100,
+                        help="one-image commits to main after the load")
+    parser.add_argument("--burst-seconds", type=float, default=60.0,
+                        help="the burst's commits spread over this many seconds")
     parser.add_argument("--seed", type=int, default=0, help="seed of the commit sizes")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     args = parser.parse_args(argv)

@@ -70,6 +70,12 @@ class HookRejectedError(LakeFSError):
         super().__init__(message, status=412, **where)
 
 
+class HookUnreachableError(HookRejectedError):
+    """A pre-commit or pre-merge hook got no answer: its server could not be reached, timed
+    out, or answered with a server error. Nothing refused the operation; it can be tried
+    again once the hook's server is back (for clearlake's gate: the bridge)."""
+
+
 class UnavailableError(LakeFSError):
     """lakeFS could not be reached, or answered with a server error."""
 

@@ -33,6 +33,7 @@ from clearlake.errors import (
     ConflictError,
     DirtyBranchError,
     HookRejectedError,
+    HookUnreachableError,
     LakeFSError,
     NotFoundError,
     PermissionDeniedError,
@@ -55,6 +56,29 @@ def _lakefs_message(error: ApiException) -> str:
         return str(error.body or error.reason)
 
 
+# How lakeFS words a hook's failure (pkg/actions/webhook.go, service.go): a webhook that
+# answered non-2xx is "webhook request failed (status code: N)"; one that never answered
+# carries Go's transport error ("dial tcp …: connect: connection refused", a deadline).
+_HOOK_STATUS = re.compile(r"webhook request failed \(status code: (-?\d+)\)")
+_HOOK_TRANSPORT_FAILURES = (
+    "connection refused", "connection reset", "dial tcp", "no such host", "i/o timeout",
+    "context deadline exceeded", "Client.Timeout", "broken pipe", "EOF", "server misbehaving",
+)
+
+
+def hook_went_unanswered(message: str) -> bool:
+    """True when lakeFS's 412 says its hooks could not be reached or failed on their side
+    (a 5xx), and none of them refused: the operation may succeed once they are back.
+
+    Any hook that answered with a non-5xx status refused; a failure of another kind (a
+    malformed action file, say) is not "unanswered" either.
+    """
+    statuses = [int(code) for code in _HOOK_STATUS.findall(message)]
+    if any(status < 500 for status in statuses):
+        return False
+    return bool(statuses) or any(marker in message for marker in _HOOK_TRANSPORT_FAILURES)
+
+
 @contextmanager
 def _translate(
     action: str, repository: str | None = None, ref: str | None = None, path: str | None = None
@@ -72,7 +96,8 @@ def _translate(
             raise NotFoundError(message, status=status, **where) from error
         if status == 412:
             run_id = re.search(r"run[_ ]id[\"': ]+([A-Za-z0-9]+)", error.body or "")
-            raise HookRejectedError(message, run_id=run_id and run_id.group(1), **where) from error
+            kind = HookUnreachableError if hook_went_unanswered(message) else HookRejectedError
+            raise kind(message, run_id=run_id and run_id.group(1), **where) from error
         if status == 400 and "dirty branch" in message:
             raise DirtyBranchError(message, status=status, **where) from error
         if status == 409:
@@ -409,7 +434,8 @@ class LakeFS:
         Raises:
             DirtyBranchError: `destination` has uncommitted changes.
             ConflictError: both sides changed the same path.
-            HookRejectedError: a pre-merge hook refused the merge.
+            HookRejectedError: a pre-merge hook refused the merge (`HookUnreachableError`:
+                it could not be reached, and refused nothing).
         """
         # allow_empty: a commit that changes no image still advances clearlake's marker.
         merge = lakefs_sdk.Merge(message=message or None, metadata=metadata or {},

@@ -163,9 +163,10 @@ def source_of(lakefs: LakeFS, repository: str, ref: str, key: bytes) -> str:
 
 
 def is_covered(lakefs: LakeFS, repository: str, branch: str, key: bytes) -> bool:
-    """True when the branch's latest results cover its head (nothing for a run to do)."""
+    """True when the branch's latest results cover its head and left no image to retry
+    (nothing for a run to do)."""
     latest = latest_results(lakefs, repository, branch, key)
-    if latest is None:
+    if latest is None or latest[1].retry:
         return False
     source = source_of(lakefs, repository, branch, key)
     return lakefs.is_ancestor(repository, source, latest[1].source_commit)
@@ -217,10 +218,12 @@ def make_plan(
         held = previous.metric_versions or LEGACY_ANALYSES.get(previous.analysis_version, {})
         plan.new_metrics = sorted(n for n, v in metric_versions.items() if held.get(n) != v)
         if lakefs.is_ancestor(repository, source, previous.source_commit):
-            if not plan.new_metrics:
+            if not plan.new_metrics and not previous.retry:
                 plan.up_to_date = not plan.relabel_all
                 return plan
-            source = plan.source_commit = previous.source_commit  # add them to what is covered
+            # New metrics, or images the last run failed to measure: add them to what is
+            # covered.
+            source = plan.source_commit = previous.source_commit
         if plan.new_metrics:
             # Every image needs the new metrics (the store has the others, and copies of
             # the bytes measured elsewhere): look at all of them, and drop the records of

@@ -12,7 +12,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from clearlake.errors import DirtyBranchError, NotFoundError
+from clearlake.errors import (
+    DirtyBranchError,
+    HookUnreachableError,
+    NotFoundError,
+    UnavailableError,
+)
 from clearlake.lakefs import LakeFS
 from clearlake.provenance import ResultsMarker, latest_results, verified_marker
 from clearlake.transaction import (
@@ -116,5 +121,5 @@ def _settle_pending(
     try:
         finish_pending(lakefs, repository, name, marker.branch, merge_timeout_s)
         done.merged.append(name)
-    except DirtyBranchError:
-        done.kept.append(name)  # still dirty: next time
+    except (DirtyBranchError, HookUnreachableError, UnavailableError):
+        done.kept.append(name)  # still dirty, the gate or lakeFS still away: next time

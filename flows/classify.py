@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -23,7 +24,12 @@ from prefect.runtime import flow_run
 
 from clearlake import pipeline, report, scripts
 from clearlake.config import DASK_WORKER_MALLOC_ENV
-from clearlake.errors import ClearlakeError, ConfigurationError, NotFoundError
+from clearlake.errors import (
+    ClearlakeError,
+    ConfigurationError,
+    NotFoundError,
+    UnavailableError,
+)
 from clearlake.lakefs import LakeFS
 from clearlake.metrics_store import MetricsStore
 from clearlake.provenance import signing_key
@@ -36,6 +42,7 @@ if TYPE_CHECKING:
     from distributed import LocalCluster
     from prefect_dask import DaskTaskRunner
 
+T = TypeVar("T")
 LOCK_LEASE_S = 60.0  # Prefect's minimum; renewed while the run lives, freed soon after it dies
 BATCH_RETRIES = 2
 
@@ -195,6 +202,87 @@ def branch_lock(repository: str, branch: str) -> str:
     return f"clearlake-branch-{repository}-{branch}"
 
 
+LOCK_RETRY_S = 120.0  # backoff slept in all while Prefect answers 5xx or not at all
+MAX_LOCK_BACKOFF_S = 15.0
+
+
+def prefect_was_unavailable(error: BaseException) -> bool:
+    """True when `error` (or what caused it) is Prefect's server not answering, or answering
+    with a server error (503 when overloaded): worth asking again, unlike a refusal."""
+    import httpx
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, httpx.TransportError):
+            return True
+        if isinstance(seen, httpx.HTTPStatusError):  # Prefect's client raises a subclass
+            status = seen.response.status_code
+            return status >= 500 or status == 429
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def patiently_with_prefect(action: Callable[[], T], what: str,
+                           timeout_s: float = LOCK_RETRY_S) -> T:
+    """`action()`, tried again with exponential backoff while Prefect is unavailable
+    (`prefect_was_unavailable`), sleeping `timeout_s` at most in all.
+
+    Only the sleeps count: an attempt may wait long on purpose (for a slot another run
+    holds) before Prefect fails it, and that wait is not Prefect being away.
+    """
+    delay, slept = 1.0, 0.0
+    while True:
+        try:
+            return action()
+        except Exception as error:
+            if not prefect_was_unavailable(error) or slept + delay > timeout_s:
+                raise
+            _logger().warning("%s: Prefect unavailable (%s); trying again in %.0f s",
+                              what, error, delay)
+            time.sleep(delay)
+            slept += delay
+            delay = min(delay * 2, MAX_LOCK_BACKOFF_S)
+
+
+def _logger() -> Any:
+    """The run's logger (its lines reach the Prefect UI), this module's outside a run."""
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def branch_lock_held(name: str) -> Iterator[None]:
+    """Hold the one-slot concurrency limit `name` (created if missing) for the body.
+
+    Prefect answering 503 or not at all while the slot is asked for (its server
+    restarting or overloaded) is waited out, sleeping up to LOCK_RETRY_S in all, instead
+    of failing the run; so is failing to release the slot once the body is done.
+    """
+    patiently_with_prefect(lambda: ensure_lock(name), f"creating the lock {name}")
+    held = contextlib.ExitStack()
+    patiently_with_prefect(
+        lambda: held.enter_context(
+            concurrency(name, occupy=1, strict=True, lease_duration=LOCK_LEASE_S)),
+        f"acquiring the lock {name}")
+    try:
+        yield
+    finally:
+        try:
+            held.close()
+        except Exception as error:
+            if not prefect_was_unavailable(error):
+                raise
+            # The run's work is done (or its own error is on its way): a lease that
+            # cannot be released now expires by itself LOCK_LEASE_S after its last
+            # renewal, and the server frees the slot.
+            _logger().warning("could not release the lock %s, Prefect unavailable (%s): "
+                              "it frees itself within %.0f s", name, error, LOCK_LEASE_S)
+
+
 def ensure_lock(name: str) -> None:
     """Create a one-slot global concurrency limit unless it exists.
 
@@ -244,14 +332,14 @@ def classify_commit(
     Returns:
         A summary: status ('up_to_date', 'merged' or 'pending'), counts, commits. A run
         whose branch is deleted under it ends 'branch_deleted' (nothing to do); one whose
-        temporary branch is deleted ends 'interrupted', having applied nothing (the
-        branch's next run, or reconcile, does the work).
+        temporary branch is deleted ends 'interrupted', and one that found lakeFS or its
+        object store unavailable for minutes ends 'unavailable', each having applied
+        nothing (the branch's next run, or reconcile, does the work). 'pending' results
+        (the branch dirty, or the quality gate unreachable) are merged by reconcile.
     """
     address = resolve_dask_address(dask_address, dask_cluster)  # a bad one fails before the lock
-    lock = branch_lock(repository, branch)
-    ensure_lock(lock)
     # Runs of one branch queue here: a run plans from what the previous one wrote.
-    with concurrency(lock, occupy=1, strict=True, lease_duration=LOCK_LEASE_S):
+    with branch_lock_held(branch_lock(repository, branch)):
         try:
             return _classify(repository, branch, commit, prefix, glob, batch_size, address,
                              merge_timeout_s)
@@ -259,6 +347,13 @@ def classify_commit(
             if (outcome := _vanished(repository, branch, commit, error)) is None:
                 raise
             return outcome
+        except UnavailableError as error:
+            # Waited out for minutes already (`transaction.UNAVAILABLE_TIMEOUT_S`): nothing
+            # was applied, and the head stays uncovered for the next run and reconcile.
+            get_run_logger().warning("lakeFS or its object store stayed unavailable; the "
+                                     "branch's next run (or reconcile) does this work: %s",
+                                     error)
+            return {"status": "unavailable", "source_commit": commit, "reason": str(error)}
 
 
 def _vanished(
@@ -384,8 +479,16 @@ def _classify(
                "scripts": scripts_pin, "read_path": read_path, **pipeline.tally(new_records),
                "seconds": clock.laps,
                "transaction_seconds": {"results": results.seconds, "store": new_entries.seconds}}
-    summary["report_reads"] = _publish_artifacts(lakefs, key, repository, branch, summary,
-                                                  new_records, inputs)
+    # The results are applied by now: Prefect away for a while must not fail the run.
+    try:
+        summary["report_reads"] = patiently_with_prefect(
+            lambda: _publish_artifacts(lakefs, key, repository, branch, summary, new_records,
+                                       inputs), "publishing the run's report")
+    except Exception as error:
+        if not prefect_was_unavailable(error):
+            raise
+        logger.warning("no report for this run: Prefect unavailable (%s)", error)
+        summary["report_reads"] = 0
     clock.lap("report")  # summary["seconds"] is clock.laps: the lap shows there
     logger.info("%s", {k: v for k, v in summary.items() if k != "labels"})
     return summary

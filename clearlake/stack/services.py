@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shlex
 import signal
 import socket
@@ -47,7 +48,7 @@ from clearlake.config import (
 from clearlake.errors import StackError
 from clearlake.flows import FLOW_RUN_IMPORTS
 from clearlake.settings import settings
-from clearlake.stack import forkserver, install, seaweedfs
+from clearlake.stack import automations, forkserver, install, seaweedfs
 
 if TYPE_CHECKING:
     from clearlake.stack.postgres import Postgres
@@ -64,6 +65,12 @@ POSTGRES_DATABASES = ("lakefs", "prefect")
 # 30 s for a free concurrency slot; a commit should start its run within seconds.
 WORKER_QUERY_SECONDS = "1"
 SLOT_WAIT_SECONDS = "1"
+LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
+# The worker and its runs ask Prefect again this many times (backoff 2, 4, … 128 s: about
+# four minutes) before giving up on a call. Prefect's 5 (about a minute) was too few: on
+# SQLite under a burst of runs the server answered 503 ("database is locked") longer,
+# and the worker reported runs it could not submit as Crashed.
+CLIENT_RETRIES = "7"
 
 
 @dataclass(frozen=True)
@@ -110,14 +117,21 @@ def port_variable(name: str) -> str:
     return f"CLEARLAKE_{name.upper().replace('-', '_')}_PORT"
 
 
+# Below the kernel's usual ephemeral range (32768 and up): a port the kernel hands out
+# (bind to port 0) can be taken by any outgoing connection while its service is down
+# for a restart, which then cannot start again ("in use by another program").
+CHOSEN_PORTS = range(10000, 15000)
+
+
 def free_loopback_ports() -> dict[str, int]:
-    """One port per service that was free on loopback a moment ago (tests, benchmarks)."""
-    ports = {}
+    """One port per service that was free on loopback a moment ago (tests, benchmarks),
+    none in the kernel's ephemeral range."""
+    ports = {"s3": seaweedfs.free_s3_port(port_is_free)}
+    taken = set(seaweedfs.all_ports(ports["s3"]))
+    candidates = random.sample(CHOSEN_PORTS, len(CHOSEN_PORTS))
     for name in DEFAULT_PORTS:
-        with socket.socket() as s:
-            s.bind((LOOPBACK, 0))
-            ports[name] = s.getsockname()[1]
-    ports["s3"] = seaweedfs.free_s3_port(port_is_free)
+        ports[name] = next(p for p in candidates if p not in taken and port_is_free(p))
+        taken.add(ports[name])
     return ports
 
 
@@ -367,7 +381,9 @@ class Stack:
         return Service(
             name="dask-workers",
             port=None,
-            command=[sys.executable, "-m", "dask", "worker", self.dask_address,
+            # Supervised: a worker that loses its scheduler exits (see stack.supervise).
+            command=[sys.executable, "-m", "clearlake.stack.supervise",
+                     sys.executable, "-m", "dask", "worker", self.dask_address,
                      "--nworkers", str(cores), "--nthreads", "1", "--host", LOOPBACK,
                      "--no-dashboard", "--local-directory", str(self.home / "dask"),
                      # Import the flow's code at start-up, not on the first task of a run.
@@ -401,7 +417,7 @@ class Stack:
             # No thread may run in a process that forks: no BLAS thread pool, and no
             # background thread in pyarrow's jemalloc (it purges inline instead).
             env={**self.client_env(), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-                 "JE_ARROW_MALLOC_CONF": "background_thread:false"},
+                 "JE_ARROW_MALLOC_CONF": "background_thread:false", **automations.HEARTBEAT_ENV},
         )
 
     def _work_pool_template(self) -> Path:
@@ -420,12 +436,19 @@ class Stack:
         return Service(
             name="prefect-worker",
             port=None,
-            command=[sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL,
+            # Supervised: a worker that cannot reach the Prefect server for about a minute
+            # (its restart under load) exits, and no run would start after (stack.supervise).
+            command=[sys.executable, "-m", "clearlake.stack.supervise",
+                     sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL,
                      "--type", "process", "--name", "clearlake-local"],
             health_url=None,
             url=f"work pool {WORK_POOL!r}",
             env={**self.client_env(), "PREFECT_WORKER_QUERY_SECONDS": WORKER_QUERY_SECONDS,
-                 "PREFECT_RUNNER_POLL_FREQUENCY": WORKER_QUERY_SECONDS},
+                 "PREFECT_RUNNER_POLL_FREQUENCY": WORKER_QUERY_SECONDS,
+                 "PREFECT_CLIENT_MAX_RETRIES": CLIENT_RETRIES,
+                 # Its runs inherit it: they beat, and stop beating when killed (see
+                 # clearlake.stack.automations).
+                 **automations.HEARTBEAT_ENV},
         )
 
     def deploy(self, report: Report = print) -> None:
@@ -444,8 +467,14 @@ class Stack:
                               capture_output=True, text=True)
         if done.returncode != 0:
             raise StackError(f"prefect deploy failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+        zombies = subprocess.run([sys.executable, "-m", "clearlake.stack.automations"],
+                                 env=env, capture_output=True, text=True)
+        if zombies.returncode != 0:
+            raise StackError("could not create the automation that crashes dead flow runs:\n"
+                             f"{zombies.stdout[-3000:]}{zombies.stderr[-3000:]}")
         report("deployments: classify-commit (on lakeFS commits), reconcile (scheduled), "
-               "train-classifier (by hand)")
+               "train-classifier (by hand); automation: flow runs that stop beating end "
+               "Crashed")
 
     def _lakefs(self, secrets: StackSecrets) -> Service:
         root = self.home / "lakefs"
@@ -518,6 +547,10 @@ class Stack:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_API_URL": self.prefect_api_url,
             "PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS": SLOT_WAIT_SECONDS,
+            # Concurrency leases on disk (under PREFECT_HOME), not in the server's memory:
+            # a restart that forgot them would keep the slot of a run that died meanwhile
+            # taken forever, and every later run of its branch would wait for it.
+            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": LEASE_STORAGE,
         }
         port = str(self.ports["prefect"])
         return Service(

@@ -32,7 +32,7 @@ from typing import Any
 from clearlake import layout, pipeline
 from clearlake.errors import LakeFSError
 from clearlake.lakefs import LakeFS
-from clearlake.provenance import ResultsMarker, verified_record
+from clearlake.provenance import ResultsMarker, verified_marker, verified_record
 from clearlake.stack.services import Stack
 from clearlake.transaction import TEMP_BRANCH_PREFIX
 from tests.pipeline_support import photo, wait_until
@@ -224,40 +224,6 @@ def run_reconcile(repo: str, dask_address: str, stale_after_s: float = 0.0) -> d
             os.environ[DASK_ADDRESS_ENV] = saved
 
 
-def crash_orphaned_runs(repo: str, stack: Stack | None = None) -> list[str]:
-    """Mark CRASHED the runs Prefect still has as running whose process is gone, as
-    Prefect's zombie-run detection would; return their names.
-
-    A run is orphaned when its `infrastructure_pid` (the launcher's pid, `PID` or
-    `HOST:PID`) names no live process here, or, for a run with none recorded that has
-    been running for a minute, when the stack has no flow-run process at all. A run
-    killed together with the worker that launched it (SIGKILL to the worker's process
-    group) is never reported by anyone: Prefect's open-source server keeps it Running,
-    and clearlake keeps its temporary branch as a live run's.
-    """
-    import socket
-
-    from prefect.client.orchestration import get_client
-    from prefect.states import Crashed
-
-    marked = []
-    with get_client(sync_client=True) as client:
-        for run in runs_of(repo):
-            if run.state is None or not run.state.is_running():
-                continue
-            host, _, pid = (run.infrastructure_pid or "").rpartition(":")
-            if pid.isdigit():
-                if host not in ("", socket.gethostname()) or Path(f"/proc/{pid}").exists():
-                    continue
-            elif (stack is None or flow_run_pids(stack) or run.start_time is None
-                  or seconds_since(run.start_time) < 60):
-                continue
-            client.set_flow_run_state(run.id, Crashed(message="its process is gone"),
-                                      force=True)
-            marked.append(run.name)
-    return marked
-
-
 def covered_by_its_own_run(lakefs: LakeFS, repo: str, commit: str) -> float:
     """Wait until a classify-commit deployment run triggered for exactly `commit` (by its
     webhook: `reconcile` runs its catch-up as subflows) completed; return the seconds
@@ -298,6 +264,33 @@ class Health:
         if len(self.crashed_runs) > crashed_allowed:
             found["crashed_runs"] = self.crashed_runs
         return found
+
+
+def results_merges(lakefs: LakeFS, repo: str, ref: str,
+                   key: bytes) -> list[tuple[Any, ResultsMarker]]:
+    """(commit, marker) of each results commit clearlake made on `ref`'s first-parent line,
+    newest first. Results merge squashed (one parent), so only `verified_marker` tells
+    them from a user's commit carrying a copied marker."""
+    return [(commit, marker) for commit in lakefs.log(repo, ref, first_parent=True)
+            if (marker := verified_marker(lakefs, repo, commit, key)) is not None]
+
+
+def duplicated_sources(markers: Sequence[ResultsMarker]) -> dict[str, int]:
+    """Source commits covered by more results than they needed, with how many results
+    (markers newest first, as a log lists them).
+
+    A source's results are needed once, and once more after each results that left
+    images to retry (`ResultsMarker.retry`): a run retrying them covers the same source.
+    """
+    by_source: dict[str, list[ResultsMarker]] = {}
+    for marker in reversed(markers):  # oldest first
+        by_source.setdefault(marker.source_commit, []).append(marker)
+    found = {}
+    for source, results in by_source.items():
+        needless = sum(1 for earlier in results[:-1] if not earlier.retry)
+        if needless:
+            found[source] = len(results)
+    return found
 
 
 def record_image(lakefs: LakeFS, repo: str, ref: str, key: str) -> str:
@@ -342,12 +335,9 @@ def check_health(lakefs: LakeFS, repo: str, branches: Sequence[str], key: bytes,
         health.table_mismatch += [f"{branch}:{p} ×{n}" for p, n in rows.items() if n != 1]
         health.table_mismatch += [f"{branch}:{p} (not in the table)"
                                   for p in sorted(set(images) - set(rows))]
-        sources = Counter(
-            marker.source_commit for commit in lakefs.log(repo, head, first_parent=True)
-            if (marker := ResultsMarker.from_metadata(commit.metadata, key)) is not None
-            and len(commit.parents) == 2)  # results merges; copied markers are not theirs
-        health.duplicate_results += [f"{branch}:{s[:12]} ×{n}" for s, n in sources.items()
-                                     if n > 1]
+        markers = [marker for _, marker in results_merges(lakefs, repo, head, key)]
+        health.duplicate_results += [f"{branch}:{s[:12]} ×{n}"
+                                     for s, n in duplicated_sources(markers).items()]
     health.temp_branches = [name for name, _ in lakefs.list_branches(repo, TEMP_BRANCH_PREFIX)]
     runs = runs_of(repo)
     health.runs = len(runs)
@@ -376,11 +366,8 @@ def covering_lags(lakefs: LakeFS, repo: str, branch: str, key: bytes,
                   committed_at: dict[str, float]) -> list[float]:
     """For each commit in `committed_at` on `branch`, seconds from its commit returning to
     the first results merge (lakeFS's creation time) whose source covers it."""
-    merges = sorted(
-        (commit.creation_date, marker.source_commit)
-        for commit in lakefs.log(repo, branch, first_parent=True)
-        if len(commit.parents) == 2
-        and (marker := ResultsMarker.from_metadata(commit.metadata, key)) is not None)
+    merges = sorted((commit.creation_date, marker.source_commit)
+                    for commit, marker in results_merges(lakefs, repo, branch, key))
     lags = []
     for commit, at in committed_at.items():
         for created, source in merges:
@@ -544,27 +531,29 @@ class DaskWorkerCrash(Fault):
 class DaskSchedulerCrash(ServiceCrash):
     """The scheduler killed and restarted at the same address.
 
-    Its workers do not come back by themselves: a worker that loses its scheduler
-    closes itself and its nanny (distributed 2025: `Worker.handle_scheduler` →
-    `close(nanny=True)`), so the stack's `dask worker` service exits. `restore` then
-    starts it again, as `clearlake stack up` does for any service that died, and says so
-    in `note` (`workers_rejoined` is False).
+    A worker that loses its scheduler closes itself and its nanny (distributed 2025:
+    `Worker.handle_scheduler` → `close(nanny=True)`), so `dask worker` exits; the stack
+    runs it under `clearlake.stack.supervise`, which starts it again, and the workers
+    join the restarted scheduler. `restore` waits for them (minutes under load) and
+    says in `workers_rejoined` whether they did, by themselves.
     """
 
     service = "dask-scheduler"
     workers_rejoined: bool | None = None
+    REJOIN_TIMEOUT_S = 600.0
 
     def restore(self) -> None:
         super().restore()
         cores = len(os.sched_getaffinity(0))
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + self.REJOIN_TIMEOUT_S
         while time.monotonic() < deadline and self.stack._running_pid("dask-workers"):
-            if len(dask_worker_pids(self.stack.dask_address)) == cores:
-                self.workers_rejoined = True
-                return
-            time.sleep(1)
+            with contextlib.suppress(OSError, TimeoutError):
+                if len(dask_worker_pids(self.stack.dask_address)) == cores:
+                    self.workers_rejoined = True
+                    return
+            time.sleep(2)
         self.workers_rejoined = False
-        self.note = "the Dask worker service had exited: started again"
+        self.note = "the Dask workers did not come back by themselves: started again"
         self.stack.stop_service("dask-workers")
         self.stack.start_service("dask-workers")
         wait_until(lambda: len(dask_worker_pids(self.stack.dask_address)) == cores, 600)
