@@ -130,6 +130,8 @@ def free_loopback_ports() -> dict[str, int]:
     taken = set(seaweedfs.all_ports(ports["s3"]))
     candidates = random.sample(CHOSEN_PORTS, len(CHOSEN_PORTS))
     for name in DEFAULT_PORTS:
+        if name in ports:  # the S3 port, chosen with the block of ports it implies
+            continue
         ports[name] = next(p for p in candidates if p not in taken and port_is_free(p))
         taken.add(ports[name])
     return ports

@@ -424,3 +424,19 @@ def test_test_stacks_take_no_port_an_outgoing_connection_could_take() -> None:
     low, _ = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
     assert all(port < low for port in every)
     assert len(set(every)) == len(every)
+
+
+
+def test_free_ports_keep_the_s3_servers_block_for_it_alone() -> None:
+    """The S3 port brings eight more (`weed mini`'s internal ports), so it is chosen with
+    them, apart from the other services' ports: chosen again among those, its block
+    overlapped them (a bridge found its port taken by the stack's own S3 server)."""
+    from clearlake.stack import seaweedfs
+    from clearlake.stack.services import CHOSEN_PORTS, DEFAULT_PORTS, free_loopback_ports
+
+    ports = free_loopback_ports()
+    assert set(ports) == set(DEFAULT_PORTS)
+    assert ports["s3"] not in CHOSEN_PORTS
+    others = [port for name, port in ports.items() if name != "s3"]
+    assert all(port in CHOSEN_PORTS for port in others)
+    assert not set(seaweedfs.all_ports(ports["s3"])) & set(others)
