@@ -472,7 +472,7 @@ def is_processed(lakefs: LakeFS, repository: str, commit: str, key: bytes) -> bo
     return lakefs.is_ancestor(repository, source, latest[1].source_commit)
 
 
-def labelimages_phrase(
+def label_images(
     lakefs: LakeFS, repository: str, ref: str, commit: str, images: Mapping[str, ObjectInfo],
     model: Model, *, key: bytes, store: MetricsStore | None = None, tables: bool = True,
     processed: bool | None = None, batch_size: int = pipeline.DEFAULT_BATCH_SIZE,
@@ -519,7 +519,7 @@ def read_side(
     model, _ = pipeline.load_model(lakefs, repository, commit)
     images = {o.path: o for o in input_objects(lakefs, repository, commit,
                                                 inputs or pipeline.Inputs())}
-    return labelimages_phrase(lakefs, repository, ref, commit, images, model, key=key, store=store,
+    return label_images(lakefs, repository, ref, commit, images, model, key=key, store=store,
                         processed=is_processed(lakefs, repository, commit, key))
 
 
@@ -559,9 +559,9 @@ def merge_sides(
     with ThreadPoolExecutor(max_workers=stat_threads) as pool:
         found = pool.map(on_destination, [c.path for c in changes if c.change != "added"])
         present = {o.path: o for o in found if o is not None}
-    before = labelimages_phrase(lakefs, repository, destination, destination_commit, present, model,
+    before = label_images(lakefs, repository, destination, destination_commit, present, model,
                           key=key, store=store, tables=False, metric_set=metric_set)
-    after = labelimages_phrase(lakefs, repository, source, source_commit, incoming, model, key=key,
+    after = label_images(lakefs, repository, source, source_commit, incoming, model, key=key,
                          store=store, tables=False, metric_set=metric_set)
     return before, after
 
