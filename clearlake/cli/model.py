@@ -116,38 +116,41 @@ ImagesDir = Annotated[
     ),
 ]
 
+# Options `train` and `evaluate` share.
+Folds = Annotated[
+    int,
+    typer.Option("--folds", min=0,
+                 help="Cross-validation folds by source; 0 = leave one source out."),
+]
+UseSublabels = Annotated[
+    bool,
+    typer.Option("--sublabels/--no-sublabels",
+                 help="Fit per sub-label (collapsed into labels), when the CSV has them."),
+]
+ClassifierKind = Annotated[
+    str,
+    typer.Option("--classifier", help="logistic (L2-penalised logistic regression, the "
+                 "default) or naive_bayes (GaussianNB)."),
+]
+Jobs = Annotated[
+    int | None, typer.Option("--jobs", "-j", min=1, help="Worker processes (default: all).")
+]
+
 
 @app.command("train")
 def train_command(
     labels_csv: LabelsCsv,
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the model JSON.")],
     images: ImagesDir = None,
-    folds: Annotated[
-        int,
-        typer.Option(
-            "--folds", min=0, help="Cross-validation folds by source; 0 = leave one source out."
-        ),
-    ] = 0,
-    use_sublabels: Annotated[
-        bool,
-        typer.Option(
-            "--sublabels/--no-sublabels",
-            help="Fit one Gaussian per sub-label (collapsed into labels), when the CSV has them.",
-        ),
-    ] = True,
+    folds: Folds = 0,
+    use_sublabels: UseSublabels = True,
     features: Annotated[
         str | None,
         typer.Option("--features", help="Comma-separated metric names the model reads, any "
                      "subset of `clearlake metrics list` (default: the packaged model's)."),
     ] = None,
-    kind: Annotated[
-        str,
-        typer.Option("--classifier", help="logistic (L2-penalised logistic regression, the "
-                     "default) or naive_bayes (GaussianNB)."),
-    ] = "logistic",
-    jobs: Annotated[
-        int | None, typer.Option("--jobs", "-j", min=1, help="Worker processes (default: all).")
-    ] = None,
+    kind: ClassifierKind = "logistic",
+    jobs: Jobs = None,
 ) -> None:
     """Train the classifier on labelled images and write it as JSON.
 
@@ -205,28 +208,14 @@ def evaluate_command(
             dir_okay=False,
         ),
     ] = None,
-    folds: Annotated[
-        int,
-        typer.Option(
-            "--folds", min=0, help="Cross-validation folds by source; 0 = leave one source out."
-        ),
-    ] = 0,
-    use_sublabels: Annotated[
-        bool,
-        typer.Option("--sublabels/--no-sublabels", help="Fit per sub-label, collapsed to labels."),
-    ] = True,
+    folds: Folds = 0,
+    use_sublabels: UseSublabels = True,
     features: Annotated[
         str | None,
         typer.Option("--features", help="Comma-separated metric names (default: the model's)."),
     ] = None,
-    kind: Annotated[
-        str,
-        typer.Option("--classifier", help="logistic (L2-penalised logistic regression, the "
-                     "default) or naive_bayes (GaussianNB)."),
-    ] = "logistic",
-    jobs: Annotated[
-        int | None, typer.Option("--jobs", "-j", min=1, help="Worker processes (default: all).")
-    ] = None,
+    kind: ClassifierKind = "logistic",
+    jobs: Jobs = None,
 ) -> None:
     """Report confusion matrix, per-class precision/recall/F1 and macro-F1.
 
