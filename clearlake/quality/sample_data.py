@@ -320,6 +320,12 @@ def _degrade(img: np.ndarray, sub: str, rng: np.random.Generator) -> np.ndarray:
     raise ValueError(f"unknown sub-label {sub!r}")
 
 
+def _kernel_from(supersampled: np.ndarray, size: int) -> np.ndarray:
+    """A blur kernel of size×size from its supersampled drawing: area-averaged, sum 1."""
+    kernel = cv2.resize(supersampled, (size, size), interpolation=cv2.INTER_AREA)
+    return kernel / kernel.sum()
+
+
 def _motion_kernel(length: float, angle_deg: float) -> np.ndarray:
     """Anti-aliased line of `length` px at `angle_deg`, normalised to sum 1."""
     size = int(np.ceil(length)) | 1
@@ -331,8 +337,7 @@ def _motion_kernel(length: float, angle_deg: float) -> np.ndarray:
     p0 = (round(c - dx), round(c - dy))
     p1 = (round(c + dx), round(c + dy))
     cv2.line(canvas, p0, p1, 1.0, thickness=ss, lineType=cv2.LINE_AA)
-    kernel = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA)
-    return kernel / kernel.sum()
+    return _kernel_from(canvas, size)
 
 
 def _disk_kernel(radius: float) -> np.ndarray:
@@ -342,8 +347,7 @@ def _disk_kernel(radius: float) -> np.ndarray:
     yy, xx = np.mgrid[0 : size * ss, 0 : size * ss]
     c = (size * ss - 1) / 2
     disk = ((yy - c) ** 2 + (xx - c) ** 2 <= (radius * ss) ** 2).astype(np.float32)
-    kernel = cv2.resize(disk, (size, size), interpolation=cv2.INTER_AREA)
-    return kernel / kernel.sum()
+    return _kernel_from(disk, size)
 
 
 def _grating(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -538,8 +542,7 @@ def _shake_kernel(extent: int, rng: np.random.Generator) -> np.ndarray:
     canvas = np.zeros((extent * ss, extent * ss), np.float32)
     pts = np.rint(path * ss + ss / 2).astype(np.int32)
     cv2.polylines(canvas, [pts.reshape(-1, 1, 2)], False, 1.0, thickness=ss, lineType=cv2.LINE_AA)
-    kernel = cv2.resize(canvas, (extent, extent), interpolation=cv2.INTER_AREA)
-    return kernel / kernel.sum()
+    return _kernel_from(canvas, extent)
 
 
 def _ring_kernel(radius: float) -> np.ndarray:
@@ -550,8 +553,7 @@ def _ring_kernel(radius: float) -> np.ndarray:
     c = (size * ss - 1) / 2
     r2 = ((yy - c) ** 2 + (xx - c) ** 2) / (ss * ss)
     ring = (r2 <= radius**2).astype(np.float32) * np.where(r2 < (0.55 * radius) ** 2, 0.4, 1.0)
-    kernel = cv2.resize(ring.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
-    return kernel / kernel.sum()
+    return _kernel_from(ring.astype(np.float32), size)
 
 
 def _fine(img: np.ndarray, k: int) -> np.ndarray:
