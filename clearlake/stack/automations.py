@@ -4,13 +4,16 @@ A flow run killed together with the worker that launched it (SIGKILL to the work
 the OOM killer, a machine lost) is reported by nobody: Prefect's open-source server
 keeps it Running forever, and `reconcile` keeps the temporary branch of a run that
 still looks live. Prefect's answer (docs: "detect zombie flows") is two halves, both
-set up by the stack:
+set up by clearlake:
 
-* every flow run emits `prefect.flow-run.heartbeat` every FLOW_HEARTBEAT_S seconds
-  (`PREFECT_FLOWS_HEARTBEAT_FREQUENCY` in the worker's environment, which its runs
-  inherit through the forkserver);
-* this automation marks a run Crashed when, after a heartbeat, neither another
-  heartbeat nor a final state comes within ZOMBIE_AFTER_S.
+* every run of clearlake's deployments emits `prefect.flow-run.heartbeat` every
+  FLOW_HEARTBEAT_S seconds (`PREFECT_FLOWS_HEARTBEAT_FREQUENCY` in the deployments'
+  `job_variables.env` in `prefect.yaml`, so they beat on any worker that runs them);
+* two automations mark a run Crashed when neither a heartbeat nor a final state comes
+  within ZOMBIE_AFTER_S: one after any heartbeat (the run died mid-way), one after a
+  deployment run of clearlake's entered Running (it died before its first heartbeat
+  reached the server). The second matches only runs tagged `clearlake`, which beat by
+  their deployment: a run that never beats by design is never crashed by it.
 
 A Crashed run is final, so `reconcile` may then delete its temporary branch and covers
 its commit. The window allows several missed beats: a live run on a machine loaded far
@@ -26,14 +29,18 @@ from typing import Any
 
 FLOW_HEARTBEAT_S = 30  # Prefect's minimum
 ZOMBIE_AFTER_S = 5 * FLOW_HEARTBEAT_S
-HEARTBEAT_ENV = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(FLOW_HEARTBEAT_S)}
+HEARTBEAT_SETTING = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
+DEPLOYMENT_TAG = "clearlake"  # every deployment in prefect.yaml carries it
 ZOMBIE_AUTOMATION = "clearlake: crash flow runs that stopped beating"
+UNSTARTED_AUTOMATION = "clearlake: crash deployment runs that never beat"
 FINAL_EVENTS = ("prefect.flow-run.Completed", "prefect.flow-run.Failed",
                 "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed")
 
 
-def zombie_automation() -> Any:
-    """The automation that marks flow runs Crashed once their heartbeats stop."""
+def _crash_when_silent(name: str, description: str, after: set[str],
+                       related: dict[str, str] | None = None) -> Any:
+    """An automation that marks a flow run Crashed when, after one of `after`, neither a
+    heartbeat nor a final state of it follows within ZOMBIE_AFTER_S."""
     from prefect.automations import Automation
     from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState
@@ -41,13 +48,13 @@ def zombie_automation() -> Any:
     from prefect.events.schemas.events import ResourceSpecification
 
     return Automation(
-        name=ZOMBIE_AUTOMATION,
-        description="Flow runs whose heartbeats stopped (their process is gone) end "
-                    "Crashed, so reconcile can clean up after them.",
+        name=name,
+        description=description,
         trigger=EventTrigger(
-            after={"prefect.flow-run.heartbeat"},
+            after=after,
             expect={"prefect.flow-run.heartbeat", *FINAL_EVENTS},
             match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            match_related=ResourceSpecification(related or {}),
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
@@ -60,20 +67,43 @@ def zombie_automation() -> Any:
     )
 
 
-def ensure_zombie_automation() -> str:
-    """Create the automation on the Prefect server of PREFECT_API_URL, or bring an existing
-    one of the same name up to date; return its id. Idempotent."""
+def zombie_automation() -> Any:
+    """Crashes any flow run whose heartbeats stopped."""
+    return _crash_when_silent(
+        ZOMBIE_AUTOMATION,
+        "Flow runs whose heartbeats stopped (their process is gone) end Crashed, so "
+        "reconcile can clean up after them.",
+        after={"prefect.flow-run.heartbeat"})
+
+
+def unstarted_automation() -> Any:
+    """Crashes a run of clearlake's deployments that entered Running but never beat."""
+    return _crash_when_silent(
+        UNSTARTED_AUTOMATION,
+        "Runs of clearlake's deployments beat from their start; one that entered Running "
+        "and never beat was killed before its first heartbeat reached the server.",
+        after={"prefect.flow-run.Running"},
+        related={"prefect.resource.role": "tag",
+                 "prefect.resource.id": f"prefect.tag.{DEPLOYMENT_TAG}"})
+
+
+def ensure_automations() -> list[str]:
+    """Create the automations on the Prefect server of PREFECT_API_URL, or bring existing
+    ones of the same names up to date; return their ids. Idempotent."""
     from prefect.automations import Automation
 
-    wanted = zombie_automation()
-    try:
-        existing = Automation.read(name=ZOMBIE_AUTOMATION)
-    except ValueError:  # Prefect's "Automation with name … not found"
-        return str(wanted.create().id)
-    wanted.id = existing.id
-    wanted.update()
-    return str(existing.id)
+    ids = []
+    for wanted in (zombie_automation(), unstarted_automation()):
+        try:
+            existing = Automation.read(name=wanted.name)
+        except ValueError:  # Prefect's "Automation with name … not found"
+            ids.append(str(wanted.create().id))
+            continue
+        wanted.id = existing.id
+        wanted.update()
+        ids.append(str(existing.id))
+    return ids
 
 
 if __name__ == "__main__":
-    print(ensure_zombie_automation())
+    print(" ".join(ensure_automations()))

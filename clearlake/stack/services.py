@@ -48,7 +48,7 @@ from clearlake.config import (
 from clearlake.errors import StackError
 from clearlake.flows import FLOW_RUN_IMPORTS
 from clearlake.settings import settings
-from clearlake.stack import automations, forkserver, install, seaweedfs
+from clearlake.stack import forkserver, install, seaweedfs
 
 if TYPE_CHECKING:
     from clearlake.stack.postgres import Postgres
@@ -419,7 +419,7 @@ class Stack:
             # No thread may run in a process that forks: no BLAS thread pool, and no
             # background thread in pyarrow's jemalloc (it purges inline instead).
             env={**self.client_env(), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-                 "JE_ARROW_MALLOC_CONF": "background_thread:false", **automations.HEARTBEAT_ENV},
+                 "JE_ARROW_MALLOC_CONF": "background_thread:false"},
         )
 
     def _work_pool_template(self) -> Path:
@@ -447,10 +447,7 @@ class Stack:
             url=f"work pool {WORK_POOL!r}",
             env={**self.client_env(), "PREFECT_WORKER_QUERY_SECONDS": WORKER_QUERY_SECONDS,
                  "PREFECT_RUNNER_POLL_FREQUENCY": WORKER_QUERY_SECONDS,
-                 "PREFECT_CLIENT_MAX_RETRIES": CLIENT_RETRIES,
-                 # Its runs inherit it: they beat, and stop beating when killed (see
-                 # clearlake.stack.automations).
-                 **automations.HEARTBEAT_ENV},
+                 "PREFECT_CLIENT_MAX_RETRIES": CLIENT_RETRIES},
         )
 
     def deploy(self, report: Report = print) -> None:
@@ -472,11 +469,11 @@ class Stack:
         zombies = subprocess.run([sys.executable, "-m", "clearlake.stack.automations"],
                                  env=env, capture_output=True, text=True)
         if zombies.returncode != 0:
-            raise StackError("could not create the automation that crashes dead flow runs:\n"
+            raise StackError("could not create the automations that crash dead flow runs:\n"
                              f"{zombies.stdout[-3000:]}{zombies.stderr[-3000:]}")
         report("deployments: classify-commit (on lakeFS commits), reconcile (scheduled), "
-               "train-classifier (by hand); automation: flow runs that stop beating end "
-               "Crashed")
+               "train-classifier (by hand); automations: flow runs that stop beating, or "
+               "never beat, end Crashed")
 
     def _lakefs(self, secrets: StackSecrets) -> Service:
         root = self.home / "lakefs"

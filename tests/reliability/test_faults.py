@@ -191,3 +191,32 @@ def test_runs_killed_with_the_prefect_worker_end_crashed_and_leave_no_branch(
     health = check_health(lakefs, repo, ["main"], key, expected={"main": set(images)})
     print(f"reconcile deleted {report['deleted']}, processed {len(report['processed'])}")
     assert_healthy(health, crashed_allowed=len(health.crashed_runs))
+
+
+def test_a_deployment_run_that_never_beat_ends_crashed(stack: Stack) -> None:
+    """A run of a clearlake deployment that entered Running, and whose process died before
+    its first heartbeat reached the server, is marked Crashed by the stack's second
+    automation. Here no process ever runs it: scheduled a day ahead (no worker takes it),
+    it is moved to Running by hand."""
+    from datetime import UTC, datetime, timedelta
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running, Scheduled
+
+    from clearlake.stack.automations import UNSTARTED_AUTOMATION, ZOMBIE_AFTER_S
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("classify-commit/classify-commit")
+        run = client.create_flow_run_from_deployment(
+            deployment.id, parameters={"repository": "never-started", "branch": "main"},
+            state=Scheduled(scheduled_time=datetime.now(UTC) + timedelta(days=1)))
+        client.set_flow_run_state(run.id, Running(), force=True)
+
+        def state() -> Any:
+            return client.read_flow_run(run.id).state
+
+        wait_until(lambda: state().is_final(), ZOMBIE_AFTER_S + RUN_TIMEOUT_S)
+        final = state()
+    assert final.is_crashed(), final
+    assert "no heartbeat" in final.message
+    print(f"\n{UNSTARTED_AUTOMATION}: {final.name} ({final.message})")

@@ -356,7 +356,7 @@ def test_the_supervisor_starts_its_command_again_until_stopped(
     assert len(reports) == 2 and "exited with 3" in reports[0]
 
 
-def test_the_stack_supervises_its_dask_workers_and_its_runs_beat(tmp_path: Path) -> None:
+def test_the_stack_supervises_its_dask_workers_and_its_prefect_worker(tmp_path: Path) -> None:
     stack = Stack(home=tmp_path, ports={"dask": 1})
     workers = stack._dask_workers().command
     assert workers[1:3] == ["-m", "clearlake.stack.supervise"]
@@ -364,7 +364,6 @@ def test_the_stack_supervises_its_dask_workers_and_its_runs_beat(tmp_path: Path)
     worker = stack._prefect_worker()
     assert worker.command[1:3] == ["-m", "clearlake.stack.supervise"]
     assert worker.command[3:6] == [sys.executable, "-m", "prefect"]
-    assert worker.env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
     assert worker.env["PREFECT_CLIENT_MAX_RETRIES"] == "7"
 
 
@@ -380,21 +379,39 @@ def test_the_prefect_server_keeps_concurrency_leases_across_a_restart(tmp_path: 
     assert env["PREFECT_HOME"] == str(tmp_path.resolve() / "prefect")  # leases live there
 
 
-def test_the_zombie_automation_crashes_runs_that_stop_beating() -> None:
+def test_the_zombie_automations_crash_runs_that_stop_or_never_start_beating() -> None:
     from prefect.client.schemas.objects import StateType
     from prefect.events.schemas.automations import Posture
 
-    automation = automations.zombie_automation()
-    trigger = automation.trigger
-    assert trigger.after == {"prefect.flow-run.heartbeat"}
-    assert trigger.expect == {"prefect.flow-run.heartbeat", "prefect.flow-run.Completed",
-                              "prefect.flow-run.Failed", "prefect.flow-run.Cancelled",
-                              "prefect.flow-run.Crashed"}
-    assert trigger.for_each == {"prefect.resource.id"}
-    assert trigger.posture == Posture.Proactive
-    assert trigger.within.total_seconds() == 150.0
-    [action] = automation.actions
-    assert action.state == StateType.CRASHED
+    stopped, unstarted = automations.zombie_automation(), automations.unstarted_automation()
+    assert stopped.trigger.after == {"prefect.flow-run.heartbeat"}
+    assert unstarted.trigger.after == {"prefect.flow-run.Running"}
+    # Only runs of clearlake's deployments, which beat by their deployment, are watched
+    # from Running on: a flow run that never beats by design is never crashed.
+    assert unstarted.trigger.match_related.root == {
+        "prefect.resource.role": "tag", "prefect.resource.id": "prefect.tag.clearlake"}
+    assert stopped.trigger.match_related.root == {}
+    for automation in (stopped, unstarted):
+        trigger = automation.trigger
+        assert trigger.expect == {"prefect.flow-run.heartbeat", "prefect.flow-run.Completed",
+                                  "prefect.flow-run.Failed", "prefect.flow-run.Cancelled",
+                                  "prefect.flow-run.Crashed"}
+        assert trigger.for_each == {"prefect.resource.id"}
+        assert trigger.posture == Posture.Proactive
+        assert trigger.within.total_seconds() == 150.0
+        [action] = automation.actions
+        assert action.state == StateType.CRASHED
+
+
+def test_every_deployment_beats_as_often_as_the_automations_expect() -> None:
+    import yaml
+
+    project = yaml.safe_load((Path(__file__).parents[2] / "prefect.yaml").read_text())
+    assert project["deployments"]
+    for deployment in project["deployments"]:
+        env = deployment["work_pool"]["job_variables"]["env"]
+        assert env[automations.HEARTBEAT_SETTING] == str(automations.FLOW_HEARTBEAT_S)
+        assert automations.DEPLOYMENT_TAG in deployment["tags"]
 
 
 # -- the health check: a retry is not a duplicate -----------------------------------------------
