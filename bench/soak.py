@@ -1,10 +1,11 @@
 """Soak: commits on several branches at a steady pace, merges, and one fault of each kind
 injected while it runs; then what was lost (nothing, or the run fails).
 
-Run ``python -m bench.soak [--commits 120] [--images 600] [--branches 3] [--pace 15]
+Run ``python -m bench.soak [--commits 123] [--images 600] [--branches 3] [--pace 15]
 [--faults all|none|NAME,…] [--burst 100] [--burst-seconds 60] [--json PATH]``; the
-defaults are issue 12's loads: ten minutes of commits on three branches (40 commits
-per writer, one every 15 s), then 100 one-image commits in 60 s. It starts its own stack (every
+defaults are issue 12's loads: ten minutes of commits on three branches (41 commits
+per writer, one due every 15 s, the last 600 s after the first, whether or not a
+fault refused some), then 100 one-image commits in 60 s. It starts its own stack (every
 service, on free loopback ports, state in a temporary folder) and stops it afterwards,
 also on SIGTERM/SIGINT. In one run:
 
@@ -265,6 +266,7 @@ def measure(args: argparse.Namespace, stack: Any, home: Path, result: dict[str, 
         merge(ctx, branches[1], merged)
     for thread in threads:
         thread.join()
+    sustained_seconds = round(time.monotonic() - started, 1)
     writers_done.set()
     fault_thread.join()
     if len(branches) > 2:
@@ -299,7 +301,7 @@ def measure(args: argparse.Namespace, stack: Any, home: Path, result: dict[str, 
     crash_causes = [f["fault"] for f in faults if FAULTS[f["fault"]].crashes_runs]
     result.update(
         repository=repo, branches=branches, load_seconds=round(load_seconds, 1),
-        burst_seconds=burst_seconds,
+        sustained_seconds=sustained_seconds, burst_seconds=burst_seconds,
         commits=burst.total_commits, refused_commits=burst.refused,
         images_committed=burst.total_images, images_on_heads=health.images,
         runs=health.runs, failed_runs=health.failed_runs, crashed_runs=health.crashed_runs,
@@ -371,8 +373,9 @@ def print_report(result: dict[str, Any]) -> None:
          f"({result['lag_s']['commits']} commits)"),
         ("peak RSS: Dask worker / flow run",
          f"{result['peak_rss_mib']['dask_worker']} / {result['peak_rss_mib']['flow_run']} MiB"),
-        ("load phase (of it, the burst)",
-         f"{result['load_seconds']} s ({result['burst_seconds']} s)"),
+        ("load phase: writers on every branch, then the burst",
+         f"{result['load_seconds']} s: {result['sustained_seconds']} s, then "
+         f"{result['burst_seconds']} s"),
         ("load average (start → end)",
          f"{result['load_average_start']} → {result['load_average_end']}"),
     ]
@@ -419,7 +422,7 @@ def run(args: argparse.Namespace, home: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--commits", type=int, default=120, help="commits over all branches")
+    parser.add_argument("--commits", type=int, default=123, help="commits over all branches")
     parser.add_argument("--images", type=int, default=600, help="images over all commits")
     parser.add_argument("--branches", type=int, default=3, help="branches written at once")
     parser.add_argument("--pace", type=float, default=15.0,

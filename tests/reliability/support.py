@@ -88,6 +88,9 @@ def commit_burst(
 ) -> Burst:
     """Commit `len(sizes)` commits to `branch`, the i-th adding `sizes[i]` new small photos.
 
+    With `pause_s`, the i-th commit is due `i * pause_s` after the first (a commit
+    refused during a fault keeps its slot), so the load lasts as long as planned.
+
     Args:
         tolerate_errors: a commit lakeFS refuses (a service is down on purpose) is
             counted in `refused` and its staged images are left to the next commit,
@@ -96,7 +99,10 @@ def commit_burst(
     """
     burst = Burst()
     staged: list[str] = []
+    started = time.monotonic()
     for index, size in enumerate(sizes):
+        if pause_s:
+            time.sleep(max(0.0, started + index * pause_s - time.monotonic()))
         if before_each is not None:
             before_each(index)
         images = {f"{folder}/{branch}/{index:04d}-{n}.jpg": photo(seed + index * 100 + n, size=96)
@@ -113,8 +119,6 @@ def commit_burst(
             continue
         burst.add(branch, commit, staged)
         staged = []
-        if pause_s:
-            time.sleep(pause_s)
     if staged and tolerate_errors:  # the last commits were refused: commit what is staged
         commit = _retry(lambda: lakefs.commit(repo, branch, f"{folder}: the rest",
                                               allow_empty=True))
