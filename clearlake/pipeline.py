@@ -36,6 +36,7 @@ import hashlib
 import itertools
 import json
 import os
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -170,6 +171,53 @@ def is_covered(lakefs: LakeFS, repository: str, branch: str, key: bytes) -> bool
         return False
     source = source_of(lakefs, repository, branch, key)
     return lakefs.is_ancestor(repository, source, latest[1].source_commit)
+
+
+#: `reconcile` retries a branch's failed images at its next pass after the first failure,
+#: then waits doubling from RETRY_BACKOFF_S up to RETRY_BACKOFF_MAX_S: an image that fails
+#: every time costs a run a day, not one every pass, and is never given up on. (The
+#: branch's next run, for a commit, retries them whatever the wait.)
+RETRY_BACKOFF_S = 180.0
+RETRY_BACKOFF_MAX_S = 24 * 3600.0
+
+
+def retry_wait_s(attempts: int) -> float:
+    """How long after results that failed an image `attempts` runs in a row `reconcile`
+    waits before measuring it again."""
+    if attempts <= 1:
+        return 0.0
+    return min(RETRY_BACKOFF_S * 2 ** (attempts - 2), RETRY_BACKOFF_MAX_S)
+
+
+def retry_due(marker: ResultsMarker, results_created: float, now: float) -> bool:
+    """True when an image the results (made at `results_created`, epoch seconds) left to
+    retry is due for another attempt at `now`."""
+    return any(now >= results_created + retry_wait_s(marker.attempts.get(path, 1))
+               for path in marker.retry)
+
+
+def failed_attempts(previous: ResultsMarker | None, failed: Iterable[str]) -> dict[str, int]:
+    """For each image a run failed to measure, how many runs in a row have failed it (the
+    previous results' count, if they had left it to retry, plus this run)."""
+    retried = set(previous.retry) if previous else set()
+    earlier = previous.attempts if previous else {}
+    return {path: (earlier.get(path, 1) if path in retried else 0) + 1 for path in failed}
+
+
+def needs_run(lakefs: LakeFS, repository: str, branch: str, key: bytes,
+              now: float | None = None) -> bool:
+    """True when `reconcile` should run the branch: its latest results do not cover its
+    head, or images they left to retry are due again (`retry_due`)."""
+    latest = latest_results(lakefs, repository, branch, key)
+    if latest is None:
+        return True
+    commit, marker = latest
+    if not lakefs.is_ancestor(repository, source_of(lakefs, repository, branch, key),
+                              marker.source_commit):
+        return True
+    return bool(marker.retry) and retry_due(
+        marker, lakefs.get_commit(repository, commit).creation_date,
+        time.time() if now is None else now)
 
 
 def make_plan(
@@ -716,6 +764,7 @@ def marker_for(
         clearlake_version=__version__,
         counts=counts,
         retry=retry,
+        attempts=failed_attempts(plan.previous, retry),
         metric_versions=metric_set.versions,
         scripts=scripts,
     )

@@ -156,6 +156,8 @@ class ResultsMarker:
         counts: computed / reused / failed / removed / relabelled counts.
         retry: images whose measurement failed for want of their bytes (lakeFS
             unreachable, a worker lost for good); the next run measures them again.
+        attempts: for each image in `retry`, how many runs in a row failed to measure
+            it (`reconcile` waits longer before each further attempt).
         layout: the results layout written (`clearlake.layout`; 1 before it was recorded).
         metric_versions: {name: version} of the metrics the records hold.
         scripts: the scripts repository commit metrics were loaded from
@@ -173,6 +175,7 @@ class ResultsMarker:
     clearlake_version: str
     counts: dict[str, int] = field(default_factory=dict)
     retry: list[str] = field(default_factory=list)
+    attempts: dict[str, int] = field(default_factory=dict)
     layout: int = RESULTS_LAYOUT
     metric_versions: dict[str, str] = field(default_factory=dict)
     scripts: str = ""
@@ -192,6 +195,7 @@ class ResultsMarker:
             "clearlake_version": self.clearlake_version,
             "counts": json.dumps(self.counts, sort_keys=True),
             "retry": json.dumps(self.retry),
+            "attempts": json.dumps(self.attempts, sort_keys=True),
             "layout": str(self.layout),
             "metric_versions": json.dumps(self.metric_versions, sort_keys=True),
             "scripts": self.scripts,
@@ -222,6 +226,7 @@ class ResultsMarker:
                 clearlake_version=meta["clearlake_version"],
                 counts=json.loads(meta["counts"]),
                 retry=json.loads(meta.get("retry", "[]")),
+                attempts=json.loads(meta.get("attempts", "{}")),
                 layout=int(meta.get("layout", "1")),
                 metric_versions=json.loads(meta.get("metric_versions", "{}")),
                 scripts=meta.get("scripts", ""),

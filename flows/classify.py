@@ -462,6 +462,12 @@ def _classify(
         retry = [m.path for m in measured if m.origin == "failed"]
         marker = pipeline.marker_for(plan, run_id, model, model_commit, counts, retry,
                                      metric_set=metric_set, scripts=scripts_pin or "")
+        if retry:
+            most = max(marker.attempts.values())
+            logger.warning("%d images could not be measured (one failed %d runs in a row); "
+                           "the next run or reconcile, within %.0f s, measures them again",
+                           len(retry), most, max(pipeline.retry_wait_s(most),
+                                                 pipeline.RETRY_BACKOFF_S))
         try:
             results_commit = pipeline.write_back(
                 results, branch, base, new_records, plan.removed, marker.to_metadata(key),

@@ -4,9 +4,11 @@ lakeFS sends each webhook once and never again; a webhook is lost while the brid
 or Prefect is down; a write-back can be left pending behind uncommitted changes.
 On a schedule, for every repository with clearlake's action installed, this flow
 settles temporary branches, runs `classify-commit` for each watched branch whose
-head no results cover, and reports merges into protected branches that have no
-recorded gate pass (the gate is a guard-rail: a user can delete the action file) and
-commits not made by clearlake that wrote its records or tables.
+head no results cover or whose failed images are due for a retry
+(`pipeline.needs_run`: the waits between retries double, up to a day), and reports
+merges into protected branches that have no recorded gate pass (the gate is a
+guard-rail: a user can delete the action file) and commits not made by clearlake that
+wrote its records or tables.
 """
 
 from __future__ import annotations
@@ -107,9 +109,9 @@ def reconcile(repositories: list[str] | None = None,
         for branch, head in branches:
             if _installed(lakefs, repository, head, EVENTS_ACTION_PATH) is None:
                 continue
-            if not pipeline.is_covered(lakefs, repository, branch, key):
-                logger.info("%s/%s: head %s not covered, processing it", repository, branch,
-                            head[:12])
+            if pipeline.needs_run(lakefs, repository, branch, key):
+                logger.info("%s/%s: head %s not covered, or images to retry are due; "
+                            "processing it", repository, branch, head[:12])
                 processed.append({"branch": branch,
                                   **classify_commit(repository, branch)})
         ungated, foreign = {}, {}

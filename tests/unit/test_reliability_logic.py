@@ -11,6 +11,7 @@ as `store._translate` raises them); the stack tests cover the same paths for rea
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -428,6 +429,46 @@ def test_results_for_a_source_twice_are_duplicates_unless_the_first_left_retries
     newest_first = [_marker("b"), _marker("a"), _marker("a", ["x.jpg"]), _marker("c"),
                     _marker("c")]
     assert duplicated_sources(newest_first) == {"c": 2}
+
+
+# -- images a run failed to measure: retried with doubling waits, never given up --------------
+
+
+def test_runs_in_a_row_that_failed_an_image_are_counted() -> None:
+    from clearlake.pipeline import failed_attempts
+
+    assert failed_attempts(None, ["a.jpg"]) == {"a.jpg": 1}
+    previous = dataclasses.replace(_marker("s", ["a.jpg", "b.jpg"]), attempts={"a.jpg": 3})
+    # a.jpg failed a 4th time; b.jpg (results from before attempts were kept) a 2nd;
+    # c.jpg was not left to retry, so this is its first failure.
+    assert failed_attempts(previous, ["a.jpg", "b.jpg", "c.jpg"]) == {
+        "a.jpg": 4, "b.jpg": 2, "c.jpg": 1}
+
+
+def test_reconcile_waits_longer_before_each_retry_up_to_a_day() -> None:
+    from clearlake.pipeline import RETRY_BACKOFF_MAX_S, retry_wait_s
+
+    assert [retry_wait_s(n) for n in range(1, 6)] == [0.0, 180.0, 360.0, 720.0, 1440.0]
+    assert retry_wait_s(30) == RETRY_BACKOFF_MAX_S == 86_400.0
+
+
+def test_a_retry_is_due_once_the_wait_of_some_image_has_passed() -> None:
+    from clearlake.pipeline import retry_due
+
+    marker = dataclasses.replace(_marker("s", ["a.jpg", "b.jpg"]),
+                                 attempts={"a.jpg": 3, "b.jpg": 5})
+    assert not retry_due(marker, results_created=1000.0, now=1000.0 + 359.0)
+    assert retry_due(marker, results_created=1000.0, now=1000.0 + 360.0)  # a.jpg's wait
+    assert retry_due(_marker("s", ["a.jpg"]), results_created=1000.0, now=1000.0)  # 1st
+    assert not retry_due(_marker("s"), results_created=0.0, now=1e12)  # nothing to retry
+
+
+def test_the_attempts_travel_in_the_signed_marker() -> None:
+    key = b"k" * 32
+    marker = dataclasses.replace(_marker("s", ["a.jpg"]), attempts={"a.jpg": 2})
+    assert ResultsMarker.from_metadata(marker.to_metadata(key), key) == marker
+    older = {k: v for k, v in marker.to_metadata(key).items() if not k.endswith("attempts")}
+    assert ResultsMarker.from_metadata(older, key).attempts == {}
 
 
 def test_test_stacks_take_no_port_an_outgoing_connection_could_take() -> None:
