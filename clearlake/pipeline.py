@@ -163,6 +163,17 @@ def source_of(lakefs: LakeFS, repository: str, ref: str, key: bytes) -> str:
     return commit.id
 
 
+def caught_up(lakefs: LakeFS, repository: str, branch: str, commit: str) -> str:
+    """The commit a run asked for `commit` should process: the branch's head when it has
+    moved on from `commit` (a descendant holds every image `commit` has, as of now),
+    else `commit`. One run then covers a burst of commits, and the runs queued behind
+    it on the branch's lock find nothing left to do."""
+    head = lakefs.head(repository, branch)
+    if head != commit and lakefs.is_ancestor(repository, commit, head):
+        return head
+    return commit
+
+
 def is_covered(lakefs: LakeFS, repository: str, branch: str, key: bytes) -> bool:
     """True when the branch's latest results cover its head and left no image to retry
     (nothing for a run to do)."""

@@ -313,6 +313,7 @@ def classify_commit(
     dask_address: str | None = None,
     dask_cluster: str | None = None,
     merge_timeout_s: float = 60.0,
+    catch_up: bool = False,
 ) -> dict[str, Any]:
     """Classify the images a commit added or changed on a branch, and commit the results.
 
@@ -328,6 +329,10 @@ def classify_commit(
         dask_cluster: instead of `dask_address`, the name of a saved `DaskCluster` block.
         merge_timeout_s: how long to retry the merge while the branch has uncommitted
             changes before leaving the results pending for `reconcile`.
+        catch_up: with `commit`, process the branch's head instead if it has moved on
+            from `commit` by the time this run holds the branch (`pipeline.caught_up`):
+            a burst of commits is covered by a run or two, not one run each. Runs
+            triggered by commits do this.
 
     Returns:
         A summary: status ('up_to_date', 'merged' or 'pending'), counts, commits. A run
@@ -341,6 +346,11 @@ def classify_commit(
     # Runs of one branch queue here: a run plans from what the previous one wrote.
     with branch_lock_held(branch_lock(repository, branch)):
         try:
+            if catch_up and commit:
+                asked, commit = commit, pipeline.caught_up(LakeFS(), repository, branch, commit)
+                if commit != asked:
+                    get_run_logger().info("%s has moved on from %s to %s: covering its head",
+                                          branch, asked[:12], commit[:12])
             return _classify(repository, branch, commit, prefix, glob, batch_size, address,
                              merge_timeout_s)
         except NotFoundError as error:

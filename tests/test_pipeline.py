@@ -133,6 +133,24 @@ def _checksum_and_size(lakefs: LakeFS, repo: str, ref: str, path: str) -> tuple[
 
 
 @pytest.mark.slow
+def test_a_run_that_catches_up_covers_the_head_its_commit_led_to(
+    lakefs: LakeFS, repo: str, classify: Any
+) -> None:
+    seed = unique_seed()
+    first = commit_images(lakefs, repo, {"burst/0.jpg": photo(seed)}, message="first")
+    second = commit_images(lakefs, repo, {"burst/1.jpg": photo(seed + 1)}, message="second")
+
+    exact = classify(repo, commit=first)  # a run for exactly the commit it names
+    assert exact["source_commit"] == first and set(records_on(lakefs, repo)) == {"burst/0.jpg"}
+    caught_up = classify(repo, commit=first, catch_up=True)  # as a triggered run does
+    assert caught_up["status"] == "merged" and caught_up["source_commit"] == second
+    assert caught_up["counts"]["computed"] == 1
+    assert set(records_on(lakefs, repo)) == {"burst/0.jpg", "burst/1.jpg"}
+    # The run for the second commit, queued behind, finds its commit covered.
+    assert classify(repo, commit=second, catch_up=True)["status"] == "up_to_date"
+
+
+@pytest.mark.slow
 def test_a_commit_landing_during_the_run_is_neither_swept_in_nor_lost(
     lakefs: LakeFS, repo: str, classify: Any
 ) -> None:
