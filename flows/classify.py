@@ -473,11 +473,11 @@ def _classify(
         marker = pipeline.marker_for(plan, run_id, model, model_commit, counts, retry,
                                      metric_set=metric_set, scripts=scripts_pin or "")
         if retry:
-            most = max(marker.attempts.values())
-            logger.warning("%d images could not be measured (one failed %d runs in a row); "
-                           "the next run or reconcile, within %.0f s, measures them again",
-                           len(retry), most, max(pipeline.retry_wait_s(most),
-                                                 pipeline.RETRY_BACKOFF_S))
+            wait = pipeline.retry_wait_s(min(marker.attempts.values()))
+            logger.warning("%d images could not be measured (%d runs in a row at most): the "
+                           "branch's next run measures them again, and so does reconcile %s",
+                           len(retry), max(marker.attempts.values()),
+                           f"once {wait:.0f} s have passed" if wait else "at its next pass")
         try:
             results_commit = pipeline.write_back(
                 results, branch, base, new_records, plan.removed, marker.to_metadata(key),
