@@ -445,17 +445,23 @@ def score_directory(
     try:
         analyses, tasks = _plan(paths, root, cache, limit)
         chunks = list(_chunks(tasks, workers))
-        if workers > 1 and len(chunks) > 1 and _safe_to_fork():
-            # Workers forked from this process inherit its imports (NumPy, OpenCV,
-            # SciPy, the metric code: a second or more each otherwise). Now: before
-            # on_start, through which the CLI starts its display thread, and with the
-            # cache closed, since an SQLite connection must not cross a fork.
-            if cache is not None:
-                cache.close()
-                cache = None
-            pool = _fork_pool(min(workers, len(chunks)), cache_path, limit)
-            if cache_path is not None:
-                cache = MetricsCache(cache_path)
+        if workers > 1 and len(chunks) > 1:
+            if _safe_to_fork():
+                # Workers forked from this process inherit its imports (NumPy, OpenCV,
+                # SciPy, the metric code: a second or more each otherwise). Now: before
+                # on_start, through which the CLI starts its display thread, and with the
+                # cache closed, since an SQLite connection must not cross a fork.
+                if cache is not None:
+                    cache.close()
+                    cache = None
+                pool = _fork_pool(min(workers, len(chunks)), cache_path, limit)
+                if cache_path is not None:
+                    cache = MetricsCache(cache_path)
+            else:
+                pool = _forkserver_pool(min(workers, len(chunks)), cache_path, limit)
+        # The chunks go to the workers now, so that they start on them while on_start
+        # runs (the CLI imports its display there).
+        batches = _batches(chunks, cache, limit, pool)
         if on_start is not None:
             on_start(len(paths))
         cached = sum(1 for a in analyses if a is not None and a.sha256)
@@ -463,7 +469,7 @@ def score_directory(
 
         mtimes = {task.index: task.mtime_ns for task in tasks}
         computed = hashed = 0
-        for batch in _execute(chunks, workers, cache, limit, pool):
+        for batch in batches:
             file_rows = []
             fresh = []
             now_ns = time.time_ns()
@@ -587,46 +593,35 @@ def _fork_pool(
     return pool
 
 
-def _execute(
+def _forkserver_pool(
+    workers: int, cache_path: Path | None, limit: int
+) -> concurrent.futures.ProcessPoolExecutor:
+    """`workers` processes forked from a clean server process, not from this one (which
+    runs other threads: see `_safe_to_fork`)."""
+    context = multiprocessing.get_context("forkserver")
+    # Imported once in the server, not in every worker: the metric code and the
+    # main module (which each worker would otherwise re-import, e.g. the CLI).
+    context.set_forkserver_preload(["__main__", "clearlake.quality.score"])
+    return concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(str(cache_path) if cache_path else None, limit, ANALYSIS_VERSION),
+    )
+
+
+def _batches(
     chunks: Sequence[list[_Task]],
-    workers: int,
     cache: MetricsCache | None,
     limit: int,
-    pool: concurrent.futures.ProcessPoolExecutor | None = None,
+    pool: concurrent.futures.ProcessPoolExecutor | None,
 ) -> Iterator[list[_Done]]:
-    """Run chunks in-process (one worker or one chunk) or in a process pool; yield batches.
-
-    `pool`: workers forked by the caller (`_fork_pool`), who shuts them down; without
-    one, workers come from a forkserver and are shut down here.
-    """
-    if not chunks:
-        return
-    if pool is None and (workers == 1 or len(chunks) == 1):
-        for chunk in chunks:
-            yield [_run_task(task, cache, limit) for task in chunk]
-        return
-    own_pool = pool is None
+    """The chunks' results, one batch per chunk: from `pool`, which gets every chunk now
+    (the caller shuts it down), else computed in this process as they are iterated."""
     if pool is None:
-        # forkserver: workers fork from a clean server process, not from this one
-        # (which runs threads, e.g. the progress display's refresh thread).
-        context = multiprocessing.get_context("forkserver")
-        # Imported once in the server, not in every worker: the metric code and the
-        # main module (which each worker would otherwise re-import, e.g. the CLI).
-        context.set_forkserver_preload(["__main__", "clearlake.quality.score"])
-        cache_path = str(cache.path) if cache is not None else None
-        pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=min(workers, len(chunks)),
-            mp_context=context,
-            initializer=_init_worker,
-            initargs=(cache_path, limit, ANALYSIS_VERSION),
-        )
-    try:
-        futures = [pool.submit(_run_chunk, chunk) for chunk in chunks]
-        for future in concurrent.futures.as_completed(futures):
-            yield future.result()
-    finally:
-        if own_pool:
-            _shut_down(pool)
+        return ([_run_task(task, cache, limit) for task in chunk] for chunk in chunks)
+    futures = [pool.submit(_run_chunk, chunk) for chunk in chunks]
+    return (future.result() for future in concurrent.futures.as_completed(futures))
 
 
 def _shut_down(pool: concurrent.futures.ProcessPoolExecutor) -> None:
