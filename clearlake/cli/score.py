@@ -84,12 +84,16 @@ def score(
     from clearlake.quality.classifier import Model, ModelError
     from clearlake.quality.score import (
         CacheError,
+        keep_freed_memory,
         quiet_opencv,
         score_directory,
         write_records,
     )
 
-    quiet_opencv()  # this process is the command's own; outcomes carry the reasons
+    # This process is the command's own: outcomes carry OpenCV's reasons, and it (or the
+    # workers it forks) only measures images.
+    quiet_opencv()
+    keep_freed_memory()
     try:
         loaded = Model.load(model)
     except ModelError as exc:
