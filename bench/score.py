@@ -11,7 +11,8 @@ start, the work, the summary), each a subprocess:
   empty metrics cache (``CLEARLAKE_CACHE_DIR``), then once more warm;
 
 on two folders it writes from the photographs installed packages carry: 320
-JPEGs with a long side of 256–1024 px, and 60 of 1–2 MP. Seed and clearlake
+JPEGs with a long side of 256–1024 px, and 60 of 1–2 MP (``--keep DIR`` keeps
+them, as DIR/set0 and DIR/set1). Seed and clearlake
 runs alternate (``--repeat`` pairs), so a change in background load hits both
 alike; each pair gives one ratio. Then ``clearlake --help``, ``--help-runs``
 times: the median wall time, an absolute figure. CPU times are of the process
@@ -428,7 +429,9 @@ def compare_commands(args: argparse.Namespace, jobs: int) -> None:
     with tempfile.TemporaryDirectory(prefix="clearlake-bench-") as tmp:
         photos = _photographs()
         for number, (name, (count, scale, target)) in enumerate(sets.items()):
-            folder = Path(tmp) / f"set{number}"
+            folder = (args.keep or Path(tmp)) / f"set{number}"
+            if folder.exists() and any(folder.iterdir()):
+                raise SystemExit(f"{folder} is not empty: give --keep a new folder")
             paths = write_images(folder, count, scale, seed=number, photos=photos)
             shapes = sorted(cv2.imread(str(p), cv2.IMREAD_REDUCED_GRAYSCALE_8).shape for p in paths)
             sides = sorted(8 * max(shape) for shape in shapes)
@@ -475,6 +478,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="JPEGs with a long side of 256-1024 px")
     parser.add_argument("--large", type=int, default=60, help="JPEGs of 1-2 MP")
     parser.add_argument("--help-runs", type=int, default=9, help="runs of `clearlake --help`")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="write the two folders to DIR/set0 and DIR/set1 and keep them "
+                             "(to profile `clearlake score` on the same images)")
     parser.add_argument("--in-process", action="store_true",
                         help="the older comparison: score_directory timed in-process")
     parser.add_argument("--n1024", type=int, default=200, help="--in-process: images at ~1024 px")

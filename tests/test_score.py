@@ -381,3 +381,19 @@ def test_cached_refusal_becomes_too_large_under_a_lower_limit(
     assert lower.records[0]["outcome"] == "too_large"
     again = run(root, cache_dir)
     assert (again.computed, again.records[0]["outcome"]) == (0, "unsupported")
+
+
+def test_chunks_hold_every_task_once_largest_files_first() -> None:
+    sizes = [5, 900, 40, 900, 7, 300, 1]
+    tasks = [scoring._Task(index, f"/f{index}", size, 0) for index, size in enumerate(sizes)]
+    chunks = list(scoring._chunks(tasks, workers=2))
+    # 7 tasks, 2 workers: chunks of one task; equal sizes keep their order.
+    assert [[task.index for task in chunk] for chunk in chunks] == [[1], [3], [5], [2], [4], [0],
+                                                                    [6]]
+    many = [scoring._Task(index, f"/f{index}", index % 10, 0) for index in range(200)]
+    chunks = list(scoring._chunks(many, workers=2))
+    assert [len(chunk) for chunk in chunks] == [5] * 40  # ceil(200 / 48)
+    assert sorted(task.index for chunk in chunks for task in chunk) == list(range(200))
+    # 20 tasks of each size 9, 8, …, 0: four chunks of five each, in that order.
+    assert [chunk[0].size for chunk in chunks] == [size for size in range(9, -1, -1)
+                                                   for _ in range(4)]

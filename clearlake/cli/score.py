@@ -13,7 +13,7 @@ from clearlake.cli.app import app, make_console
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.progress import Progress, Task
+    from rich.progress import Progress, Task, TaskID
 
     from clearlake.quality.score import ScoreResult
 
@@ -82,24 +82,38 @@ def score(
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     # Heavy imports here, so that `clearlake --help` stays fast.
     from clearlake.quality.classifier import Model, ModelError
-    from clearlake.quality.score import CacheError, quiet_opencv, score_directory, write_records
+    from clearlake.quality.score import (
+        CacheError,
+        keep_freed_memory,
+        quiet_opencv,
+        score_directory,
+        write_records,
+    )
 
-    quiet_opencv()  # this process is the command's own; outcomes carry the reasons
-    console = make_console()
+    # This process is the command's own: outcomes carry OpenCV's reasons, and it (or the
+    # workers it forks) only measures images.
+    quiet_opencv()
+    keep_freed_memory()
     try:
         loaded = Model.load(model)
     except ModelError as exc:
-        console.print(f"[red]error:[/red] cannot use the model: {exc}")
+        make_console().print(f"[red]error:[/red] cannot use the model: {exc}")
         raise typer.Exit(2) from None
 
-    progress = _progress()
-    task = progress.add_task("scoring", total=None)
+    progress: Progress | None = None
+    task: TaskID | None = None
 
     def show(total: int) -> None:
-        # Started only now: score_directory forks its workers before this call,
-        # while this process runs no thread yet (the display runs one).
-        progress.update(task, total=total)
+        # Called once the workers are forked: rich is imported only now, while they
+        # work (they need none of it), and its display thread starts after the fork.
+        nonlocal progress, task
+        progress = _progress()
+        task = progress.add_task("scoring", total=total)
         progress.start()
+
+    def advance(count: int) -> None:
+        if progress is not None and task is not None:
+            progress.advance(task, count)
 
     try:
         result = score_directory(
@@ -109,13 +123,16 @@ def score(
             max_pixels=max_pixels,
             use_cache=not no_cache,
             on_start=show,
-            on_progress=lambda n: progress.advance(task, n),
+            on_progress=advance,
         )
     except CacheError as exc:
-        console.print(f"[red]error:[/red] {exc}\n(set CLEARLAKE_CACHE_DIR, or use --no-cache)")
+        make_console().print(
+            f"[red]error:[/red] {exc}\n(set CLEARLAKE_CACHE_DIR, or use --no-cache)")
         raise typer.Exit(2) from None
     finally:
-        progress.stop()
+        if progress is not None:
+            progress.stop()
+    console = make_console()
     if out is not None:
         write_records(result.records, out)
     _print_summary(console, result, worst, out)

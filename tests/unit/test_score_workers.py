@@ -101,3 +101,40 @@ def test_native_threads_make_forking_unsafe() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           check=True, env=ONE_THREAD)
     assert done.stdout.split() == ["True", "False"]
+
+
+_REUSE = (
+    "import resource, sys; import numpy as np; from clearlake.quality import score as s\n"
+    "if sys.argv[1] == 'keep': s.keep_freed_memory()\n"
+    "np.ones(5 << 20)  # 40 MiB: over glibc's largest automatic mmap threshold (32 MiB)\n"
+    "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+    "for _ in range(5): np.ones(5 << 20)\n"
+    "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)"
+)
+
+
+@pytest.mark.parametrize(("mode", "reused"), [("keep", True), ("default", False)])
+def test_keep_freed_memory_reuses_freed_arrays(mode: str, reused: bool) -> None:
+    # Five 40 MiB arrays are 51,200 pages of 4 KiB: glibc's default maps and unmaps each
+    # one, so every page faults in again; once kept, the freed block is reused. (Without
+    # NumPy's transparent huge pages, which would make each fault 512 pages.)
+    env = {**ONE_THREAD, "NUMPY_MADVISE_HUGEPAGE": "0"}
+    done = subprocess.run([sys.executable, "-c", _REUSE, mode], capture_output=True,
+                          text=True, check=True, env=env)
+    faults = int(done.stdout)
+    assert faults < 1_000 if reused else faults > 40_000, faults
+
+
+def test_metric_values_do_not_depend_on_keeping_freed_memory(images: Path) -> None:
+    probe = (
+        "import json, sys; from pathlib import Path; from clearlake.quality import score as s\n"
+        "from clearlake.quality.analyse import analyse\n"
+        "if sys.argv[2] == 'keep': s.keep_freed_memory()\n"
+        "paths = sorted(Path(sys.argv[1]).rglob('img*.jpg'))\n"
+        "print(json.dumps([analyse(p.read_bytes()).metrics for _ in range(2) for p in paths]))"
+    )
+    runs = [json.loads(subprocess.run([sys.executable, "-c", probe, str(images), mode],
+                                      capture_output=True, text=True, check=True,
+                                      env=ONE_THREAD).stdout) for mode in ("keep", "default")]
+    assert len(runs[0]) == 24
+    assert runs[0] == runs[1]  # JSON floats round-trip exactly
