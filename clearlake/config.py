@@ -25,6 +25,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from clearlake.errors import ConfigurationError
+from clearlake.quality.memory import MALLOC_ENV
 from clearlake.settings import settings
 
 DEFAULT_PORTS: dict[str, int] = {
@@ -36,16 +37,9 @@ DEFAULT_PORTS: dict[str, int] = {
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
 
-# glibc malloc settings for Dask worker processes, in their environment before they
-# start (glibc reads them once). Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536, which
-# also freezes glibc's mmap threshold at 128 KiB: every NumPy temporary of a metric
-# (megabytes per image) is then mapped, page-faulted in and unmapped again. Serving
-# blocks up to 64 MiB from the heap and trimming it only past 128 MiB free avoids that:
-# about 0.55 × the CPU of Dask's setting at the same peak RSS (`python -m bench.worker_env`).
-DASK_WORKER_MALLOC_ENV: dict[str, str] = {
-    "MALLOC_MMAP_THRESHOLD_": str(64 * 2**20),
-    "MALLOC_TRIM_THRESHOLD_": str(128 * 2**20),
-}
+# Dask's worker processes start with glibc's malloc set up for image work (instead of
+# the nanny's MALLOC_TRIM_THRESHOLD_=65536): see clearlake.quality.memory.
+DASK_WORKER_MALLOC_ENV: dict[str, str] = MALLOC_ENV
 
 
 def state_dir() -> Path:

@@ -82,9 +82,9 @@ def score(
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     # Heavy imports here, so that `clearlake --help` stays fast.
     from clearlake.quality.classifier import Model, ModelError
+    from clearlake.quality.memory import keep_freed_memory
     from clearlake.quality.score import (
         CacheError,
-        keep_freed_memory,
         quiet_opencv,
         score_directory,
         write_records,

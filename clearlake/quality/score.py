@@ -45,6 +45,7 @@ import cv2
 
 from clearlake.quality import decode as decoding
 from clearlake.quality.analyse import ANALYSIS_VERSION, Analysis, analyse
+from clearlake.quality.memory import keep_freed_memory
 from clearlake.quality.types import Outcome
 
 if TYPE_CHECKING:
@@ -335,38 +336,6 @@ def quiet_opencv() -> None:
     display. (libpng writes its own messages and cannot be silenced this way.)
     """
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-
-
-MALLOC_MMAP_THRESHOLD = 64 << 20
-"""Arrays up to this size (bytes) come from the heap in a process `keep_freed_memory` set up."""
-
-
-def keep_freed_memory() -> None:
-    """Have glibc keep the memory the metrics free, for the next image to reuse.
-
-    The metrics allocate and free arrays of a few MiB each per image. By default
-    glibc returns such blocks to the kernel (`munmap`, heap trimming), and the next
-    image faults every page back in: 1,400 page faults and 3.3 ms of system time per
-    640 px image (of 25 ms), 3,200 and 12.7 ms per 1.5 MP image (of 92 ms). Fixed
-    thresholds keep those blocks in the heap. Arrays over `MALLOC_MMAP_THRESHOLD`
-    (images over about 16 MP) are still mapped and unmapped as before, and a process
-    keeps at most twice that size free on top of its heap, so the per-image memory
-    budget (`decode.BYTES_PER_PIXEL`) holds: three 12 MP JPEGs, then a 48 MP one, peak
-    at 1,451 MiB against 1,439 MiB without. The pixels and metric values do not depend
-    on where an array lives (checked bit for bit on 380 JPEGs).
-
-    For processes that only measure images (score's workers, and the command's own
-    process); no-op where the C library is not glibc.
-    """
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except AttributeError:  # not glibc
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
-    mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD)
-    mallopt(m_trim_threshold, 2 * MALLOC_MMAP_THRESHOLD)
 
 
 def _run_chunk(tasks: Sequence[_Task]) -> list[_Done]:

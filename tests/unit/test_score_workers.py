@@ -104,8 +104,8 @@ def test_native_threads_make_forking_unsafe() -> None:
 
 
 _REUSE = (
-    "import resource, sys; import numpy as np; from clearlake.quality import score as s\n"
-    "if sys.argv[1] == 'keep': s.keep_freed_memory()\n"
+    "import resource, sys; import numpy as np; from clearlake.quality import memory\n"
+    "if sys.argv[1] == 'keep': memory.keep_freed_memory()\n"
     "np.ones(5 << 20)  # 40 MiB: over glibc's largest automatic mmap threshold (32 MiB)\n"
     "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
     "for _ in range(5): np.ones(5 << 20)\n"
@@ -127,9 +127,9 @@ def test_keep_freed_memory_reuses_freed_arrays(mode: str, reused: bool) -> None:
 
 def test_metric_values_do_not_depend_on_keeping_freed_memory(images: Path) -> None:
     probe = (
-        "import json, sys; from pathlib import Path; from clearlake.quality import score as s\n"
+        "import json, sys; from pathlib import Path; from clearlake.quality import memory\n"
         "from clearlake.quality.analyse import analyse\n"
-        "if sys.argv[2] == 'keep': s.keep_freed_memory()\n"
+        "if sys.argv[2] == 'keep': memory.keep_freed_memory()\n"
         "paths = sorted(Path(sys.argv[1]).rglob('img*.jpg'))\n"
         "print(json.dumps([analyse(p.read_bytes()).metrics for _ in range(2) for p in paths]))"
     )
