@@ -24,10 +24,11 @@ setup: $(VENV)/.installed
 demo: setup
 	$(CL) demo
 
-## test: the whole suite, end-to-end tests included (starts its own servers); the
-## reliability suite runs on its own (`make test-reliability`): long, and under load
+## test: the whole suite, end-to-end tests included (starts its own servers), then the
+## reliability suite on a stack of its own (its faults kill and restart services)
 test: setup
 	$(PY) -m pytest --ignore=tests/reliability $(PYTEST_ARGS)
+	$(PY) -m pytest tests/reliability $(PYTEST_ARGS)
 
 ## test-reliability: load, faults, hostile input and the secrets sweep (tests/reliability)
 test-reliability: setup
