@@ -29,7 +29,9 @@ also on SIGTERM/SIGINT. In one run:
 
 Reported: commits, images, runs, failed and crashed runs, images without records,
 duplicate results, stale temporary branches, faults injected and survived, the lag from
-commit to covering results (p50, p95), and the peak resident memory of a Dask worker and
+commit to covering results (p50, p95) and, for each fault, the slowest cover of a commit
+made while it lasted (what a loss window costs: a commit whose webhook was lost waits
+for `reconcile`), and the peak resident memory of a Dask worker and
 of a flow-run process (sampled every 0.5 s). Exit status 1 if anything was lost.
 The machine may be shared: the load average is reported with the figures.
 """
@@ -158,6 +160,7 @@ def run_faults(ctx: dict[str, Any], names: list[str], commits_made: Any,
         fault = FAULTS[name](ctx["stack"])
         entry: dict[str, Any] = {"fault": name, "at_commit": commits_made()}
         started = time.monotonic()
+        entry["from"] = time.time()  # wall clock, like the commits' times
         try:
             try:
                 fault.inject()
@@ -175,6 +178,7 @@ def run_faults(ctx: dict[str, Any], names: list[str], commits_made: Any,
             traceback.print_exc()
             ctx["stack"].up(report=lambda line: None, deploy=False)  # bring everything back
         entry["seconds"] = round(time.monotonic() - started, 1)
+        entry["until"] = time.time()
         entry["note"] = fault.note
         entry["writers_were_running"] = not writers_done.is_set()
         faults.append(entry)
@@ -295,9 +299,16 @@ def measure(args: argparse.Namespace, stack: Any, home: Path, result: dict[str, 
     expected = {b: set(p) for b, p in burst.images.items()}
     expected.setdefault("main", set()).update(merged.get("main", set()))
     health = check_health(lakefs, repo, branches, key, expected=expected)
-    lags = [lag for branch in branches for lag in covering_lags(
+    lag_of = {commit: lag for branch in branches for commit, lag in covering_lags(
         lakefs, repo, branch, key,
-        {c: t for c, t in burst.committed_at.items() if c in burst.commits.get(branch, [])})]
+        {c: t for c, t in burst.committed_at.items() if c in burst.commits.get(branch, [])}
+    ).items()}
+    lags = list(lag_of.values())
+    for fault in faults:  # the cost of a loss window: how late its commits were covered
+        during = [lag_of[c] for c, at in burst.committed_at.items()
+                  if fault["from"] <= at <= fault["until"] and c in lag_of]
+        fault["commits_during"] = len(during)
+        fault["slowest_cover_s"] = _round(max(during, default=None))
     crash_causes = [f["fault"] for f in faults if FAULTS[f["fault"]].crashes_runs]
     result.update(
         repository=repo, branches=branches, load_seconds=round(load_seconds, 1),
@@ -371,6 +382,9 @@ def print_report(result: dict[str, Any]) -> None:
         ("commit → covering results p50 / p95",
          f"{result['lag_s']['p50']} s / {result['lag_s']['p95']} s "
          f"({result['lag_s']['commits']} commits)"),
+        ("slowest cover of a commit made during each fault", ", ".join(
+            f"{f['fault']} {f['slowest_cover_s']} s ({f['commits_during']})"
+            for f in faults if f.get("commits_during"))),
         ("peak RSS: Dask worker / flow run",
          f"{result['peak_rss_mib']['dask_worker']} / {result['peak_rss_mib']['flow_run']} MiB"),
         ("load phase: writers on every branch, then the burst",

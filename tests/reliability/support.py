@@ -367,16 +367,16 @@ def assert_healthy(health: Health, *, crashed_allowed: int = 0) -> None:
 
 
 def covering_lags(lakefs: LakeFS, repo: str, branch: str, key: bytes,
-                  committed_at: dict[str, float]) -> list[float]:
-    """For each commit in `committed_at` on `branch`, seconds from its commit returning to
-    the first results merge (lakeFS's creation time) whose source covers it."""
+                  committed_at: dict[str, float]) -> dict[str, float]:
+    """For each commit in `committed_at` on `branch` that results cover, seconds from its
+    commit returning to the first results merge (lakeFS's creation time) covering it."""
     merges = sorted((commit.creation_date, marker.source_commit)
                     for commit, marker in results_merges(lakefs, repo, branch, key))
-    lags = []
+    lags = {}
     for commit, at in committed_at.items():
         for created, source in merges:
             if created >= int(at) - 1 and lakefs.is_ancestor(repo, commit, source):
-                lags.append(max(0.0, created - at))
+                lags[commit] = max(0.0, created - at)
                 break
     return lags
 

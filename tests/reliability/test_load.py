@@ -44,7 +44,7 @@ def test_a_burst_of_one_image_commits_on_one_branch(lakefs: LakeFS, watched_repo
     health = check_health(lakefs, repo, ["main"], key, expected=burst.images)
     assert_healthy(health)
     assert health.images == BURST_COMMITS
-    lags = covering_lags(lakefs, repo, "main", key, burst.committed_at)
+    lags = list(covering_lags(lakefs, repo, "main", key, burst.committed_at).values())
     assert len(lags) == BURST_COMMITS  # every commit was covered by some results merge
     print(f"\nburst: {BURST_COMMITS} commits, {health.runs} runs; {describe_lags(lags)}")
 
@@ -71,7 +71,7 @@ def test_three_branches_at_once_then_concurrent_merges(lakefs: LakeFS, watched_r
     health = check_health(lakefs, repo, branches, key, expected=expected)
     assert_healthy(health)
     assert health.images == sum(len(paths) for paths in expected.values())
-    lags = covering_lags(lakefs, repo, "main", key, {
-        c: t for c, t in burst.committed_at.items() if c in burst.commits["main"]})
+    lags = list(covering_lags(lakefs, repo, "main", key, {
+        c: t for c, t in burst.committed_at.items() if c in burst.commits["main"]}).values())
     print(f"\nthree branches: {burst.total_commits} commits, {burst.total_images} images, "
           f"2 merges, {health.runs} runs; main {describe_lags(lags)}")
