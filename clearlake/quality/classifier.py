@@ -115,6 +115,7 @@ DEFAULT_FEATURES: tuple[str, ...] = (
     "spectral_slope_score",
     "luma_peak_score",
     "chroma_peak_score",
+    "peak_amplitude_score",
 )
 #: GaussianNB's var_smoothing (a fraction of the largest feature variance).
 VAR_SMOOTHING = 1e-9
