@@ -6,12 +6,14 @@ import json
 import pickle
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+import skimage.data
 from typer.testing import CliRunner
 
 from clearlake.cli import app
-from clearlake.quality import classifier
+from clearlake.quality import classifier, sample_data
 from clearlake.quality.classifier import (
     MissingMetricError,
     Model,
@@ -19,9 +21,10 @@ from clearlake.quality.classifier import (
     cross_validate,
     train,
 )
-from clearlake.quality.metrics import METRIC_NAMES
+from clearlake.quality.metrics import METRIC_NAMES, measure
 from clearlake.quality.registry import LEGACY_METRIC_SETS, builtin_metrics
 from clearlake.quality.sample_data import generate
+from clearlake.quality.types import DecodedImage
 
 #: The features of the synthetic rows (the previous default model's five).
 _FEATURES = ("laplacian_var_score", "edge_width_score", "spectral_slope_score",
@@ -287,8 +290,60 @@ def test_generator_b_is_deterministic_and_independent_of_the_other_sources(
         rel = line.split(",")[0]
         assert rel.split("/")[1].startswith("b-moon-")
         assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes()
-    with pytest.raises(ValueError, match="unknown generator 'c'"):
-        generate(tmp_path / "c", generator="c")
+    with pytest.raises(ValueError, match="unknown generator 'd'"):
+        generate(tmp_path / "d", generator="d")
+
+
+def test_generator_c_is_deterministic_and_independent_of_the_other_sources(
+    tmp_path: Path,
+) -> None:
+    one = generate(tmp_path / "one", seed=4, per_class=4, sources=["moon", "coffee"],
+                   generator="c")
+    two = generate(tmp_path / "two", seed=4, per_class=4, sources=["coffee"], generator="c")
+    lines = one.read_text().splitlines()
+    coffee = [ln for ln in lines[1:] if ",coffee," in ln]
+    assert coffee == two.read_text().splitlines()[1:]  # adding a source changes no other image
+    assert {ln.split(",")[2] for ln in coffee} == {
+        "good", "good_jpeg", "blurry_polygon", "blurry_arc", "blurry_resample", "blurry_field",
+        "moire_delta", "moire_linescreen", "moire_mesh"}
+    for line in coffee:
+        rel = line.split(",")[0]
+        assert rel.split("/")[1].startswith("c-coffee-")
+        assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes()
+
+
+@pytest.mark.parametrize("sub", sample_data.SUBLABELS_C["blurry"])
+def test_generator_c_blurs_lose_fine_detail(sub: str) -> None:
+    view = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)[100:356, 100:356]
+    out = sample_data._degrade_c(view, sub, np.random.default_rng(1))
+    assert out.shape == view.shape and out.dtype == np.uint8
+    grey = [cv2.cvtColor(i, cv2.COLOR_BGR2GRAY) for i in (view, out)]
+    before, after = (cv2.Laplacian(g, cv2.CV_64F).var() for g in grey)
+    assert after < 0.5 * before, (before, after)
+
+
+@pytest.mark.parametrize("sub", sample_data.SUBLABELS_C["moire"])
+def test_generator_c_moire_adds_periodic_structure(sub: str) -> None:
+    view = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)[100:356, 100:356]
+    out = sample_data._degrade_c(view, sub, np.random.default_rng(1))
+    assert out.shape == view.shape and out.dtype == np.uint8
+    def scores(pixels: np.ndarray) -> dict[str, float]:
+        grey = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)
+        return measure(DecodedImage(pixels, grey, grey.shape[1], grey.shape[0]))
+    clean, moire = scores(view), scores(out)
+    # Resampled under perspective, the beat's frequency drifts across the picture: it
+    # spreads over the whole-image spectrum, and stands out in the tiles' (chroma) spectra.
+    assert max(moire["luma_peak_score"] - clean["luma_peak_score"],
+               moire["chroma_peak_score"] - clean["chroma_peak_score"]) > 1.0
+
+
+def test_generator_c_kernels_are_normalised_and_shaped() -> None:
+    polygon = sample_data._polygon_kernel(4.0, 6, 0.3)
+    assert polygon.shape == (9, 9) and polygon.sum() == pytest.approx(1.0)
+    assert polygon[4, 4] > 0 and polygon[0, 0] == 0  # filled, corners outside the iris
+    arc = sample_data._arc_kernel(15.0, np.random.default_rng(2))
+    assert arc.sum() == pytest.approx(1.0) and arc.shape[0] % 2 == 1
+    assert np.count_nonzero(arc > arc.max() / 4) < arc.size / 3  # a thin path, not a disk
 
 
 def test_cli_sample_data_train_evaluate(tmp_path: Path) -> None:

@@ -139,3 +139,49 @@ def test_tiny_and_thin_images_give_finite_scores(shape: tuple[int, int]) -> None
     rng = np.random.default_rng(0)
     values = measure(_image(rng.integers(0, 256, shape, dtype=np.uint8)))
     assert all(math.isfinite(v) for v in values.values())
+
+
+def _sinusoid(shape: tuple[int, int], cycles: tuple[int, int], amplitude: float) -> np.ndarray:
+    """A sinusoid of `amplitude` grey levels with a whole number of cycles along each axis
+    (no spectral leakage: all its power falls in one bin of the image's spectrum)."""
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    phase = 2 * np.pi * (cycles[0] * yy / shape[0] + cycles[1] * xx / shape[1])
+    return amplitude * np.cos(phase)
+
+
+@pytest.mark.parametrize("amplitude", [2.0, 6.0, 20.0])
+def test_peak_amplitude_reads_a_sinusoids_amplitude_in_grey_levels(amplitude: float) -> None:
+    pattern = 128 + _sinusoid((256, 256), (40, 70), amplitude)
+    image = _image(np.rint(pattern).astype(np.uint8))
+    # (8-bit rounding adds its own error, a few % of a 2-level sinusoid)
+    assert metrics.peak_amplitude_score(image) == pytest.approx(math.log(amplitude), abs=0.04)
+
+
+def test_peak_amplitude_grows_with_a_patterns_depth_on_a_photograph() -> None:
+    grey = cv2.cvtColor(_photo(), cv2.COLOR_BGR2GRAY).astype(np.float64)
+    depths = [1.0, 2.0, 4.0, 8.0, 16.0]
+    scores = [metrics.peak_amplitude_score(_image(np.clip(np.rint(
+        grey + _sinusoid((512, 512), (97, 151), a)), 0, 255).astype(np.uint8))) for a in depths]
+    assert all(a < b for a, b in itertools.pairwise(scores)), scores
+    # Once the pattern stands out of the scene, the score is its amplitude: ln 16 − ln 4.
+    assert scores[-1] - scores[2] == pytest.approx(math.log(4.0), abs=0.1)
+
+
+def test_a_faint_texture_on_a_blank_ground_is_prominent_but_not_visible() -> None:
+    # The case the amplitude is for: paper grain, a sensor's pattern in a page's margin.
+    # Its peak stands far out of its (empty) background, like moiré; its depth does not.
+    rng = np.random.default_rng(0)
+    ground = 200 + rng.normal(0, 0.6, (256, 256)) + _sinusoid((256, 256), (60, 90), 0.8)
+    faint = _image(np.rint(ground).astype(np.uint8))
+    visible = _image(np.clip(np.rint(ground + _sinusoid((256, 256), (60, 90), 12.0)), 0,
+                             255).astype(np.uint8))
+    natural = metrics.luma_peak_score(_image(cv2.cvtColor(_photo(), cv2.COLOR_BGR2GRAY)))
+    assert metrics.luma_peak_score(faint) > natural + 1.0
+    assert metrics.peak_amplitude_score(faint) < math.log(1.0)
+    assert metrics.peak_amplitude_score(visible) > math.log(10.0)
+
+
+def test_peak_amplitude_of_flat_and_tiny_images_is_its_floor() -> None:
+    floor = math.log(metrics.AMPLITUDE_FLOOR)
+    assert metrics.peak_amplitude_score(_image(np.full((100, 120), 77, np.uint8))) == floor
+    assert metrics.peak_amplitude_score(_image(np.full((8, 300), 77, np.uint8))) == floor

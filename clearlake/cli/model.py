@@ -39,8 +39,11 @@ def sample_data(
         str,
         typer.Option(
             "--generator",
-            help="Degradation family: a (below) or b (independent: box, upscale, shake and "
-            "ring blur; aliased weave, Bayer, LCD and print moiré; soft frames as good).",
+            help="Degradation family: a (below); b (independent: box, upscale, shake and "
+            "ring blur; aliased weave, Bayer, LCD and print moiré; soft frames as good); or c "
+            "(independent again: polygonal-aperture, arc-motion, resampling and field blur; "
+            "delta-panel, line-screen and mesh moiré resampled under perspective; hard-JPEG "
+            "images as good).",
         ),
     ] = "a",
 ) -> None:

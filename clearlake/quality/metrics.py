@@ -45,6 +45,13 @@ Two families:
   - ``blur_anisotropy_score``: how much more directional the finest gradients
     are than coarse ones (motion blur; a directional scene is so at all scales).
 
+* a feature for faint periodic texture (paper grain, a sensor's pattern in the
+  blank of a page), which the peak prominences score like moiré because they
+  measure a peak against its own, faint, background:
+
+  - ``peak_amplitude_score``: the grey-level amplitude of the most prominent
+    whole-image luma peak — how *visible* the periodic pattern is.
+
 Which features the classifier uses, and the measured gain of each, is
 documented in :mod:`clearlake.quality.classifier`.
 
@@ -118,6 +125,8 @@ GLOBAL_GRID = 256
 CHROMA_SIDE = 256
 #: Radial band (cycles/px) of whole-image peaks: from a few cycles per picture up.
 GLOBAL_BAND = (0.01, 0.5)
+#: Floor (grey levels) of the peak amplitude, so that an image without peaks scores ln of it.
+AMPLITUDE_FLOOR = 1e-3
 #: Images with a smaller side than this get 0 for the spectral features.
 MIN_SPECTRAL_SIDE = 16
 #: Scratch buffers larger than this (elements) are not kept between images.
@@ -141,6 +150,8 @@ METRIC_NAMES: tuple[str, ...] = (
     "sharp_edge_width_score",
     "octave_knee_score",
     "blur_anisotropy_score",
+    # moiré judged by its visibility: the periodic pattern's amplitude in grey levels
+    "peak_amplitude_score",
 )
 
 
@@ -570,6 +581,54 @@ def calc_global_peak(power: np.ndarray, band: tuple[float, float] = GLOBAL_BAND)
     return _prominence(q - mean[ring], (radius >= band[0]) & (radius <= band[1]))
 
 
+def calc_peak_amplitude(
+    power: np.ndarray, pixels: int, band: tuple[float, float] = GLOBAL_BAND
+) -> float:
+    """Grey-level amplitude of the most prominent peaks of a whole-image spectrum.
+
+    Peaks are found as :func:`calc_global_peak` finds them — ``Q = ln P`` minus its
+    ring average ``R``, against a local ``BACKGROUND_SIZE``² median ``B`` of that —
+    and the ``TOP_PEAKS`` bins in ``band`` with the largest ``Q − R − B`` are taken.
+    Each one's power above its background, ``E = P − exp(R + B)``, is that of a
+    sinusoid of amplitude ``A = 2·√E / pixels`` grey levels (a sinusoid of amplitude
+    ``A`` over ``N`` pixels has ``|X| = A·N/2``); score ``= ln(max A + AMPLITUDE_FLOOR)``.
+
+    The prominences measure a peak against its own background, so a faint regular
+    texture on a blank ground (paper grain, the weave of a scanned page) scores like
+    moiré there; moiré is an interference pattern one *sees*, several grey levels
+    deep. A scene's own periodic detail (a brick wall, lines of text) is measured
+    too, and is what the classifier weighs this against the prominence for.
+
+    Args:
+        power: pooled spectrum from :func:`pooled_power` (frequency 0 in row h//2).
+        pixels: the number of pixels of the plane the spectrum was taken of.
+        band: radial band in cycles/px.
+
+    Returns:
+        ln of the amplitude in grey levels; ``ln AMPLITUDE_FLOOR`` without peaks.
+    """
+    h, w = power.shape
+    if not power.any() or pixels <= 0:
+        return math.log(AMPLITUDE_FLOOR)
+    fy = (np.arange(h) - h // 2) / (2 * (h // 2) if h > 1 else 1)
+    fx = np.arange(w) / (2 * (w - 1) if w > 1 else 1)
+    radius = np.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
+    q = np.log(power + EPS * (power.max() + EPS))
+    ring = np.minimum(np.rint(radius * 2 * h).astype(np.int64), 2 * h)
+    trend = (np.bincount(ring.ravel(), q.ravel()) / np.maximum(np.bincount(ring.ravel()), 1))[ring]
+    whitened = (q - trend).astype(np.float32)
+    background = cv2.medianBlur(whitened, BACKGROUND_SIZE)
+    sel = np.flatnonzero(((radius >= band[0]) & (radius <= band[1])).ravel())
+    if sel.size == 0:
+        return math.log(AMPLITUDE_FLOOR)
+    excess = (whitened - background).ravel()[sel]
+    k = min(TOP_PEAKS, sel.size)
+    top = sel[np.argpartition(excess, excess.size - k)[-k:]]
+    floor = np.exp(background.ravel()[top].astype(np.float64) + trend.ravel()[top])
+    amplitude = 2.0 * np.sqrt(np.maximum(power.ravel()[top] - floor, 0.0)) / pixels
+    return math.log(float(amplitude.max()) + AMPLITUDE_FLOOR)
+
+
 def chroma_planes(colour: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Cr and Cb planes (float32, BT.601 as in ``cv2.COLOR_BGR2YCrCb``) of a BGR image."""
     ycc = cv2.cvtColor(colour, cv2.COLOR_BGR2YCrCb)
@@ -661,6 +720,15 @@ def octave_knee_score(image: DecodedImage) -> float:
     return _finite(calc_octave_knee(welch_spectrum(shared.grey_f)))
 
 
+def peak_amplitude_score(image: DecodedImage) -> float:
+    """ln grey-level amplitude of the most prominent luma peaks (:func:`calc_peak_amplitude`);
+    ln AMPLITUDE_FLOOR when tiny."""
+    shared = _shared(image)
+    if min(shared.grey.shape) < MIN_SPECTRAL_SIDE:
+        return math.log(AMPLITUDE_FLOOR)
+    return _finite(calc_peak_amplitude(pooled_power(shared.spectrum()), shared.grey.size))
+
+
 #: The built-in metrics in computing order: the ones sharing the Sobel pass first, the
 #: FFT measure (which consumes the shared spectrum and scratch buffers) after the luma
 #: peaks. Each is a unit of its own, versioned by `clearlake.quality.registry`.
@@ -674,6 +742,7 @@ BUILTIN_METRICS: tuple[tuple[str, Callable[[DecodedImage], float]], ...] = (
     ("spectral_slope_score", spectral_slope_score),
     ("octave_knee_score", octave_knee_score),
     ("luma_peak_score", luma_peak_score),
+    ("peak_amplitude_score", peak_amplitude_score),
     ("fft_hf_score", fft_hf_score),
     ("chroma_peak_score", chroma_peak_score),
 )

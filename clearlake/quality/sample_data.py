@@ -53,6 +53,14 @@ halftone prints as moiré; soft video-like frames (upscaled 1.2–1.6×) and
 sharpened or tone-mapped views as good; signal-dependent noise, PNG or JPEG
 quality 55–98.
 
+Generator ``c`` (:func:`_degrade_c`, :data:`SUBLABELS_C`), written apart from both,
+is a further held-out test (``clearlake evaluate --test-on``): polygonal-aperture,
+decelerating arc-motion, drop-pixels-then-Lanczos and field-dependent blur; moiré
+made by resampling a photographed delta-triangle panel, a line-screen print and a
+fine mesh under perspective (no added sinusoid); heavily JPEG-compressed images
+(quality 30–60) among the good ones; Poisson shot noise, 4:4:4 or 4:2:0 JPEG
+quality 70–97 or PNG.
+
 ``labels.csv`` has columns ``path,label,sublabel,source,content`` (``path``
 relative to the output folder; ``content`` is ``smooth`` or ``photo``). The
 same seed gives the same files: every source photograph has its own random
@@ -192,8 +200,9 @@ def generate(
         per_class: images per class (good, blurry, moire) per source photograph.
         sources: restrict to these source ids (default: all found).
         min_side: smallest short side of a view in px.
-        generator: ``"a"`` (the degradations above) or ``"b"`` (an independent
-            family, see :data:`SUBLABELS_B`); file names carry the generator.
+        generator: ``"a"`` (the degradations above), ``"b"`` or ``"c"`` (independent
+            families, see :data:`SUBLABELS_B` and :data:`SUBLABELS_C`); file names carry
+            the generator.
         progress: called with (done, total) after each image.
 
     Returns:
@@ -644,6 +653,232 @@ def _print_scan(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return _to_u8(out)
 
 
+
+# --- generator c: a third family, degradations made another way -------------------------
+
+#: Generator c's sub-labels (see :func:`_degrade_c`).
+SUBLABELS_C: dict[str, tuple[str, ...]] = {
+    "good": ("good", "good_jpeg"),
+    "blurry": ("blurry_polygon", "blurry_arc", "blurry_resample", "blurry_field"),
+    "moire": ("moire_delta", "moire_linescreen", "moire_mesh"),
+}
+C_JPEG_HARD = (30, 60)  # the heavily compressed good images
+POLYGON_RADIUS = (2.0, 6.0)
+POLYGON_BLADES = (5, 8)
+ARC_LENGTH = (6.0, 22.0)
+RESAMPLE_FACTOR = (2.0, 4.0)
+FIELD_SIGMA = (1.2, 2.0, 3.0, 5.5)  # centre σ range, then corner σ range
+DELTA_FINE_PIXELS = 4_000_000  # the rendered panel's size, bounding memory
+DELTA_SCALE = (0.88, 1.12)  # camera px per panel pixel
+LINESCREEN_PERIOD = (1.8, 4.0)  # output px
+MESH_PERIOD = (1.2, 2.6)  # output px
+C_NOISE_PROBABILITY = 0.35
+C_FULL_WELL = (1500.0, 8000.0)  # shot noise σ at white: 2.9–6.6 grey levels
+C_PNG_PROBABILITY = 0.2
+C_JPEG_QUALITY = (70, 97)
+
+
+def _degrade_c(img: np.ndarray, sub: str, rng: np.random.Generator) -> np.ndarray:
+    """Generator c, written apart from a and b as a further held-out test.
+
+    ``good``: as is; ``good_jpeg``: recompressed hard (JPEG quality 30–60: blocking and
+    ringing, but no loss of focus). ``blurry_polygon``: defocus through a 5–8-blade
+    polygonal aperture, radius 2–6 px; ``blurry_arc``: motion along a circular arc
+    6–22 px long with the speed falling along it (a decelerating pan);
+    ``blurry_resample``: shrunk 2–4× by dropping pixels, then enlarged with Lanczos
+    (an upscaled thumbnail); ``blurry_field``: a lens whose blur grows from the centre
+    (σ 1.2–2 px) to the corners (σ 3–5.5 px). ``moire_delta``: the picture shown on a
+    delta-triangle (PenTile-like) RGB panel and photographed under perspective, the
+    camera resampling it bilinearly at a non-integer scale; ``moire_linescreen``: an
+    amplitude-modulated line-screen print (one angle) resampled bilinearly at a
+    non-integer scale and a slant; ``moire_mesh``: the scene seen through a fine
+    mesh (a fly screen or fabric, two thread sets) under perspective, point-sampled.
+    """
+    h, w = img.shape[:2]
+    if sub == "good":
+        return img
+    if sub == "good_jpeg":
+        quality = int(rng.integers(C_JPEG_HARD[0], C_JPEG_HARD[1] + 1))
+        data = _encode(img, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, quality])
+        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if sub == "blurry_polygon":
+        kernel = _polygon_kernel(rng.uniform(*POLYGON_RADIUS),
+                                 int(rng.integers(POLYGON_BLADES[0], POLYGON_BLADES[1] + 1)),
+                                 rng.uniform(0, 2 * np.pi))
+        return cv2.filter2D(img, -1, kernel, borderType=cv2.BORDER_REFLECT)
+    if sub == "blurry_arc":
+        kernel = _arc_kernel(rng.uniform(*ARC_LENGTH), rng)
+        return cv2.filter2D(img, -1, kernel, borderType=cv2.BORDER_REFLECT)
+    if sub == "blurry_resample":
+        f = rng.uniform(*RESAMPLE_FACTOR)
+        small = cv2.resize(img, (max(4, round(w / f)), max(4, round(h / f))),
+                           interpolation=cv2.INTER_NEAREST)
+        return cv2.resize(small, (w, h), interpolation=cv2.INTER_LANCZOS4)
+    if sub == "blurry_field":
+        return _field_blur(img, rng)
+    if sub == "moire_delta":
+        return _delta_panel(img, rng)
+    if sub == "moire_linescreen":
+        return _line_screen(img, rng)
+    if sub == "moire_mesh":
+        return _mesh(img, rng)
+    raise ValueError(f"unknown sub-label {sub!r}")
+
+
+def _finish_c(img: np.ndarray, rng: np.random.Generator) -> tuple[bytes, str]:
+    """Generator c's capture: shot noise then read noise (p 0.35) on luma only; PNG (p 0.2)
+    or JPEG quality 70–97 with 4:4:4 or 4:2:0 chroma."""
+    if rng.random() < C_NOISE_PROBABILITY:
+        f = img.astype(np.float32)
+        luma = f if f.ndim == 2 else f.mean(axis=2, keepdims=True)
+        full_well = rng.uniform(*C_FULL_WELL)  # electrons at grey level 255
+        shot = rng.poisson(np.maximum(luma, 0) * full_well / 255.0) * (255.0 / full_well)
+        noise = (shot - luma) + rng.normal(0, rng.uniform(0.5, 1.5), luma.shape)
+        img = _to_u8(f + noise)
+    if rng.random() < C_PNG_PROBABILITY:
+        return _encode(img, ".png", []), ".png"
+    quality = int(rng.integers(C_JPEG_QUALITY[0], C_JPEG_QUALITY[1] + 1))
+    sampling = cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444 if rng.random() < 0.5 else (
+        cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420)
+    return _encode(img, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, quality,
+                                 cv2.IMWRITE_JPEG_SAMPLING_FACTOR, sampling]), ".jpg"
+
+
+def _polygon_kernel(radius: float, blades: int, rotation: float) -> np.ndarray:
+    """A regular `blades`-gon of circumradius `radius` px (a stopped-down iris), sum 1."""
+    size = 2 * int(np.ceil(radius)) + 1
+    ss = 8
+    c = (size * ss - 1) / 2
+    angles = rotation + 2 * np.pi * np.arange(blades) / blades
+    pts = np.stack([c + radius * ss * np.cos(angles), c + radius * ss * np.sin(angles)], axis=1)
+    canvas = np.zeros((size * ss, size * ss), np.float32)
+    cv2.fillPoly(canvas, [np.rint(pts).astype(np.int32).reshape(-1, 1, 2)], 1.0,
+                 lineType=cv2.LINE_AA)
+    return _kernel_from(canvas, size)
+
+
+def _arc_kernel(length: float, rng: np.random.Generator) -> np.ndarray:
+    """Motion along a circular arc of `length` px, exposure falling linearly along it, sum 1."""
+    turn = rng.uniform(0.3, 1.5) * rng.choice([-1, 1])  # radians the arc turns through
+    start = rng.uniform(0, 2 * np.pi)
+    radius = length / abs(turn)
+    t = np.linspace(0.0, 1.0, 400)
+    phi = start + turn * t
+    x, y = radius * np.cos(phi), radius * np.sin(phi)
+    x, y = x - (x.max() + x.min()) / 2, y - (y.max() + y.min()) / 2
+    size = int(np.ceil(max(np.ptp(x), np.ptp(y)))) + 3 | 1
+    ss = 8
+    canvas = np.zeros((size * ss, size * ss), np.float32)
+    c = (size * ss - 1) / 2
+    weight = 1.0 - 0.7 * t  # decelerating: the start is exposed longest
+    cols = np.clip(np.rint(c + x * ss).astype(np.int64), 0, size * ss - 1)
+    rows = np.clip(np.rint(c + y * ss).astype(np.int64), 0, size * ss - 1)
+    np.add.at(canvas, (rows, cols), weight.astype(np.float32))
+    canvas = cv2.GaussianBlur(canvas, (0, 0), ss / 2)  # the line's width: one px
+    return _kernel_from(canvas, size)
+
+
+def _field_blur(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Blur growing with the distance from the centre (field curvature), two σ blended."""
+    h, w = img.shape[:2]
+    inner = cv2.GaussianBlur(img, (0, 0), rng.uniform(FIELD_SIGMA[0], FIELD_SIGMA[1]))
+    outer = cv2.GaussianBlur(img, (0, 0), rng.uniform(FIELD_SIGMA[2], FIELD_SIGMA[3]))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    r = np.hypot((yy - h / 2) / (h / 2), (xx - w / 2) / (w / 2)) / np.sqrt(2)  # 0..1
+    mix = np.clip(r, 0, 1) ** 1.5
+    if img.ndim == 3:
+        mix = mix[..., None]
+    return _to_u8(inner * (1 - mix) + outer * mix)
+
+
+def _perspective(w: int, h: int, rng: np.random.Generator, scale: float,
+                 tilt: float) -> np.ndarray:
+    """A homography from a (w·scale × h·scale) plane to a w × h camera frame that keeps the
+    frame inside the plane: the plane scaled, rotated a little and tilted by up to `tilt`."""
+    src_w, src_h = w * scale, h * scale
+    margin = 0.06 + tilt
+    corners = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    jitter = rng.uniform(-tilt, tilt, (4, 2)) * np.float32([w, h])
+    inset = np.float32([[margin * w, margin * h], [(1 - margin) * w, margin * h],
+                        [(1 - margin) * w, (1 - margin) * h], [margin * w, (1 - margin) * h]])
+    plane = (inset + jitter) * np.float32([src_w / w, src_h / h])
+    return cv2.getPerspectiveTransform(corners, plane.astype(np.float32))
+
+
+def _delta_panel(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The picture on a delta-triangle RGB panel (each pixel three round sub-pixels in a
+    triangle, alternate rows offset by half a pixel), photographed under perspective."""
+    colour = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    h, w = colour.shape[:2]
+    # The panel rendered at `cell` fine px per pixel (at most DELTA_FINE_PIXELS in all).
+    cell = min(12.0, float(np.sqrt(DELTA_FINE_PIXELS / (w * h))))
+    big_w, big_h = round(w * cell), round(h * cell)
+    screen = cv2.resize(colour, (big_w, big_h), interpolation=cv2.INTER_NEAREST)
+    yy, xx = np.mgrid[0:big_h, 0:big_w].astype(np.float32)
+    row = np.floor(yy / cell)
+    shift = (row % 2) * 0.5
+    u = np.mod(xx / cell + shift, 1.0)
+    v = np.mod(yy / cell, 1.0)
+    mask = np.zeros((big_h, big_w, 3), np.float32)
+    centres = ((1 / 6, 0.3), (1 / 2, 0.7), (5 / 6, 0.3))  # R, G, B sub-pixels
+    for channel, (cu, cv) in zip((2, 1, 0), centres, strict=True):
+        mask[..., channel] = ((u - cu) ** 2 + (v - cv) ** 2 < 0.17**2)
+    plane = screen.astype(np.float32) * mask * 3.2
+    plane = cv2.GaussianBlur(plane, (0, 0), cell * rng.uniform(0.08, 0.2))  # the lens
+    scale = rng.uniform(*DELTA_SCALE) * big_w / w
+    homography = _perspective(w, h, rng, scale, tilt=0.04)
+    shot = cv2.warpPerspective(plane, homography, (w, h),
+                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                               borderMode=cv2.BORDER_REFLECT)
+    return _to_u8(shot)
+
+
+def _line_screen(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An AM line-screen print (ink lines whose width follows the tone, one angle),
+    rendered at 4×, then resampled bilinearly (no antialiasing) at a non-integer scale."""
+    h, w = img.shape[:2]
+    k = 4
+    big = _fine(img, k) / 255.0
+    yy, xx = np.mgrid[0 : h * k, 0 : w * k].astype(np.float32)
+    theta = np.radians(rng.uniform(0, 180))
+    period = rng.uniform(*LINESCREEN_PERIOD) * k
+    phase = np.mod((xx * np.cos(theta) + yy * np.sin(theta)) / period, 1.0)
+    saw = np.abs(2 * phase - 1)  # 0 at the line's middle, 1 between lines
+    if big.ndim == 3:
+        saw = saw[..., None]
+    ink = np.where(saw < 1.0 - big, 0.0, 1.0).astype(np.float32) * 255.0  # darker: wider lines
+    ink = cv2.GaussianBlur(ink, (0, 0), rng.uniform(1.0, 2.5))  # ink spread, scanner optics
+    homography = _perspective(w, h, rng, k * rng.uniform(0.92, 1.08), tilt=0.02)
+    return _to_u8(cv2.warpPerspective(ink, homography, (w, h),
+                                      flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                      borderMode=cv2.BORDER_REFLECT))
+
+
+def _mesh(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The scene behind a fine mesh of dark threads (two sets, near-perpendicular), the
+    mesh under perspective and point-sampled by the sensor (no antialiasing)."""
+    h, w = img.shape[:2]
+    k = 3
+    yy, xx = np.mgrid[0 : h * k, 0 : w * k].astype(np.float32)
+    homography = _perspective(w * k, h * k, rng, 1.0, tilt=0.05)
+    warped = cv2.perspectiveTransform(np.dstack([xx, yy]).reshape(-1, 1, 2), homography)
+    mx, my = warped[:, 0, 0].reshape(xx.shape), warped[:, 0, 1].reshape(xx.shape)
+    theta = rng.uniform(0, np.pi)
+    period = rng.uniform(*MESH_PERIOD) * k
+    skew = np.radians(rng.uniform(80, 100))
+    u = np.mod((mx * np.cos(theta) + my * np.sin(theta)) / period, 1.0)
+    v = np.mod((mx * np.cos(theta + skew) + my * np.sin(theta + skew)) / period, 1.0)
+    thread = rng.uniform(0.25, 0.45)  # fraction of each period a thread covers
+    cover = np.maximum(u < thread, v < thread).astype(np.float32)
+    transmission = 1.0 - rng.uniform(0.3, 0.6) * cover
+    phase = (int(rng.integers(k)), int(rng.integers(k)))
+    sampled = transmission[phase[0] :: k, phase[1] :: k][:h, :w]
+    f = img.astype(np.float32)
+    if f.ndim == 3:
+        sampled = sampled[..., None]
+    return _to_u8(f * sampled / float(sampled.mean()))
+
+
 #: Generator name → (sub-labels per label, degradation, capture/encoding).
 GENERATORS: dict[
     str,
@@ -655,4 +890,5 @@ GENERATORS: dict[
 ] = {
     "a": (SUBLABELS, _degrade, _finish_a),
     "b": (SUBLABELS_B, _degrade_b, _finish_b),
+    "c": (SUBLABELS_C, _degrade_c, _finish_c),
 }
