@@ -28,7 +28,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,6 +58,7 @@ Report = Callable[[str], None]
 # (its database migrations compete for the cores): wait generously, fail only when stuck.
 HEALTH_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 20.0
+PORT_RELEASE_S = 15.0  # how long a service's start waits for its ports (see busy_ports)
 ACTIONS_WEBHOOK_SECRET_ENV = "LAKEFSACTION_CLEARLAKE_WEBHOOK_SECRET"
 WORK_POOL = "clearlake"
 POSTGRES_DATABASES = ("lakefs", "prefect")
@@ -146,6 +147,22 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def busy_ports(ports: Sequence[int], timeout_s: float) -> list[int]:
+    """Those of `ports` still taken after waiting up to `timeout_s` for them to be freed.
+
+    A service restarted right after it was killed finds its port taken for a moment
+    while the kernel tears down the dead process's sockets (seen once in the
+    reliability suite's scheduler restart, under load); a port another program holds
+    stays taken.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        busy = [port for port in ports if not port_is_free(port)]
+        if not busy or time.monotonic() >= deadline:
+            return busy
+        time.sleep(0.2)
 
 
 def _process_start_time(pid: int) -> int | None:
@@ -661,12 +678,11 @@ class Stack:
 
     def _start(self, service: Service) -> None:
         ports = ([service.port] if service.port is not None else []) + list(service.more_ports)
-        for port in ports:
-            if not port_is_free(port):
-                raise StackError(
-                    f"port {port} for {service.name} is in use by another program; "
-                    f"choose another with {port_variable(service.name)}"
-                )
+        for port in busy_ports(ports, PORT_RELEASE_S):
+            raise StackError(
+                f"port {port} for {service.name} is in use by another program (waited "
+                f"{PORT_RELEASE_S:.0f} s); choose another with {port_variable(service.name)}"
+            )
         log = self.log_path(service.name)
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:

@@ -498,3 +498,17 @@ def test_free_ports_keep_the_s3_servers_block_for_it_alone() -> None:
     others = [port for name, port in ports.items() if name != "s3"]
     assert all(port in CHOSEN_PORTS for port in others)
     assert not set(seaweedfs.all_ports(ports["s3"])) & set(others)
+
+
+def test_a_start_waits_for_a_port_a_dead_process_is_still_releasing() -> None:
+    import socket
+
+    from clearlake.stack.services import LOOPBACK, busy_ports
+
+    held = socket.socket()
+    held.bind((LOOPBACK, 0))
+    held.listen()
+    port = held.getsockname()[1]
+    assert busy_ports([port], timeout_s=0.0) == [port]  # a port another program holds
+    threading.Timer(0.3, held.close).start()  # released a moment later
+    assert busy_ports([port], timeout_s=10.0) == []
