@@ -174,14 +174,22 @@ def caught_up(lakefs: LakeFS, repository: str, branch: str, commit: str) -> str:
     return commit
 
 
+def covering_results(
+    lakefs: LakeFS, repository: str, branch: str, key: bytes
+) -> tuple[str, ResultsMarker] | None:
+    """The branch's latest results (commit id, marker) if they cover its head, else None."""
+    latest = latest_results(lakefs, repository, branch, key)
+    if latest is None:
+        return None
+    source = source_of(lakefs, repository, branch, key)
+    return latest if lakefs.is_ancestor(repository, source, latest[1].source_commit) else None
+
+
 def is_covered(lakefs: LakeFS, repository: str, branch: str, key: bytes) -> bool:
     """True when the branch's latest results cover its head and left no image to retry
     (nothing for a run to do)."""
-    latest = latest_results(lakefs, repository, branch, key)
-    if latest is None or latest[1].retry:
-        return False
-    source = source_of(lakefs, repository, branch, key)
-    return lakefs.is_ancestor(repository, source, latest[1].source_commit)
+    covering = covering_results(lakefs, repository, branch, key)
+    return covering is not None and not covering[1].retry
 
 
 #: `reconcile` retries a branch's failed images at its next pass after the first failure,
@@ -219,13 +227,10 @@ def needs_run(lakefs: LakeFS, repository: str, branch: str, key: bytes,
               now: float | None = None) -> bool:
     """True when `reconcile` should run the branch: its latest results do not cover its
     head, or images they left to retry are due again (`retry_due`)."""
-    latest = latest_results(lakefs, repository, branch, key)
-    if latest is None:
+    covering = covering_results(lakefs, repository, branch, key)
+    if covering is None:
         return True
-    commit, marker = latest
-    if not lakefs.is_ancestor(repository, source_of(lakefs, repository, branch, key),
-                              marker.source_commit):
-        return True
+    commit, marker = covering
     return bool(marker.retry) and retry_due(
         marker, lakefs.get_commit(repository, commit).creation_date,
         time.time() if now is None else now)

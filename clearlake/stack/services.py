@@ -678,9 +678,9 @@ class Stack:
 
     def _start(self, service: Service) -> None:
         ports = ([service.port] if service.port is not None else []) + list(service.more_ports)
-        for port in busy_ports(ports, PORT_RELEASE_S):
+        if busy := busy_ports(ports, PORT_RELEASE_S):
             raise StackError(
-                f"port {port} for {service.name} is in use by another program (waited "
+                f"port {busy[0]} for {service.name} is in use by another program (waited "
                 f"{PORT_RELEASE_S:.0f} s); choose another with {port_variable(service.name)}"
             )
         log = self.log_path(service.name)
