@@ -3,7 +3,8 @@
 On each processed branch, under `_clearlake/` (and nowhere else):
 
     _clearlake/records/<image path>.json   one signed record per image (`record_path`)
-    _clearlake/tables/<branch>.parquet     the branch's records as one table (`table_path`)
+    _clearlake/tables/<branch>/part*.parquet  the branch's records as one table, in parts
+                                           (`table_folder`, `clearlake.table`)
     _clearlake/model/model.json            a model trained into the branch
     _clearlake/model/scores.json           its held-out scores
     _clearlake/policy.yaml                 the quality gate's policy (written by people)
@@ -15,7 +16,10 @@ is ever an input, and an import never writes into them.
 Results commits record `RESULTS_LAYOUT`. Layouts:
 
 1. records as JSON; the table kept each record as JSON in a `record` column.
-2. the table in flat columns, its layout in the Parquet schema's metadata.
+2. the table in flat columns, its layout in the Parquet schema's metadata, in one
+   object, `_clearlake/tables/<branch>.parquet` (`legacy_table_path`).
+3. the table in parts of at most `clearlake.table.PART_ROWS` rows, each image's row in
+   the part its path hashes to, so a run rewrites only the parts it changes.
 
 A reader meets older layouts and reads them (a branch's next run rewrites its table
 in the current layout); a newer one than it knows is refused by `check_layout`, which
@@ -30,7 +34,7 @@ import urllib.parse
 
 from clearlake.errors import ConfigurationError
 
-RESULTS_LAYOUT = 2
+RESULTS_LAYOUT = 3
 RESULTS_ROOT = "_clearlake/"
 ACTIONS_ROOT = "_lakefs_actions/"
 RECORDS_PREFIX = f"{RESULTS_ROOT}records/"
@@ -126,6 +130,11 @@ def image_path_of(record_key: str) -> str:
     return path
 
 
-def table_path(branch: str) -> str:
-    """Where the table of `branch` lives."""
+def table_folder(branch: str) -> str:
+    """The folder of the parts of `branch`'s table (lakeFS branch names hold no `/`)."""
+    return f"{TABLES_PREFIX}{branch}/"
+
+
+def legacy_table_path(branch: str) -> str:
+    """Where layout 1 and 2 kept the table of `branch`, in one object."""
     return f"{TABLES_PREFIX}{branch}.parquet"

@@ -19,18 +19,20 @@ A run of a branch, in four steps that `flows/classify.py` orchestrates:
 
 Results live under `_clearlake/` on the branch itself (`clearlake.layout`):
 
-    _clearlake/records/<image path>.json   one record per image (see `record_path`)
-    _clearlake/tables/<branch>.parquet     every record of the branch, one table
+    _clearlake/records/<image path>.json      one record per image (see `record_path`)
+    _clearlake/tables/<branch>/part*.parquet  every record of the branch, one table in parts
 
 A record per image makes an update cost O(changed images) and lets two processed
 branches merge without conflicts unless the same image changed on both. The table
-(one object, for DuckDB in the lakeFS web UI) is named after its branch for the
-same reason: merging branch A into B brings `tables/A.parquet` along, and B's next
-run rewrites `tables/B.parquet`.
+is kept in parts by hash of the path, so an update rewrites only the parts it changes
+(`clearlake.table`), and its folder is named after its branch for the same reason as
+the records: merging branch A into B brings `tables/A/` along, and B's next run
+rewrites parts of `tables/B/`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import itertools
@@ -50,8 +52,9 @@ from clearlake.layout import (
     MODEL_PATH,
     NEVER_INPUTS,
     check_layout,
+    legacy_table_path,
     record_path,
-    table_path,
+    table_folder,
 )
 from clearlake.metrics_store import (
     LEGACY_ANALYSES,
@@ -73,7 +76,7 @@ from clearlake.quality.classifier import Model, predict_each
 from clearlake.quality.registry import Metric, MetricSet, available
 from clearlake.quality.score import IMAGE_EXTENSIONS
 from clearlake.quality.types import Outcome
-from clearlake.table import table_records, updated_table
+from clearlake.table import part_bits, part_name, parts_touched, table_records, updated_parts
 from clearlake.transaction import Transaction
 
 DEFAULT_BATCH_SIZE = 256  # chosen by bench.pipeline (bench/README.md)
@@ -693,17 +696,67 @@ def relabel(
 # -- 4. write back ---------------------------------------------------------------------------
 
 
-def load_table(lakefs: LakeFS, repository: str, ref: str, branch: str) -> bytes | None:
-    """The table of `branch` at `ref`, as its Parquet bytes (None if it has none yet)."""
-    return lakefs.get_object_or_none(repository, ref, table_path(branch))
+@dataclass(frozen=True)
+class StoredTable:
+    """A branch's table as stored at a ref: the objects of its parts (`clearlake.table`).
+
+    Attributes:
+        repository: the repository.
+        ref: the commit the objects were listed at.
+        branch: the branch whose table it is (a new branch starts from its parent's).
+        parts: bits → the part's object.
+        legacy: the one object a table written in layout 1 or 2 is (then no parts).
+    """
+
+    repository: str
+    ref: str
+    branch: str
+    parts: dict[str, ObjectInfo]
+    legacy: ObjectInfo | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.parts and self.legacy is None
+
+    def objects(self) -> list[ObjectInfo]:
+        """Every object the table is made of."""
+        return [*self.parts.values(), *([self.legacy] if self.legacy else [])]
+
+    def read(self, lakefs: LakeFS, bits: Iterable[str]) -> dict[str, bytes]:
+        """The Parquet of the parts `bits` (those that exist); a legacy table is the root."""
+        bits = set(bits)
+        if self.legacy is not None:
+            return ({"": lakefs.get_object(self.repository, self.ref, self.legacy.path)}
+                    if "" in bits else {})
+        wanted = {self.parts[b].path: b for b in bits if b in self.parts}
+        found = lakefs.read_existing(self.repository, self.ref, wanted)
+        return {wanted[path]: data for path, data in found.items()}
+
+    def records(self, lakefs: LakeFS, *, key: bytes | None = None) -> list[dict[str, Any]]:
+        """Every record of the table, by path; with `key`, only those clearlake signed."""
+        parts = self.read(lakefs, self.parts or {""})
+        return sorted((r for data in parts.values() for r in table_records(data, key=key)),
+                      key=lambda r: r["path"])
+
+
+def stored_table(lakefs: LakeFS, repository: str, ref: str, branch: str) -> StoredTable:
+    """The objects of `branch`'s table at `ref` (none when it has no table yet)."""
+    folder = table_folder(branch)
+    parts = {bits: info for info in lakefs.list_objects(repository, ref, folder)
+             if (bits := part_bits(info.path.removeprefix(folder))) is not None}
+    legacy = None
+    if not parts:
+        with contextlib.suppress(NotFoundError):
+            legacy = lakefs.stat_object(repository, ref, legacy_table_path(branch))
+    return StoredTable(repository, ref, branch, parts, legacy)
 
 
 def read_table(
     lakefs: LakeFS, repository: str, ref: str, branch: str, *, key: bytes | None = None
 ) -> list[dict[str, Any]]:
-    """The records in the table of `branch` at `ref` ([] if it has none yet); with `key`,
-    only those clearlake signed (see `table_records`)."""
-    return table_records(load_table(lakefs, repository, ref, branch), key=key)
+    """The records in the table of `branch` at `ref` ([] if it has none yet), by path; with
+    `key`, only those clearlake signed (see `table_records`)."""
+    return stored_table(lakefs, repository, ref, branch).records(lakefs, key=key)
 
 
 def record_files(records: Iterable[dict[str, Any]]) -> Iterator[tuple[str, bytes]]:
@@ -713,21 +766,27 @@ def record_files(records: Iterable[dict[str, Any]]) -> Iterator[tuple[str, bytes
 
 
 def write_back(
+    lakefs: LakeFS,
     tx: Transaction,
     branch: str,
-    base: bytes | None,
+    table: StoredTable,
     new_records: Sequence[dict[str, Any]],
     removed: Sequence[str],
     metadata: dict[str, str],
     message: str,
 ) -> str:
-    """Finish a run's results as one signed merge: deletions and the updated table join
-    the records already queued on `tx` (see `record_files`); return the merge commit.
+    """Finish a run's results as one signed merge: deletions and the table's changed parts
+    join the records already queued on `tx` (see `record_files`); return the merge commit.
+
+    Only the parts holding a changed path are read and written again. A table in the
+    one-object layout of before is rewritten in parts once, and its object deleted; a
+    branch's first table, started from its parent's, copies the parts it does not change.
 
     Args:
+        lakefs: the lakeFS client (to read the parts that change).
         tx: the run's open transaction on `branch`.
         branch: the branch.
-        base: the branch's table before this run.
+        table: the branch's table before this run (or its parent's, for a new branch).
         new_records: every record this run wrote (they replace those of the same path).
         removed: image paths whose records are deleted.
 
@@ -735,8 +794,20 @@ def write_back(
         clearlake.transaction.MergePending: the branch stayed dirty; the committed
             temporary branch is kept for reconcile to merge.
     """
-    tx.delete([record_path(p) for p in removed])
-    tx.upload(table_path(branch), updated_table(base, new_records, removed))
+    parts = {""} if table.legacy is not None else set(table.parts)
+    touched = {""} if table.legacy is not None else parts_touched(
+        parts, [*(r["path"] for r in new_records), *removed])
+    written = updated_parts(parts, table.read(lakefs, touched), new_records, removed)
+    folder = table_folder(branch)
+    inherited = table.branch != branch
+    if inherited:  # the parent's parts this run leaves alone, copied to the branch
+        written = {**table.read(lakefs, parts - set(written)), **written}
+    tx.delete([*(record_path(p) for p in removed),
+               *([] if inherited or table.legacy is None else [table.legacy.path]),
+               *(folder + part_name(bits) for bits, data in written.items()
+                 if data is None and not inherited)])
+    tx.upload_in_background((folder + part_name(bits), data)
+                            for bits, data in written.items() if data is not None)
     return tx.commit(message, metadata)
 
 

@@ -63,7 +63,7 @@ from clearlake.metrics_store import MetricsStore
 from clearlake.provenance import latest_results, verified_record
 from clearlake.quality.classifier import Model
 from clearlake.quality.registry import MetricSet
-from clearlake.table import iter_table_records
+from clearlake.table import iter_table_records, part_bits, parts_touched
 
 RUN_ID = "quality-diff"  # the run id of labels a diff computes (they are never stored)
 ARROW = "→"
@@ -444,10 +444,21 @@ def stored_records(
             found[image.path] = record
 
     if tables:
-        names = [o.path for o in lakefs.list_objects(repository, commit, layout.TABLES_PREFIX)
-                 if o.path.endswith(".parquet")]
-        own = layout.table_path(branch) if branch else None
-        for name in sorted(names, key=lambda p: (p != own, p)):
+        # A table in one object (layouts 1, 2) is read whole; of a table in parts, only
+        # the parts that hold these images.
+        names: list[str] = []
+        parts: dict[str, dict[str, str]] = {}  # folder → bits → object
+        for o in lakefs.list_objects(repository, commit, layout.TABLES_PREFIX):
+            folder, _, name = o.path.rpartition("/")
+            if f"{folder}/" == layout.TABLES_PREFIX and name.endswith(".parquet"):
+                names.append(o.path)
+            elif (bits := part_bits(name)) is not None:
+                parts.setdefault(folder, {})[bits] = o.path
+        for of_folder in parts.values():
+            names += [of_folder[bits] for bits in parts_touched(of_folder, images)
+                      if bits in of_folder]  # (none holds an image whose part went missing)
+        own = (layout.table_folder(branch), layout.legacy_table_path(branch)) if branch else ()
+        for name in sorted(names, key=lambda p: (not p.startswith(own), p)):
             if len(found) == len(images):
                 break  # a branch that merged others holds their (older) tables too
             for record in iter_table_records(

@@ -43,7 +43,8 @@ import numpy as np
 from clearlake.config import LOOPBACK, recorded_ports
 from clearlake.errors import LakeFSError
 from clearlake.lakefs import LakeFS
-from clearlake.pipeline import table_path, worst_images
+from clearlake.layout import table_folder
+from clearlake.pipeline import worst_images
 from clearlake.quality.decode import decode
 
 MAX_THUMBNAILS = 8
@@ -79,10 +80,10 @@ def bridge_url() -> str:
     return public_url(settings().bridge_url or f"http://{LOOPBACK}:{recorded_ports()['bridge']}")
 
 
-def lakefs_object_url(lakefs_ui: str, repository: str, ref: str, path: str) -> str:
-    """lakeFS's object viewer on one object (for a Parquet table: its DuckDB query)."""
-    return (f"{public_url(lakefs_ui)}/repositories/{quote(repository, safe='')}/object"
-            f"?ref={quote(ref, safe='')}&path={quote(path, safe='/')}")
+def lakefs_folder_url(lakefs_ui: str, repository: str, ref: str, folder: str) -> str:
+    """lakeFS's object browser on a folder (a Parquet file in it opens with a DuckDB query)."""
+    return (f"{public_url(lakefs_ui)}/repositories/{quote(repository, safe='')}/objects"
+            f"?ref={quote(ref, safe='')}&path={quote(folder, safe='/')}")
 
 
 def lakefs_commit_url(lakefs_ui: str, repository: str, commit: str) -> str:
@@ -309,8 +310,8 @@ class RunLinks:
 
     @property
     def results_table(self) -> str:
-        return lakefs_object_url(self.lakefs_ui, self.repository, self.branch,
-                                 table_path(self.branch))
+        return lakefs_folder_url(self.lakefs_ui, self.repository, self.branch,
+                                 table_folder(self.branch))
 
     def image(self, path: str) -> str:
         return review_image_url(self.bridge, self.repository, self.branch, path)
@@ -376,7 +377,7 @@ def render_report(
         f"{counts['removed']} removed.",
         "",
         f"[Review the images]({links.review}) (asks for a login) · "
-        f"[Results table in lakeFS]({links.results_table}) (DuckDB query in the object viewer)",
+        f"[Results table in lakeFS]({links.results_table}) (each part opens with a DuckDB query)",
         "",
         "## Labels and P(good)",
         "",

@@ -1,11 +1,17 @@
 """The results table: image records as Parquet, one row per image.
 
-A branch's table (`_clearlake/tables/<branch>.parquet`) and `clearlake score`'s output
-share this one layout: a column per record field, per metric and per class
-probability, so `SELECT *` in lakeFS's object viewer, pandas or DuckDB gives one
-readable row per image, and each record can be rebuilt from its row (and, when
-clearlake signed it, still verifies). The layout lives in the Parquet schema's
-metadata, so no column is ever guessed.
+A branch's table and `clearlake score`'s output share this one layout: a column per
+record field, per metric and per class probability, so `SELECT *` in lakeFS's object
+viewer, pandas or DuckDB gives one readable row per image, and each record can be
+rebuilt from its row (and, when clearlake signed it, still verifies). The layout lives
+in the Parquet schema's metadata, so no column is ever guessed.
+
+A branch's table is kept in parts (`_clearlake/tables/<branch>/part*.parquet`) so that
+a run rewrites only what it changes, whatever the size of the repository: each
+image's row lives in the part its path hashes to, and a part that grows beyond
+`PART_ROWS` rows splits in two (extendible hashing). Part `part-01.parquet` holds the
+paths whose SHA-256 begins with the bits 0, 1; the root, `part.parquet`, holds every
+path until the table first splits. The parts always cover every hash exactly once.
 
 Imports only the standard library and pyarrow (lazily): `clearlake score` uses it.
 """
@@ -13,9 +19,11 @@ Imports only the standard library and pyarrow (lazily): `clearlake score` uses i
 from __future__ import annotations
 
 import bisect
+import hashlib
 import io
 import json
-from collections.abc import Iterable, Iterator, Sequence
+import re
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +33,13 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 GROUP_ROWS = 1024  # rows per Parquet row group: the most a table update decodes at once
+PART_ROWS = 1024
+"""The most rows a part of a branch's table holds before it splits in two.
+
+A run rewrites each part it changes whole, so this bounds what a small change costs:
+about 0.3 MB of Parquet a part. A branch of 100,000 images has about 130 parts."""
+HASH_BITS = 256  # a part is named by at most this many leading bits of SHA-256(path)
+_PART_NAME = re.compile(r"part(?:-([01]{1,256}))?\.parquet")
 RECORD_SIGNATURE = "signature"  # the record field holding clearlake's signature (provenance)
 
 
@@ -250,3 +265,99 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     columns = [table.column(f.name).cast(f.type) if f.name in table.column_names
                else pa.nulls(table.num_rows, f.type) for f in schema]
     return pa.table(columns, schema=schema)
+
+
+# -- a branch's table in parts --------------------------------------------------------------
+
+
+def part_name(bits: str) -> str:
+    """The file name of the part holding the paths whose hash begins with `bits`."""
+    return f"part-{bits}.parquet" if bits else "part.parquet"
+
+
+def part_bits(name: str) -> str | None:
+    """The bits a part's file name stands for; None when `name` is not a part's."""
+    match = _PART_NAME.fullmatch(name)
+    return None if match is None else match.group(1) or ""
+
+
+def _hash_bits(path: str) -> str:
+    return format(int.from_bytes(hashlib.sha256(path.encode()).digest(), "big"), "0256b")
+
+
+def part_of(path: str, parts: Collection[str]) -> str:
+    """The part (its bits) that holds `path`'s row, among the table's `parts`.
+
+    `parts` cover every hash once, so exactly one is a prefix of the path's hash; with
+    no parts yet it is the root. Should a part be missing (deleted by hand), the path
+    gets a new part: the shortest prefix of its hash that overlaps no existing part.
+    """
+    bits = _hash_bits(path)
+    for depth in range(max(map(len, parts), default=0) + 1):
+        if bits[:depth] in parts:
+            return bits[:depth]
+    depth = 0
+    while any(p.startswith(bits[:depth]) for p in parts):
+        depth += 1
+    return bits[:depth]
+
+
+def parts_touched(parts: Collection[str], paths: Iterable[str]) -> set[str]:
+    """The parts holding `paths` (a change of those paths rewrites these parts only)."""
+    return {part_of(p, parts) for p in paths}
+
+
+def updated_parts(
+    parts: Collection[str],
+    stored: Mapping[str, bytes],
+    new_records: Sequence[dict[str, Any]],
+    removed: Sequence[str],
+) -> dict[str, bytes | None]:
+    """What a change writes to a table kept in parts: bits → the part's new Parquet, or
+    None for a part that split (its halves are among the others).
+
+    Args:
+        parts: the bits of every part the table has (empty for a new table).
+        stored: the Parquet of each part the change touches (`parts_touched`); a part
+            not yet written is absent.
+        new_records: records replacing those of the same path, or new.
+        removed: paths whose rows are dropped.
+    """
+    records: dict[str, list[dict[str, Any]]] = {}
+    dropped: dict[str, list[str]] = {}
+    for record in new_records:
+        records.setdefault(part_of(record["path"], parts), []).append(record)
+    for path in removed:
+        dropped.setdefault(part_of(path, parts), []).append(path)
+    touched = set(records) | set(dropped) | (set() if parts else {""})
+    written: dict[str, bytes | None] = {}
+    for bits in sorted(touched):
+        pieces = _split(updated_table(stored.get(bits), records.get(bits, ()),
+                                      dropped.get(bits, ())), bits)
+        if bits not in pieces:
+            written[bits] = None
+        written.update(pieces)
+    return written
+
+
+def _split(table: bytes, bits: str) -> dict[str, bytes]:
+    """`table` (the part `bits`) as parts of at most `PART_ROWS` rows: itself if it fits,
+    else halved by the next bit of each path's hash, again until every half fits."""
+    import pyarrow.parquet as pq
+
+    if pq.ParquetFile(io.BytesIO(table)).metadata.num_rows <= PART_ROWS:
+        return {bits: table}
+    rows = pq.read_table(io.BytesIO(table))
+    hashes = [_hash_bits(p) for p in rows.column("path").to_pylist()]
+    pieces: dict[str, bytes] = {}
+
+    def divide(indices: list[int], prefix: str) -> None:
+        if len(indices) <= PART_ROWS or len(prefix) == HASH_BITS:
+            pieces[prefix] = parquet_bytes(rows.take(indices))  # still sorted by path
+            return
+        depth = len(prefix)
+        divide([i for i in indices if hashes[i][depth] == "0"], prefix + "0")
+        divide([i for i in indices if hashes[i][depth] == "1"], prefix + "1")
+
+    divide(list(range(rows.num_rows)), bits)
+    return pieces

@@ -35,7 +35,6 @@ from clearlake.metrics_store import MetricsStore
 from clearlake.provenance import signing_key
 from clearlake.quality import registry
 from clearlake.settings import settings
-from clearlake.table import table_records
 from clearlake.transaction import MergePending, Transaction, TransactionLost
 
 if TYPE_CHECKING:
@@ -453,13 +452,13 @@ def _classify(
         clock.lap("store")
 
         head = lakefs.head(repository, branch)
-        base = pipeline.load_table(lakefs, repository, head, branch)
-        if base is None and plan.previous and plan.previous.branch != branch:
+        table = pipeline.stored_table(lakefs, repository, head, branch)
+        if table.empty and plan.previous and plan.previous.branch != branch:
             # A new branch inherits the results of the branch it was created from.
-            base = pipeline.load_table(lakefs, repository, head, plan.previous.branch)
+            table = pipeline.stored_table(lakefs, repository, head, plan.previous.branch)
         if plan.relabel_all:
             replaced = {r["path"] for r in new_records} | set(plan.removed)
-            kept = [r for r in table_records(base) if r["path"] not in replaced]
+            kept = [r for r in table.records(lakefs) if r["path"] not in replaced]
             relabelled = pipeline.relabel(kept, model, run_id, key=key)
             results.upload_in_background(pipeline.record_files(relabelled))
             new_records += relabelled
@@ -480,7 +479,7 @@ def _classify(
                            f"once {wait:.0f} s have passed" if wait else "at its next pass")
         try:
             results_commit = pipeline.write_back(
-                results, branch, base, new_records, plan.removed, marker.to_metadata(key),
+                lakefs, results, branch, table, new_records, plan.removed, marker.to_metadata(key),
                 f"clearlake: {counts['computed']} computed, {counts['reused']} reused, "
                 f"{counts['removed']} removed at {plan.source_commit[:12]}")
             status, pending = "merged", None

@@ -84,8 +84,8 @@ def test_links_name_the_review_pages_and_the_object_viewer_without_credentials()
     links = report.RunLinks("http://127.0.0.1:8765/", "http://admin:s3cret@127.0.0.1:8000",
                             "photos", "main")
     assert links.review == "http://127.0.0.1:8765/review/photos/main"
-    assert links.results_table == ("http://127.0.0.1:8000/repositories/photos/object"
-                                   "?ref=main&path=_clearlake/tables/main.parquet")
+    assert links.results_table == ("http://127.0.0.1:8000/repositories/photos/objects"
+                                   "?ref=main&path=_clearlake/tables/main/")
     assert links.image("a b/(c)#1.jpg") == (
         "http://127.0.0.1:8765/review/photos/main/image?path=a%20b/%28c%29%231.jpg")
     assert links.diff("abc", "def") == "http://127.0.0.1:8765/review/photos/abc...def"
@@ -133,8 +133,8 @@ def test_report_markdown() -> None:
         "0 relabelled (of which 1 could not be measured: see their outcome); 2 removed.",
         "",
         f"[Review the images]({review}) (asks for a login) · [Results table in lakeFS]"
-        "(http://127.0.0.1:8000/repositories/photos/object?ref=main&path=_clearlake/tables/"
-        "main.parquet) (DuckDB query in the object viewer)",
+        "(http://127.0.0.1:8000/repositories/photos/objects?ref=main&path=_clearlake/tables/"
+        "main/) (each part opens with a DuckDB query)",
         "",
         "## Labels and P(good)",
         "",

@@ -298,6 +298,60 @@ def test_two_processed_branches_merge_without_conflicts(
     assert len(pipeline.read_table(lakefs, repo, "main", "main")) == 5
 
 
+@pytest.mark.slow
+def test_the_table_splits_into_parts_and_a_change_rewrites_only_its_own(
+    lakefs: LakeFS, repo: str, classify: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(clearlake.table, "PART_ROWS", 4)
+    seed = unique_seed()
+    commit_images(lakefs, repo, {f"images/{i:02d}.jpg": photo(seed + i) for i in range(12)})
+    classify(repo)
+    table = pipeline.stored_table(lakefs, repo, "main", "main")
+    assert len(table.parts) >= 3 and table.legacy is None
+    assert all(len(table_records(data)) <= 4 for data in table.read(lakefs, table.parts).values())
+    assert len(pipeline.read_table(lakefs, repo, "main", "main")) == 12
+
+    commit_images(lakefs, repo, {"images/03.jpg": photo(seed + 100)}, message="change one")
+    classify(repo)
+    after = pipeline.stored_table(lakefs, repo, "main", "main")
+    rewritten = {bits for bits, o in after.parts.items()
+                 if bits not in table.parts or o.checksum != table.parts[bits].checksum}
+    assert rewritten == {clearlake.table.part_of("images/03.jpg", table.parts)}
+
+    # A new branch's first table starts from its parent's parts, all of them.
+    lakefs.create_branch(repo, "feature", "main")
+    commit_images(lakefs, repo, {"images/new.jpg": photo(seed + 200)}, branch="feature")
+    classify(repo, "feature")
+    feature = pipeline.stored_table(lakefs, repo, "feature", "feature")
+    assert len(feature.parts) >= len(after.parts)
+    assert len(pipeline.read_table(lakefs, repo, "feature", "feature")) == 13
+
+
+@pytest.mark.slow
+def test_a_table_in_one_object_is_rewritten_in_parts_by_the_next_run(
+    lakefs: LakeFS, repo: str, classify: Any
+) -> None:
+    seed = unique_seed()
+    commit_images(lakefs, repo, {f"images/{i}.jpg": photo(seed + i) for i in range(3)})
+    classify(repo)
+    records = pipeline.read_table(lakefs, repo, "main", "main")
+    # As layout 2 left it: the whole table in one object, no parts.
+    table = pipeline.stored_table(lakefs, repo, "main", "main")
+    lakefs.delete_objects(repo, "main", [o.path for o in table.objects()])
+    lakefs.upload_object(repo, "main", layout.legacy_table_path("main"),
+                         updated_table(None, records, []))
+    lakefs.commit(repo, "main", "a table as clearlake wrote it before parts")
+    assert pipeline.read_table(lakefs, repo, "main", "main") == records  # read as it is
+
+    commit_images(lakefs, repo, {"images/0.jpg": photo(seed + 100)}, message="change one")
+    assert classify(repo)["counts"]["computed"] == 1
+    table = pipeline.stored_table(lakefs, repo, "main", "main")
+    assert table.legacy is None and set(table.parts) == {""}
+    assert lakefs.get_object_or_none(repo, "main", layout.legacy_table_path("main")) is None
+    assert [r["path"] for r in pipeline.read_table(lakefs, repo, "main", "main")] == [
+        r["path"] for r in records]
+
+
 def test_local_cluster_workers_start_with_the_malloc_environment() -> None:
     from clearlake.flows.classify import local_cluster
 

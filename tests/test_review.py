@@ -229,7 +229,7 @@ def test_the_index_trusts_only_signed_records_that_match_their_row() -> None:
     blurry = signed("a/blurry.jpg", "blurry", 0.2, blur=0.1)
     corrupt = signed("b/corrupt.jpg", None, None, outcome="corrupt")
     forged = {**signed("b/forged.jpg", "blurry", 0.1), "label": "good"}  # signature broken
-    index = build_index(table_bytes([good, blurry, corrupt, forged]), KEY)
+    index = build_index([table_bytes([good, blurry, corrupt, forged])], KEY)
     rows = {r["path"]: r for r in index.to_pylist()}
     assert rows["a/good.jpg"]["label"] == "good" and rows["a/good.jpg"]["verified"]
     assert rows["b/corrupt.jpg"]["outcome"] == "corrupt" and rows["b/corrupt.jpg"]["verified"]
@@ -238,7 +238,7 @@ def test_the_index_trusts_only_signed_records_that_match_their_row() -> None:
     assert counts(index) == {"labels": {"blurry": 1, "good": 1},
                              "outcomes": {"ok": 2, "corrupt": 1, UNVERIFIED: 1}}
     # Another key signed none of them.
-    assert not any(build_index(table_bytes([good]), b"other").column("verified").to_pylist())
+    assert not any(build_index([table_bytes([good])], b"other").column("verified").to_pylist())
 
 
 def test_a_row_whose_columns_disagree_with_its_signed_record_is_unverified() -> None:
@@ -252,7 +252,7 @@ def test_a_row_whose_columns_disagree_with_its_signed_record_is_unverified() -> 
                              pa.array(["good"], pa.string()))
     sink = io.BytesIO()
     pq.write_table(table, sink)
-    [row] = build_index(sink.getvalue(), KEY).to_pylist()
+    [row] = build_index([sink.getvalue()], KEY).to_pylist()
     assert row["verified"] is False and row["label"] is None
 
 

@@ -132,7 +132,7 @@ def show_links(repository: str, branch: str, run_id: str) -> None:
     and how to log in (the access key id, and the file holding the secret key)."""
     from clearlake import report
     from clearlake.lakefs import LakeFS
-    from clearlake.pipeline import table_path
+    from clearlake.layout import table_folder
     from clearlake.stack.services import Stack
 
     stack = Stack()
@@ -142,8 +142,8 @@ def show_links(repository: str, branch: str, run_id: str) -> None:
         f"{report.report_key(repository, branch)}")
     links = {
         "the images, to review": report.review_url(stack.bridge_url, repository, branch),
-        "the results table": report.lakefs_object_url(stack.lakefs_url, repository, branch,
-                                                      table_path(branch)),
+        "the results table": report.lakefs_folder_url(stack.lakefs_url, repository, branch,
+                                                      table_folder(branch)),
         "the run's report": artifact,
         "the run": f"{prefect_ui}/runs/flow-run/{run_id}",
         "lakeFS UI": stack.lakefs_url,

@@ -1,12 +1,12 @@
 """A ref's results as an index the review pages filter, sort and page through.
 
-The branch's table (`_clearlake/tables/<branch>.parquet`) holds every record; the
+The branch's table (`_clearlake/tables/<branch>/`, in parts) holds every record; the
 index keeps, per image, only what a grid needs (path, label, outcome, probabilities,
 metrics, SHA-256), taken from the record itself once its signature verifies
 (`provenance.verified_record`). A row whose record does not verify, or whose flat
 columns disagree with it, stays in the index as `unverified` with no label: it is
 shown, never trusted. Each table version is read once (streamed a row group at a
-time) and its index kept in memory, keyed by the table object's checksum, so a page
+time) and its index kept in memory, keyed by its parts' checksums, so a page
 costs a sort over the index, never a read of 100,000 records or images.
 """
 
@@ -15,15 +15,16 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from clearlake.errors import NotFoundError
 from clearlake.lakefs import LakeFS
-from clearlake.layout import table_path
+from clearlake.layout import table_folder
+from clearlake.pipeline import stored_table
 from clearlake.provenance import ResultsMarker, latest_results, verified_record
 from clearlake.table import iter_table_records
 
@@ -54,9 +55,9 @@ class RefResults:
     index: pa.Table | None
 
     @property
-    def table_path(self) -> str | None:
-        """The branch table the results come from."""
-        return table_path(self.marker.branch) if self.marker else None
+    def table_folder(self) -> str | None:
+        """The folder of the branch table the results come from."""
+        return table_folder(self.marker.branch) if self.marker else None
 
 
 def _index_row(path: str, record: dict[str, Any] | None) -> dict[str, Any]:
@@ -70,14 +71,15 @@ def _index_row(path: str, record: dict[str, Any] | None) -> dict[str, Any]:
             "metrics": record.get("metrics") or {}}
 
 
-def build_index(table: bytes, key: bytes) -> pa.Table:
-    """The index of a branch table's Parquet bytes, sorted by path, verified row by row
-    (a row is its record: a column changed after signing fails the signature)."""
+def build_index(tables: Iterable[bytes], key: bytes) -> pa.Table:
+    """The index of a branch table's parts (Parquet bytes), sorted by path, verified row by
+    row (a row is its record: a column changed after signing fails the signature)."""
     rows: list[dict[str, Any]] = []
-    for stored in iter_table_records(table):
-        path = stored.get("path")
-        if isinstance(path, str):
-            rows.append(_index_row(path, verified_record(stored, key, path=path)))
+    for table in tables:
+        for stored in iter_table_records(table):
+            path = stored.get("path")
+            if isinstance(path, str):
+                rows.append(_index_row(path, verified_record(stored, key, path=path)))
     return index_table(rows)
 
 
@@ -184,7 +186,8 @@ class ResultsIndex:
     def __init__(self, key: bytes, kept: int = INDEXES_KEPT) -> None:
         self.key = key
         self.kept = kept
-        self._indexes: OrderedDict[tuple[str, str], pa.Table] = OrderedDict()
+        self._indexes: OrderedDict[tuple[str, tuple[tuple[str, str], ...]], pa.Table]
+        self._indexes = OrderedDict()
         self._lock = threading.Lock()
 
     def results(self, lakefs: LakeFS, repository: str, ref: str) -> RefResults:
@@ -199,19 +202,18 @@ class ResultsIndex:
             return RefResults(repository, ref, commit, None, None, None)
         results_commit, marker = latest
         return RefResults(repository, ref, commit, results_commit, marker,
-                          self._index(lakefs, repository, commit, table_path(marker.branch)))
+                          self._index(lakefs, repository, commit, marker.branch))
 
-    def _index(self, lakefs: LakeFS, repository: str, commit: str, path: str) -> pa.Table | None:
-        try:
-            checksum = lakefs.stat_object(repository, commit, path).checksum
-        except NotFoundError:
+    def _index(self, lakefs: LakeFS, repository: str, commit: str, branch: str) -> pa.Table | None:
+        table = stored_table(lakefs, repository, commit, branch)
+        if table.empty:
             return None
-        cache_key = (repository, checksum)
+        cache_key = (repository, tuple(sorted((o.path, o.checksum) for o in table.objects())))
         with self._lock:  # one build at a time: a second request waits and reuses it
             if cache_key in self._indexes:
                 self._indexes.move_to_end(cache_key)
                 return self._indexes[cache_key]
-            index = build_index(lakefs.get_object(repository, commit, path), self.key)
+            index = build_index(table.read(lakefs, table.parts or {""}).values(), self.key)
             self._indexes[cache_key] = index
             while len(self._indexes) > self.kept:
                 self._indexes.popitem(last=False)
