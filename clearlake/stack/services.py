@@ -59,6 +59,7 @@ Report = Callable[[str], None]
 HEALTH_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 20.0
 PORT_RELEASE_S = 15.0  # how long a service's start waits for its ports (see busy_ports)
+RANGE_ENTRIES = 1_000  # lakeFS's average entries per metarange range (its default: 50,000)
 ACTIONS_WEBHOOK_SECRET_ENV = "LAKEFSACTION_CLEARLAKE_WEBHOOK_SECRET"
 WORK_POOL = "clearlake"
 POSTGRES_DATABASES = ("lakefs", "prefect")
@@ -528,7 +529,11 @@ class Stack:
             "listen_address": f"{LOOPBACK}:{self.ports['lakefs']}",
             "database": database,
             "blockstore": blockstore,
-            "committed": {"local_cache": {"dir": str(root / "cache")}},
+            "committed": {"local_cache": {"dir": str(root / "cache")},
+                          # Ranges of ~5,000 entries, not lakeFS's ~50,000: a commit and a
+                          # diff rewrite and read whole ranges, so a 10-image change to a
+                          # large repository costs what it changes, not the repository.
+                          "permanent": {"range_raggedness_entries": RANGE_ENTRIES}},
             "actions": {"enabled": True},
             "installation": {"user_name": "admin"},
             # No telemetry, no version checks: this machine talks only to loopback.
