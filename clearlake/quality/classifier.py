@@ -236,6 +236,11 @@ class Model:
         self._data = dict(data)
         _validate(self._data, check_version)
         self._kind = _kind(self._data)
+        # Every record names its model: hashed once here, not once per image.
+        content = {k: v for k, v in self._data.items() if k != "created_at"}
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        prefix = "nb-" if self._kind == "naive_bayes" else "lr-"
+        self._id = prefix + hashlib.sha256(canonical.encode()).hexdigest()[:12]
         self._metrics = _metric_versions(self._data)
         if check_version:  # built-ins are known now; other metrics when a run has them
             builtin = builtin_metrics()
@@ -331,10 +336,7 @@ class Model:
     def id(self) -> str:
         """``nb-`` (naive Bayes) or ``lr-`` (logistic) + 12 hex of the SHA-256 of the canonical
         JSON (``created_at`` excluded)."""
-        content = {k: v for k, v in self._data.items() if k != "created_at"}
-        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
-        prefix = "nb-" if self._kind == "naive_bayes" else "lr-"
-        return prefix + hashlib.sha256(canonical.encode()).hexdigest()[:12]
+        return self._id
 
     @property
     def classes(self) -> tuple[str, ...]:
