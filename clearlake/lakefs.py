@@ -734,7 +734,7 @@ class BackgroundUploads:
         workers: concurrent uploads.
     """
 
-    def __init__(self, lakefs: LakeFS, repository: str, branch: str, workers: int = 4) -> None:
+    def __init__(self, lakefs: LakeFS, repository: str, branch: str, workers: int = 8) -> None:
         self.lakefs = lakefs
         self.repository = repository
         self.branch = branch
