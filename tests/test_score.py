@@ -392,8 +392,12 @@ def test_chunks_hold_every_task_once_largest_files_first() -> None:
                                                                     [6]]
     many = [scoring._Task(index, f"/f{index}", index % 10, 0) for index in range(200)]
     chunks = list(scoring._chunks(many, workers=2))
-    assert [len(chunk) for chunk in chunks] == [5] * 40  # ceil(200 / 48)
+    # Each chunk holds ceil(files left / 16): the last ones a single file.
+    assert [len(chunk) for chunk in chunks] == [
+        13, 12, 11, 11, 10, 9, 9, 8, 8, 7, 7, 6, 6, 6, 5, 5, 5, 4, 4, 4, 4, 3, 3, 3, 3, 3,
+        2, 2, 2, 2, 2, 2, 2, 2, *[1] * 15]
     assert sorted(task.index for chunk in chunks for task in chunk) == list(range(200))
-    # 20 tasks of each size 9, 8, …, 0: four chunks of five each, in that order.
-    assert [chunk[0].size for chunk in chunks] == [size for size in range(9, -1, -1)
-                                                   for _ in range(4)]
+    # 20 tasks of each size 9, 8, …, 0, largest first.
+    sizes = [task.size for chunk in chunks for task in chunk]
+    assert sizes == [size for size in range(9, -1, -1) for _ in range(20)]
+    assert [len(chunk) for chunk in scoring._chunks(many * 5, workers=1)][:3] == [32, 32, 32]

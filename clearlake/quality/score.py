@@ -555,15 +555,23 @@ def _racy(mtime_ns: int, now_ns: int) -> bool:
     return now_ns - mtime_ns < RACY_SECONDS * 1e9
 
 
-def _chunks(tasks: Sequence[_Task], workers: int) -> Iterator[list[_Task]]:
-    # Largest files first (a file's size stands for its image's work): the chunks left at
-    # the end are the quickest, so no worker finishes a large image while the others idle.
-    # ~24 chunks per worker: a worker idles at the end for at most a few small images,
-    # and a chunk still costs little IPC.
+def _chunks(tasks: Sequence[_Task], workers: int) -> list[list[_Task]]:
+    """The tasks in chunks for the workers, largest files first, chunks shrinking.
+
+    A file's size stands for its image's work: the chunks left at the end are the
+    quickest, so no worker finishes a large image while the others idle. Each chunk
+    holds 1/(8 × workers) of the files left (at most 32): few chunks, so little IPC,
+    while the last ones hold a single small image each, so that the workers finish
+    together (a worker would otherwise idle while another ends a chunk of several).
+    """
     ordered = sorted(tasks, key=lambda task: -task.size)
-    size = max(1, min(32, math.ceil(len(ordered) / (workers * 24))))
-    for start in range(0, len(ordered), size):
-        yield ordered[start : start + size]
+    chunks = []
+    start = 0
+    while start < len(ordered):
+        size = max(1, min(32, math.ceil((len(ordered) - start) / (workers * 8))))
+        chunks.append(ordered[start : start + size])
+        start += size
+    return chunks
 
 
 def _safe_to_fork() -> bool:
@@ -607,12 +615,17 @@ def _forkserver_pool(
     # Imported once in the server, not in every worker: the metric code and the
     # main module (which each worker would otherwise re-import, e.g. the CLI).
     context.set_forkserver_preload(["__main__", "clearlake.quality.score"])
-    return concurrent.futures.ProcessPoolExecutor(
+    pool = concurrent.futures.ProcessPoolExecutor(
         max_workers=workers,
         mp_context=context,
         initializer=_init_worker,
         initargs=(str(cache_path) if cache_path else None, limit, ANALYSIS_VERSION),
     )
+    # Such an executor starts one process per call submitted while none is idle: start
+    # them all now, so that they set up side by side.
+    for _ in range(workers):
+        pool.submit(int)
+    return pool
 
 
 def _batches(
