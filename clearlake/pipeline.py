@@ -732,10 +732,13 @@ class StoredTable:
         found = lakefs.read_existing(self.repository, self.ref, wanted)
         return {wanted[path]: data for path, data in found.items()}
 
+    def read_all(self, lakefs: LakeFS) -> list[bytes]:
+        """The Parquet of every part (or of the legacy table)."""
+        return list(self.read(lakefs, self.parts or {""}).values())
+
     def records(self, lakefs: LakeFS, *, key: bytes | None = None) -> list[dict[str, Any]]:
         """Every record of the table, by path; with `key`, only those clearlake signed."""
-        parts = self.read(lakefs, self.parts or {""})
-        return sorted((r for data in parts.values() for r in table_records(data, key=key)),
+        return sorted((r for data in self.read_all(lakefs) for r in table_records(data, key=key)),
                       key=lambda r: r["path"])
 
 

@@ -213,7 +213,7 @@ class ResultsIndex:
             if cache_key in self._indexes:
                 self._indexes.move_to_end(cache_key)
                 return self._indexes[cache_key]
-            index = build_index(table.read(lakefs, table.parts or {""}).values(), self.key)
+            index = build_index(table.read_all(lakefs), self.key)
             self._indexes[cache_key] = index
             while len(self._indexes) > self.kept:
                 self._indexes.popitem(last=False)

@@ -530,7 +530,7 @@ class Stack:
             "database": database,
             "blockstore": blockstore,
             "committed": {"local_cache": {"dir": str(root / "cache")},
-                          # Ranges of ~5,000 entries, not lakeFS's ~50,000: a commit and a
+                          # Small ranges (lakeFS's default: ~50,000 entries): a commit and a
                           # diff rewrite and read whole ranges, so a 10-image change to a
                           # large repository costs what it changes, not the repository.
                           "permanent": {"range_raggedness_entries": RANGE_ENTRIES}},
