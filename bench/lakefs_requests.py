@@ -85,7 +85,7 @@ def _random_paths(count: int) -> list[str]:
 
 def _one_get_each(lakefs: LakeFS, paths: list[str]) -> dict[str, bytes]:
     """The per-key lookup clearlake did before `read_existing`: a GET each, 404 = absent."""
-    return lakefs._read_each(REPOSITORY, "main", paths, threads=4)
+    return lakefs.read_each(REPOSITORY, "main", paths, threads=4)
 
 
 class _Meter:

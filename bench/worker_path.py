@@ -46,6 +46,7 @@ def cpu_ms(action: Callable[[], Any], count: int = 1) -> float:
 
 def measure(batch: int) -> dict[str, float]:
     """Every figure of the module docstring, in ms of CPU (per image unless named per batch)."""
+    from clearlake.flows import classify
     from prefect import flow
 
     from clearlake import pipeline
@@ -55,7 +56,6 @@ def measure(batch: int) -> dict[str, float]:
     from clearlake.quality.analyse import analyse
     from clearlake.quality.registry import available
     from clearlake.quality.score import use_one_thread
-    from flows import classify
 
     use_one_thread()  # as on a worker
     lakefs = LakeFS()

@@ -512,7 +512,7 @@ class LakeFS:
         if len(pending) > 1:
             listed, unanswered = self._walk_listing(repository, ref, pending)
             pending = sorted([*listed, *unanswered])
-        return self._read_each(repository, ref, pending, threads=threads)
+        return self.read_each(repository, ref, pending, threads=threads)
 
     def presigned_urls(
         self, repository: str, ref: str, paths: Iterable[str], *, threads: int = 4
@@ -555,10 +555,11 @@ class LakeFS:
         with _translate("read presigned object", repository, ref, path):
             return self._object_requests.get_presigned(url)
 
-    def _read_each(
-        self, repository: str, ref: str, paths: Iterable[str], *, threads: int
+    def read_each(
+        self, repository: str, ref: str, paths: Iterable[str], *, threads: int = 4
     ) -> dict[str, bytes]:
-        """The bytes of those of `paths` that exist, one GET each on `threads` threads."""
+        """The bytes of those of `paths` that exist, one GET each on `threads` threads: for
+        paths a listing has just named (`read_existing` finds which exist first)."""
         with ThreadPoolExecutor(max_workers=threads) as pool:
             found = pool.map(lambda path: (path, self.get_object_or_none(repository, ref, path)),
                              paths)

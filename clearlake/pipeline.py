@@ -718,6 +718,11 @@ class StoredTable:
     def empty(self) -> bool:
         return not self.parts and self.legacy is None
 
+    @property
+    def bits(self) -> set[str]:
+        """The parts' bits; a legacy table is the root, ``""``, holding every path."""
+        return {""} if self.legacy is not None else set(self.parts)
+
     def objects(self) -> list[ObjectInfo]:
         """Every object the table is made of."""
         return [*self.parts.values(), *([self.legacy] if self.legacy else [])]
@@ -729,12 +734,12 @@ class StoredTable:
             return ({"": lakefs.get_object(self.repository, self.ref, self.legacy.path)}
                     if "" in bits else {})
         wanted = {self.parts[b].path: b for b in bits if b in self.parts}
-        found = lakefs.read_existing(self.repository, self.ref, wanted)
+        found = lakefs.read_each(self.repository, self.ref, wanted)  # listed just now
         return {wanted[path]: data for path, data in found.items()}
 
     def read_all(self, lakefs: LakeFS) -> list[bytes]:
         """The Parquet of every part (or of the legacy table)."""
-        return list(self.read(lakefs, self.parts or {""}).values())
+        return list(self.read(lakefs, self.bits).values())
 
     def records(self, lakefs: LakeFS, *, key: bytes | None = None) -> list[dict[str, Any]]:
         """Every record of the table, by path; with `key`, only those clearlake signed."""
@@ -797,9 +802,8 @@ def write_back(
         clearlake.transaction.MergePending: the branch stayed dirty; the committed
             temporary branch is kept for reconcile to merge.
     """
-    parts = {""} if table.legacy is not None else set(table.parts)
-    touched = {""} if table.legacy is not None else parts_touched(
-        parts, [*(r["path"] for r in new_records), *removed])
+    parts = table.bits
+    touched = parts_touched(parts, [*(r["path"] for r in new_records), *removed])
     written = updated_parts(parts, table.read(lakefs, touched), new_records, removed)
     folder = table_folder(branch)
     inherited = table.branch != branch

@@ -37,7 +37,8 @@ PART_ROWS = 1024
 """The most rows a part of a branch's table holds before it splits in two.
 
 A run rewrites each part it changes whole, so this bounds what a small change costs:
-about 0.3 MB of Parquet a part. A branch of 100,000 images has about 130 parts."""
+about 0.3 MB of Parquet a part. A branch of 100,000 images has 128 parts of ~780 rows
+(hashes spread evenly: 100,000 / 2⁷)."""
 HASH_BITS = 256  # a part is named by at most this many leading bits of SHA-256(path)
 _PART_NAME = re.compile(r"part(?:-([01]{1,256}))?\.parquet")
 RECORD_SIGNATURE = "signature"  # the record field holding clearlake's signature (provenance)

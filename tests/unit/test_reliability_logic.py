@@ -311,7 +311,7 @@ def test_prefect_trouble_worth_waiting_out_is_told_from_a_refusal(
 def test_the_branch_lock_is_asked_again_while_prefect_answers_503(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from flows import classify
+    from clearlake.flows import classify
 
     slept: list[float] = []
     monkeypatch.setattr(classify.time, "sleep", slept.append)
