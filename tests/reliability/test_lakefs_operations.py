@@ -34,6 +34,7 @@ from tests.reliability.support import (
     check_health,
     covered_by_its_own_run,
     runs_of,
+    runs_settled,
 )
 from tests.test_hardening import OfflineBridge, payload, send
 from tests.test_importing import BUCKET, put_photos, s3_client
@@ -92,6 +93,7 @@ def test_revert_and_cherry_pick_are_covered_by_their_own_triggered_runs(
                                                                           parent_number=0))
     revert = lakefs.head(repo, "main")
     revert_s = covered_by_its_own_run(lakefs, repo, revert)
+    runs_settled(repo)  # an older commit's hook may still be on its way under load
     health = check_health(lakefs, repo, ["main"], key, expected={"main": {"ops/keep.jpg"}})
     assert_healthy(health)
     assert health.images == 1  # the reverted image and its record are gone
@@ -101,6 +103,7 @@ def test_revert_and_cherry_pick_are_covered_by_their_own_triggered_runs(
     cherry = lakefs.branches.cherry_pick(repo, "main",
                                          lakefs_sdk.CherryPickCreation(ref=picked)).id
     cherry_s = covered_by_its_own_run(lakefs, repo, cherry)
+    runs_settled(repo)
     wait_until(lambda: not check_health(lakefs, repo, ["main", "feature"], key).problems(),
                RUN_TIMEOUT_S)
     health = check_health(lakefs, repo, ["main", "feature"], key,
