@@ -4,8 +4,9 @@ Every measure is a ``calc_*`` function over NumPy arrays with its formula in the
 docstring. Each built-in metric is a function of one :class:`DecodedImage`
 named after its column (``laplacian_var_score``, …, listed in
 :data:`BUILTIN_METRICS`); within :func:`sharing` they share the greyscale, its
-float copy, the Sobel pass and the spectrum, so computing all of them costs what
-one combined function did, and computing one costs only what it needs.
+float copy, the Sobel pass, the spectrum, the Welch spectrum and the whitened
+pooled spectrum, so computing all of them costs what one combined function did,
+and computing one costs only what it needs.
 :func:`measure` computes them all, in :data:`METRIC_NAMES` order.
 
 Two families:
@@ -73,7 +74,9 @@ import contextlib
 import math
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -339,7 +342,7 @@ def _edge_widths(
     contrast = cv2.subtract(high, low, dst=high)
     step = max(1, round(np.sqrt(squared.size / 65_536)))  # threshold from a subsample: cheap
     # (a percentile of squares is the square of the percentile, up to interpolation)
-    threshold = np.percentile(squared[::step, ::step], percentile, method="lower")
+    threshold = _lower_percentile(squared[::step, ::step], percentile)
     idx = np.flatnonzero(squared.ravel() >= max(threshold, 1.0))
     c = contrast.ravel()[idx].astype(np.float32)
     keep = c >= min_contrast
@@ -441,9 +444,10 @@ def calc_peak_prominence(power: np.ndarray, band: tuple[float, float] = PEAK_BAN
     Returns:
         The prominence in natural-log units (0 when the spectrum is flat).
     """
-    q = np.log(power + EPS * (power.max() + EPS))
+    q32 = np.log(power + EPS * (power.max() + EPS)).astype(np.float32)
     radius, _ = _polar(power.shape[0])
-    return _prominence(q, (radius >= band[0]) & (radius <= band[1]))
+    sel = (radius >= band[0]) & (radius <= band[1])
+    return _prominence(q32, cv2.medianBlur(q32, BACKGROUND_SIZE), sel)
 
 
 def calc_octave_knee(power: np.ndarray) -> float:
@@ -554,7 +558,41 @@ def pooled_power(spectrum: np.ndarray, grid: int = GLOBAL_GRID) -> np.ndarray:
     return np.fft.fftshift(magnitude.astype(np.float64) ** 2, axes=0)
 
 
-def calc_global_peak(power: np.ndarray, band: tuple[float, float] = GLOBAL_BAND) -> float:
+@dataclass(frozen=True)
+class Whitened:
+    """A whole-image spectrum as the peak features read it (from :func:`whiten`).
+
+    Attributes:
+        radius: each bin's radial frequency (cycles/px).
+        trend: ``R``, the ring average of ``Q = ln P`` at each bin (float64).
+        q: ``Q − R`` (float32).
+        background: ``B``, the ``BACKGROUND_SIZE``² median of ``Q − R`` (float32).
+    """
+
+    radius: np.ndarray
+    trend: np.ndarray
+    q: np.ndarray
+    background: np.ndarray
+
+
+def whiten(power: np.ndarray) -> Whitened:
+    """``Q = ln P`` of a pooled spectrum (frequency 0 in row h//2) minus its ring average,
+    and that one's local median: what :func:`calc_global_peak` and
+    :func:`calc_peak_amplitude` both read."""
+    h, w = power.shape
+    fy = (np.arange(h) - h // 2) / (2 * (h // 2) if h > 1 else 1)
+    fx = np.arange(w) / (2 * (w - 1) if w > 1 else 1)
+    radius = np.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
+    q = np.log(power + EPS * (power.max() + EPS))
+    ring = np.minimum(np.rint(radius * 2 * h).astype(np.int64), 2 * h)
+    trend = (np.bincount(ring.ravel(), q.ravel()) / np.maximum(np.bincount(ring.ravel()), 1))[ring]
+    whitened = (q - trend).astype(np.float32)
+    return Whitened(radius, trend, whitened, cv2.medianBlur(whitened, BACKGROUND_SIZE))
+
+
+def calc_global_peak(
+    power: np.ndarray, band: tuple[float, float] = GLOBAL_BAND, whitened: Whitened | None = None
+) -> float:
     """Prominence of the strongest peaks of a whole-image spectrum, whitened first.
 
     ``Q = ln P``, minus its ring average ``R(|k|)`` (removes the steep 1/f² trend of
@@ -565,24 +603,21 @@ def calc_global_peak(power: np.ndarray, band: tuple[float, float] = GLOBAL_BAND)
     Args:
         power: pooled spectrum from :func:`pooled_power` (frequency 0 in row h//2).
         band: radial band in cycles/px.
+        whitened: ``whiten(power)`` when the caller has it.
 
     Returns:
         The prominence in natural-log units.
     """
     if not power.any():  # a constant plane: no peaks (and no rounding noise)
         return 0.0
-    h, w = power.shape
-    fy = (np.arange(h) - h // 2) / (2 * (h // 2) if h > 1 else 1)
-    fx = np.arange(w) / (2 * (w - 1) if w > 1 else 1)
-    radius = np.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
-    q = np.log(power + EPS * (power.max() + EPS))
-    ring = np.minimum(np.rint(radius * 2 * h).astype(np.int64), 2 * h)
-    mean = np.bincount(ring.ravel(), q.ravel()) / np.maximum(np.bincount(ring.ravel()), 1)
-    return _prominence(q - mean[ring], (radius >= band[0]) & (radius <= band[1]))
+    white = whitened if whitened is not None else whiten(power)
+    radius = white.radius
+    return _prominence(white.q, white.background, (radius >= band[0]) & (radius <= band[1]))
 
 
 def calc_peak_amplitude(
-    power: np.ndarray, pixels: int, band: tuple[float, float] = GLOBAL_BAND
+    power: np.ndarray, pixels: int, band: tuple[float, float] = GLOBAL_BAND,
+    whitened: Whitened | None = None,
 ) -> float:
     """Grey-level amplitude of the most prominent peaks of a whole-image spectrum.
 
@@ -603,28 +638,22 @@ def calc_peak_amplitude(
         power: pooled spectrum from :func:`pooled_power` (frequency 0 in row h//2).
         pixels: the number of pixels of the plane the spectrum was taken of.
         band: radial band in cycles/px.
+        whitened: ``whiten(power)`` when the caller has it.
 
     Returns:
         ln of the amplitude in grey levels; ``ln AMPLITUDE_FLOOR`` without peaks.
     """
-    h, w = power.shape
     if not power.any() or pixels <= 0:
         return math.log(AMPLITUDE_FLOOR)
-    fy = (np.arange(h) - h // 2) / (2 * (h // 2) if h > 1 else 1)
-    fx = np.arange(w) / (2 * (w - 1) if w > 1 else 1)
-    radius = np.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
-    q = np.log(power + EPS * (power.max() + EPS))
-    ring = np.minimum(np.rint(radius * 2 * h).astype(np.int64), 2 * h)
-    trend = (np.bincount(ring.ravel(), q.ravel()) / np.maximum(np.bincount(ring.ravel()), 1))[ring]
-    whitened = (q - trend).astype(np.float32)
-    background = cv2.medianBlur(whitened, BACKGROUND_SIZE)
+    white = whitened if whitened is not None else whiten(power)
+    radius, background = white.radius, white.background
     sel = np.flatnonzero(((radius >= band[0]) & (radius <= band[1])).ravel())
     if sel.size == 0:
         return math.log(AMPLITUDE_FLOOR)
-    excess = (whitened - background).ravel()[sel]
+    excess = (white.q - background).ravel()[sel]
     k = min(TOP_PEAKS, sel.size)
     top = sel[np.argpartition(excess, excess.size - k)[-k:]]
-    floor = np.exp(background.ravel()[top].astype(np.float64) + trend.ravel()[top])
+    floor = np.exp(background.ravel()[top].astype(np.float64) + white.trend.ravel()[top])
     amplitude = 2.0 * np.sqrt(np.maximum(power.ravel()[top] - floor, 0.0)) / pixels
     return math.log(float(amplitude.max()) + AMPLITUDE_FLOOR)
 
@@ -667,7 +696,7 @@ def spectral_slope_score(image: DecodedImage) -> float:
     shared = _shared(image)
     if min(shared.grey.shape) < MIN_SPECTRAL_SIDE:
         return 0.0  # too small for a spectrum to mean anything
-    return _finite(calc_spectral_slope(welch_spectrum(shared.grey_f)))
+    return _finite(calc_spectral_slope(_derived(image, _grey_welch)))
 
 
 def luma_peak_score(image: DecodedImage) -> float:
@@ -675,7 +704,8 @@ def luma_peak_score(image: DecodedImage) -> float:
     shared = _shared(image)
     if min(shared.grey.shape) < MIN_SPECTRAL_SIDE:
         return 0.0
-    return _finite(calc_global_peak(pooled_power(shared.spectrum())))
+    white = _derived(image, _luma_whitened)
+    return _finite(calc_global_peak(white.power, whitened=white.whitened))
 
 
 def fft_hf_score(image: DecodedImage) -> float:
@@ -715,9 +745,7 @@ def octave_knee_score(image: DecodedImage) -> float:
     shared = _shared(image)
     if min(shared.grey.shape) < MIN_SPECTRAL_SIDE:
         return 0.0
-    # (the same spectrum as the spectral slope's, made again: ~1 ms; sharing it through
-    # `_Shared` would give every built-in a new version, to be computed again everywhere)
-    return _finite(calc_octave_knee(welch_spectrum(shared.grey_f)))
+    return _finite(calc_octave_knee(_derived(image, _grey_welch)))
 
 
 def peak_amplitude_score(image: DecodedImage) -> float:
@@ -726,9 +754,8 @@ def peak_amplitude_score(image: DecodedImage) -> float:
     shared = _shared(image)
     if min(shared.grey.shape) < MIN_SPECTRAL_SIDE:
         return math.log(AMPLITUDE_FLOOR)
-    # (the pooled spectrum and its whitening are luma_peak_score's, made again: ~4 ms at
-    # 640 px; sharing them through `_Shared` would give every built-in a new version)
-    return _finite(calc_peak_amplitude(pooled_power(shared.spectrum()), shared.grey.size))
+    white = _derived(image, _luma_whitened)
+    return _finite(calc_peak_amplitude(white.power, shared.grey.size, whitened=white.whitened))
 
 
 #: The built-in metrics in computing order: the ones sharing the Sobel pass first, the
@@ -822,6 +849,42 @@ def _shared(image: DecodedImage) -> _Shared:
     return shared if shared is not None and shared.image is image else _Shared(image)
 
 
+_Made = TypeVar("_Made")
+
+
+def _derived(image: DecodedImage, make: Callable[[_Shared], _Made]) -> _Made:
+    """``make(intermediates of image)``: made once within ``sharing(image)`` for all the
+    metrics that ask for it, else for this call.
+
+    (Kept beside `_Shared`, not in it: `_Shared`'s code is part of every built-in's
+    version, while this is part of only the versions of the metrics that call it.)
+    """
+    shared = _shared(image)
+    made = vars(shared).setdefault("derived", {})
+    if make not in made:
+        made[make] = make(shared)
+    return made[make]
+
+
+def _grey_welch(shared: _Shared) -> np.ndarray:
+    """The Welch spectrum of the greyscale (the spectral slope's and the octave knee's)."""
+    return welch_spectrum(shared.grey_f)
+
+
+@dataclass(frozen=True)
+class _PooledLuma:
+    """The pooled luma power spectrum (:func:`pooled_power`) and its :func:`whiten`."""
+
+    power: np.ndarray
+    whitened: Whitened
+
+
+def _luma_whitened(shared: _Shared) -> _PooledLuma:
+    """The pooled whole-image luma spectrum, whitened (the luma peaks' and their amplitude's)."""
+    power = pooled_power(shared.spectrum())
+    return _PooledLuma(power, whiten(power))
+
+
 def _finite(value: float) -> float:
     """`value` as a float, 0.0 if not finite (only reachable on degenerate, e.g. 1-px, images)."""
     value = float(value)
@@ -831,19 +894,18 @@ def _finite(value: float) -> float:
 # --- helpers ------------------------------------------------------------------------
 
 
-def _prominence(q: np.ndarray, sel: np.ndarray) -> float:
-    """Mean of the TOP_PEAKS largest ``q - background`` over ``sel``.
+def _prominence(q32: np.ndarray, local: np.ndarray, sel: np.ndarray) -> float:
+    """Mean of the TOP_PEAKS largest ``q32 - background`` over ``sel``.
 
-    Background: a local ``n×n`` median of ``q``; on the rows and columns next to
-    the axes, the larger of that and a running median along the line (``2n+1``
-    bins), so the ridges that
-    horizontal/vertical edges and the picture's borders leave along the axes are
-    background. A narrow peak is outvoted in every window.
+    Background: ``local``, the local ``n×n`` median of ``q32`` (not modified); on the
+    rows and columns next to the axes, the larger of that and a running median along
+    the line (``2n+1`` bins), so the ridges that horizontal/vertical edges and the
+    picture's borders leave along the axes are background. A narrow peak is outvoted
+    in every window.
     """
     n = BACKGROUND_SIZE
-    q32 = q.astype(np.float32)
-    background = cv2.medianBlur(q32, n)
-    centre = q.shape[0] // 2
+    background = local.copy()
+    centre = q32.shape[0] // 2
     rows = slice(max(0, centre - AXIS_BAND), centre + AXIS_BAND + 1)
     cols = slice(0, AXIS_BAND + 1)
     background[rows] = np.maximum(background[rows], _line_median(q32[rows], 2 * n + 1, 1))
@@ -887,6 +949,34 @@ def _buffer(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
             buffers.clear()
         array = buffers[key] = np.empty(shape, dtype)
     return array
+
+
+def _lower_percentile(a: np.ndarray, percentile: float) -> np.floating:
+    """``np.percentile(a, percentile, method="lower")`` of a NaN-free array: the same
+    element, the ``k = ⌊(n−1)·percentile/100⌋``-th smallest, selected among few candidates.
+
+    Any bound ``t`` no greater than that element keeps, among the ``c`` elements ≥ ``t``,
+    every element ranked ``k`` or above and no other: it is the ``(k − (n − c))``-th
+    smallest of them. A bound taken a little below its rank in a subsample keeps a few
+    per cent of the elements; should it not be low enough, all are kept. (NumPy selects
+    among all of them, and once more to find NaNs: ~1 ms of a 500-px image's ~12.)
+    """
+    flat = a.ravel()
+    n = flat.size
+    k = int(np.floor((n - 1) * np.true_divide(percentile, 100)))
+    candidates = None
+    if n >= 16_384:
+        sample = flat[:: n // 4096].copy()
+        j = min(sample.size - 1, max(0, k * sample.size // n - 64))  # ≥ 2σ below its rank
+        bound = np.partition(sample, j)[j]
+        keep = flat >= bound
+        count = int(np.count_nonzero(keep))
+        if count >= n - k:
+            candidates, k = flat[keep], k - (n - count)
+    if candidates is None:
+        candidates = flat.copy()
+    candidates.partition(k)
+    return candidates[k]
 
 
 def _variance(a: np.ndarray) -> float:
