@@ -191,7 +191,7 @@ def test_a_legacy_model_of_an_unknown_metric_set_is_refused(model: Model) -> Non
 
 def test_a_legacy_model_of_the_set_the_builtins_reproduce_reads_their_versions() -> None:
     rows, labels, _, groups = _synthetic()
-    unchanged = ("laplacian_var_score", "sobel_x_var_score", "fft_hf_score")
+    unchanged = ("laplacian_var_score", "spectral_slope_score", "luma_peak_score")
     data = json.loads(train(rows, labels, groups, features=unchanged).to_json())
     del data["metrics"]
     data["metric_set_version"] = "ms-2c13a2439865"  # before metrics had their own versions
@@ -199,15 +199,13 @@ def test_a_legacy_model_of_the_set_the_builtins_reproduce_reads_their_versions()
     assert legacy.metrics == {f: LEGACY_METRIC_SETS["ms-2c13a2439865"][f] for f in unchanged}
     legacy.check(builtin_metrics())  # today's built-ins compute those versions
     # The edge width has been made bit-reproducible since: a legacy model reading it is
-    # refused, naming it, rather than fed other values. (The spectral slope and the luma
-    # peaks share intermediates since: same values, but new code, so new versions.)
+    # refused, naming it, rather than fed other values.
     data = json.loads(train(rows, labels, groups, features=_FEATURES).to_json())
     del data["metrics"]
     data["metric_set_version"] = "ms-2c13a2439865"
     with pytest.raises(MissingMetricError) as err:
         Model.from_json(json.dumps(data))
-    assert set(err.value.missing) == {"edge_width_score", "chroma_peak_score",
-                                      "spectral_slope_score", "luma_peak_score"}
+    assert set(err.value.missing) == {"edge_width_score", "chroma_peak_score"}
 
 
 @pytest.mark.parametrize("field", ["lr", "features", "metric_set_version", "collapse"])

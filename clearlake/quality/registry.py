@@ -61,16 +61,18 @@ VERSION_NAME = "__clearlake_version_name__"
 
 #: Metric sets from before metrics had versions of their own (stored analyses, results
 #: markers and models name them), and the versions of today's built-ins that reproduce
-#: their values bit for bit (checked when the built-ins were made units:
-#: `tests/test_registry.py`). Read as those versions, nothing is computed again.
+#: their values bit for bit (`tests/test_registry.py` checks it; a built-in whose code
+#: changed with the same values, as when the spectral metrics began sharing their
+#: spectra, is mapped to its new version). Read as those versions, nothing is computed
+#: again.
 LEGACY_METRIC_SETS: dict[str, dict[str, str]] = {
     "ms-2c13a2439865": {
         "laplacian_var_score": "b966d271c3ae",
         "sobel_y_var_score": "6e82e6bf0bf3",
         "sobel_x_var_score": "6eaf7e58cc54",
         "edge_width_score": "d55867c3b0c2",
-        "spectral_slope_score": "c9cbd29c622c",
-        "luma_peak_score": "4246d1b6eb89",
+        "spectral_slope_score": "0f190950fead",
+        "luma_peak_score": "0718cfeed8ff",
         "fft_hf_score": "0eb3524aa4d8",
         "chroma_peak_score": "d6bccccd2649",
     },
