@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
+import inspect
 import math
 import re
 import sys
@@ -272,6 +274,56 @@ def test_a_code_or_parameter_change_changes_only_the_metrics_that_read_it(
     tile = _versions(metrics_copies(lambda s: s.replace("TILE = 128", "TILE = 96"), "tile"))
     assert {n for n in original if tile[n] != original[n]} == {  # those reading Welch spectra
         "spectral_slope_score", "chroma_peak_score", "octave_knee_score"}
+
+
+TRICKY_MODULE = """
+import functools
+
+@functools.lru_cache
+def decorated(x: int) -> int:
+    \"\"\"Docstring.\"\"\"
+    return x + 1
+
+if True:
+    class Twice:
+        a = 1
+
+class Twice:  # the same name again: inspect takes the first
+    a = 2
+
+class Once:
+    b: int = 3
+
+def redefined():
+    return 1
+
+def redefined():
+    return 2
+
+square = lambda x: x * x
+"""
+
+
+def test_a_definition_versions_as_its_own_source_parsed_alone_would(tmp_path: Path) -> None:
+    from clearlake.quality.registry import _strip, _syntax_tree
+
+    path = tmp_path / "tricky_metrics.py"
+    path.write_text(TRICKY_MODULE)
+    spec = importlib.util.spec_from_file_location("tricky_metrics", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["tricky_metrics"] = module
+    try:
+        spec.loader.exec_module(module)
+        for obj in (module.decorated, module.Twice, module.Once, module.redefined,
+                    module.square):
+            alone = _strip(ast.parse(textwrap.dedent(inspect.getsource(obj))))
+            assert ast.dump(_syntax_tree(obj)) == ast.dump(alone), obj
+        before = fingerprint(module.redefined)
+        path.write_text(TRICKY_MODULE.replace("return 2", "return 20"))  # edited on disk
+        spec.loader.exec_module(module)
+        assert fingerprint(module.redefined) != before
+    finally:
+        del sys.modules["tricky_metrics"]
 
 
 # --- failures -------------------------------------------------------------------------------

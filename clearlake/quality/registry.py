@@ -38,11 +38,13 @@ import hashlib
 import importlib.metadata
 import inspect
 import json
+import linecache
 import math
 import re
 import sys
 import textwrap
 import types
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -365,12 +367,66 @@ def _parsed(obj: Any) -> tuple[str, tuple[tuple[Any, str], ...]]:
 
 
 def _syntax_tree(obj: Any) -> ast.AST:
+    """`obj`'s definition as `ast.parse` of its own source gives it, stripped (`_strip`).
+
+    A module-level definition is taken from its module's tree, parsed once for all of
+    them: the same tree, without `inspect` finding each block again (most of the cost
+    of versioning the built-ins). Anything else is parsed from its own source.
+    """
+    node = _top_level_definition(obj)
+    if node is not None:
+        return ast.Module(body=[node], type_ignores=[])
     try:
         source = textwrap.dedent(inspect.getsource(obj))
     except (OSError, TypeError) as error:
         raise ConfigurationError(
             f"cannot read the source of {obj!r} to version it: {error}") from error
-    tree = ast.parse(source)
+    return _strip(ast.parse(source))
+
+
+def _top_level_definition(obj: Any) -> ast.AST | None:
+    """The stripped node of a function or class defined at its module's top level, None
+    otherwise (a method, a nested definition, a lambda: `inspect` finds those)."""
+    if not (inspect.isfunction(obj) or inspect.isclass(obj)) or obj.__qualname__ != obj.__name__:
+        return None
+    if inspect.isfunction(obj):
+        key: tuple[str, int | None] = (obj.__name__, obj.__code__.co_firstlineno)
+    else:
+        key = (obj.__name__, None)
+    try:
+        file = inspect.getsourcefile(obj)
+    except TypeError:  # built in: no source
+        return None
+    if not file or not (module := sys.modules.get(obj.__module__)):
+        return None
+    if not (file.startswith("<") and file.endswith(">")):
+        linecache.checkcache(file)  # as `inspect` does: a file changed since it was read
+    lines = linecache.getlines(file, vars(module))
+    return _definitions("".join(lines)).get(key) if lines else None
+
+
+@functools.lru_cache(maxsize=64)
+def _definitions(source: str) -> dict[tuple[str, int | None], ast.AST]:
+    """A module's top-level definitions, stripped: functions by (name, first line: the first
+    decorator's if any, as `co_firstlineno` counts), classes by (name, None) where the
+    module defines that name once (else `inspect` decides which one it means)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}
+    classes = Counter(node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef))
+    found: dict[tuple[str, int | None], ast.AST] = {}
+    for node in _strip(tree).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            found[(node.name, first)] = node
+        elif isinstance(node, ast.ClassDef) and classes[node.name] == 1:
+            found[(node.name, None)] = node
+    return found
+
+
+def _strip(tree: ast.AST) -> ast.AST:
+    """`tree` without docstrings and annotations (in place), which do not make values."""
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Module):
             body = node.body
