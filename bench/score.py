@@ -18,6 +18,9 @@ alike; each pair gives one ratio. Then ``clearlake --help``, ``--help-runs``
 times: the median wall time, an absolute figure. CPU times are of the process
 and the children it waited for (`RUSAGE_CHILDREN`).
 
+``--per-metric`` times, in this process on the same two folders, the CPU per image of
+decoding and of each built-in metric (`per_metric_cpu`), no command started.
+
 ``--in-process`` runs the older comparison instead: `score_directory` timed
 inside the measuring process, without interpreter start-up and imports. It
 writes a few hundred JPEGs at about 1024 px and 2048 px (upscaled crops of the
@@ -412,6 +415,64 @@ def _row(label: str, run: dict[str, float], seed: dict[str, float], load: float)
             f"{run['cpu_seconds'] / seed['cpu_seconds']:>11.3f}{load:>6.1f}")
 
 
+def image_sets(small: int, large: int) -> dict[str, tuple[int, ScaleRule, float]]:
+    """The two folders `clearlake score` is measured on: {name: (count, size rule, target
+    wall ratio)}, written with seeds 0 and 1 in this order."""
+    return {
+        "small (long side 256-1024 px)": (small, long_side_between(256, 1024), 0.7),
+        "1-2 MP": (large, megapixels_between(1.0, 2.0), 0.4),
+    }
+
+
+def per_metric_cpu(args: argparse.Namespace) -> None:
+    """CPU per image of decoding and of each built-in metric, over the two folders.
+
+    In this process, one OpenCV/BLAS thread, every metric within `sharing` in
+    `BUILTIN_METRICS` order (as `clearlake score` computes them): a metric's time
+    includes the shared intermediates it is the first to need. `--repeat` passes over
+    each folder after a first, uncounted one; the mean per image is printed.
+    """
+    from clearlake.quality import decode as decoding
+    from clearlake.quality import metrics
+    from clearlake.quality.memory import keep_freed_memory
+    from clearlake.quality.score import use_one_thread
+
+    use_one_thread()
+    keep_freed_memory()
+    names = ["decode", *(name for name, _ in metrics.BUILTIN_METRICS)]
+    columns = {}
+    with tempfile.TemporaryDirectory(prefix="clearlake-bench-") as tmp:
+        photos = _photographs()
+        for number, (name, (count, scale, _)) in enumerate(
+                image_sets(args.small, args.large).items()):
+            paths = write_images((args.keep or Path(tmp)) / f"set{number}", count, scale,
+                                 seed=number, photos=photos)
+            blobs = [p.read_bytes() for p in paths]
+            spent = dict.fromkeys(names, 0.0)
+            for counted in [False] + [True] * args.repeat:
+                for data in blobs:
+                    started = time.process_time()
+                    image = decoding.decode(data).image
+                    took = {"decode": time.process_time() - started}
+                    with metrics.sharing(image):
+                        for metric, function in metrics.BUILTIN_METRICS:
+                            started = time.process_time()
+                            function(image)
+                            took[metric] = time.process_time() - started
+                    if counted:
+                        for key, seconds in took.items():
+                            spent[key] += seconds
+            columns[name] = {key: 1000 * seconds / (len(blobs) * args.repeat)
+                             for key, seconds in spent.items()}
+    print(f"CPU ms per image (mean of {args.repeat} passes; load average "
+          f"{os.getloadavg()[0]:.1f} at the end)")
+    print(f"{'':<24}" + "".join(f"{name.split(' (')[0]:>10}" for name in columns))
+    for key in [*names, "total"]:
+        cells = (sum(column.values()) if key == "total" else column[key]
+                 for column in columns.values())
+        print(f"{key:<24}" + "".join(f"{cell:>10.2f}" for cell in cells))
+
+
 def compare_commands(args: argparse.Namespace, jobs: int) -> None:
     """`clearlake score` and the seed's script on two folders, then `clearlake --help`."""
     root = Path(__file__).resolve().parent.parent
@@ -419,10 +480,7 @@ def compare_commands(args: argparse.Namespace, jobs: int) -> None:
            "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     seed_command = [sys.executable, "-m", "bench.score", "--jobs", str(jobs), "--seed-loop"]
     score_command = [*clearlake_command(), "score", "--jobs", str(jobs)]
-    sets = {
-        "small (long side 256-1024 px)": (args.small, long_side_between(256, 1024), 0.7),
-        "1-2 MP": (args.large, megapixels_between(1.0, 2.0), 0.4),
-    }
+    sets = image_sets(args.small, args.large)
     print(f"{jobs} cores; OpenCV {cv2.__version__}, NumPy {np.__version__}; "
           f"load average {os.getloadavg()[0]:.1f} at the start")
     verdicts = []
@@ -481,6 +539,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="write the two folders to DIR/set0 and DIR/set1 and keep them "
                              "(to profile `clearlake score` on the same images)")
+    parser.add_argument("--per-metric", action="store_true",
+                        help="CPU per image of decoding and of each metric, in this process")
     parser.add_argument("--in-process", action="store_true",
                         help="the older comparison: score_directory timed in-process")
     parser.add_argument("--n1024", type=int, default=200, help="--in-process: images at ~1024 px")
@@ -497,6 +557,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.measure:
         print(json.dumps(_measure(args.measure, args.folder, args.cache, jobs)))
+        return
+    if args.per_metric:
+        args.repeat = args.repeat or 3
+        per_metric_cpu(args)
         return
     if not args.in_process:
         args.repeat = args.repeat or 2
