@@ -9,8 +9,9 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -19,7 +20,9 @@ from PIL import Image
 from sklearn.datasets import load_sample_image
 
 from clearlake.quality import score as scoring
+from clearlake.quality.analyse import ANALYSIS_VERSION, analysis_version
 from clearlake.quality.metrics import METRIC_NAMES, METRIC_SET_VERSION
+from clearlake.quality.registry import Metric, MetricSet, builtin_metrics
 from clearlake.quality.score import (
     CACHE_FILE,
     MetricsCache,
@@ -182,14 +185,82 @@ def test_files_written_just_now_are_rehashed_next_time(tmp_path: Path, cache_dir
     assert (again.computed, again.hashed) == (0, 1)
 
 
-def test_new_analysis_version_recomputes(
+def _counting_analyse(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...] | None]:
+    """Record, per image analysed in this process, the metrics asked for (None: all)."""
+    asked: list[tuple[str, ...] | None] = []
+    real = scoring.analyse
+
+    def analyse(data: bytes, **options: Any) -> scoring.Analysis:
+        only = options.get("only")
+        asked.append(None if only is None else tuple(m.name for m in only))
+        return real(data, **options)
+
+    monkeypatch.setattr(scoring, "analyse", analyse)
+    return asked
+
+
+def test_a_new_version_of_one_metric_recomputes_that_metric_alone(
+    folder: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = run(folder, cache_dir)
+    changed = builtin_metrics()["edge_width_score"]
+    metric_set = MetricSet(replace(m, version="0" * 12) if m is changed else m
+                           for m in builtin_metrics())
+    asked = _counting_analyse(monkeypatch)
+    result = run(folder, cache_dir, metric_set=metric_set)
+    # The six photographs are decoded for the one metric; the bad files' outcomes hold.
+    assert asked == [("edge_width_score",)] * GOOD_IMAGES
+    assert (result.computed, result.cached) == (GOOD_IMAGES, 2)
+    assert [r["metrics"] for r in result.records] == [r["metrics"] for r in first.records]
+    assert {r["analysis_version"] for r in result.records} == {analysis_version(metric_set)}
+
+
+def test_a_new_decoder_version_recomputes_everything(
     folder: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run(folder, cache_dir)
-    monkeypatch.setattr(scoring, "ANALYSIS_VERSION", "a-different-metric-set")
+    monkeypatch.setattr(scoring.decoding, "DECODER_VERSION", "a-different-decoder")
     result = run(folder, cache_dir)
     assert result.computed == GOOD_IMAGES + 2
     assert result.hashed == GOOD_IMAGES + 2  # known bytes, but nothing valid cached for them
+
+
+def test_asking_for_more_metrics_computes_only_those(
+    folder: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    few = builtin_metrics().select(["laplacian_var_score", "luma_peak_score"])
+    first = run(folder, cache_dir, metric_set=few)
+    ok = [r for r in first.records if r["outcome"] == "ok"]
+    assert [list(r["metrics"]) for r in ok] == [["laplacian_var_score", "luma_peak_score"]] * 6
+    asked = _counting_analyse(monkeypatch)
+    everything = run(folder, cache_dir)
+    rest = {n for n in METRIC_NAMES if n not in few}
+    assert [set(names or ()) for names in asked] == [rest] * GOOD_IMAGES
+    # Bit for bit what measuring all of them at once gives, in the columns' order.
+    fresh = run(folder, cache_dir.with_name("fresh-cache"))
+    assert [r["metrics"] for r in everything.records] == [r["metrics"] for r in fresh.records]
+    assert all(list(r["metrics"]) == list(METRIC_NAMES)
+               for r in everything.records if r["outcome"] == "ok")
+    # And now the few again: nothing to compute.
+    again = run(folder, cache_dir, metric_set=few)
+    assert (again.computed, again.hashed) == (0, 0)
+    assert [r["metrics"] for r in again.records] == [r["metrics"] for r in first.records]
+
+
+def test_a_metric_that_failed_on_some_bytes_is_not_computed_again(
+    folder: Path, cache_dir: Path
+) -> None:
+    def broken(image: Any) -> float:
+        raise ValueError("a plugin's bug")
+
+    metric_set = MetricSet([*builtin_metrics(), Metric.of("broken_score", broken, "test")])
+    first = run(folder, cache_dir, metric_set=metric_set)
+    measured = [r["metrics"] for r in first.records if r["outcome"] == "ok"]
+    assert len(measured) == GOOD_IMAGES
+    assert all(list(m) == list(METRIC_NAMES) for m in measured)  # the others have values
+    second = run(folder, cache_dir, metric_set=metric_set)
+    assert second.computed == 0
+    assert [r["metrics"] for r in second.records] == [r["metrics"] for r in first.records]
 
 
 def test_lower_pixel_limit_refuses_cached_images_without_decoding(
@@ -214,11 +285,13 @@ def test_cache_is_sqlite_in_wal_mode(folder: Path, cache_dir: Path) -> None:
     run(folder, cache_dir)
     with sqlite3.connect(cache_dir / CACHE_FILE) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("SELECT count(*) FROM analyses").fetchone()[0] == GOOD_IMAGES + 2
+        assert db.execute("SELECT count(*) FROM images").fetchone()[0] == GOOD_IMAGES + 2
+        assert db.execute("SELECT count(*) FROM metric_values").fetchone()[0] == (
+            GOOD_IMAGES * len(METRIC_NAMES))
     # A second writer while the first is open (two `score` runs at once).
     with MetricsCache(cache_dir / CACHE_FILE) as one, MetricsCache(cache_dir / CACHE_FILE) as two:
-        one.store([("/x/a.jpg", 1, 1, "a" * 64)], [], "v")
-        two.store([("/x/b.jpg", 1, 1, "b" * 64)], [], "v")
+        one.store([("/x/a.jpg", 1, 1, "a" * 64)], [], builtin_metrics())
+        two.store([("/x/b.jpg", 1, 1, "b" * 64)], [], builtin_metrics())
         assert len(one.known_files("/x")) == 2
 
 
@@ -287,7 +360,7 @@ def test_output_formats_round_trip(
     for got, want in zip(rows, result.records, strict=True):
         assert got["path"] == want["path"]
         assert got["outcome"] == want["outcome"]
-        assert got["analysis_version"] == scoring.ANALYSIS_VERSION
+        assert got["analysis_version"] == ANALYSIS_VERSION
         expected = {**(want["metrics"] or {}),
                     "p_good": (want["probabilities"] or {}).get("good")}
         for name in (*METRIC_NAMES, "p_good"):
@@ -341,6 +414,33 @@ def test_cli_score_writes_records_and_prints_a_summary(
     assert second.exit_code == 0, second.output
     assert "0 measured" in second.output
     assert f"{GOOD_IMAGES + 2} from cache" in second.output
+
+
+def test_cli_score_computes_the_models_metrics_unless_asked_for_more(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from clearlake.cli import app
+
+    model = _packaged_model_or_skip()
+    monkeypatch.setenv("CLEARLAKE_CACHE_DIR", str(tmp_path / "cache"))
+    runner = CliRunner()
+    columns = {}
+    for option in ("model", "laplacian_var_score", "all"):
+        out = tmp_path / f"{option}.parquet"
+        result = runner.invoke(app, ["score", str(folder), "--metrics", option, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        columns[option] = [c for c in pq.read_table(out).column_names if c in METRIC_NAMES]
+        if option == "all":  # the other metrics only: the cache had the model's
+            assert f"{GOOD_IMAGES} measured" in result.output
+    assert set(columns["model"]) == set(model.features)
+    assert set(columns["laplacian_var_score"]) == {*model.features, "laplacian_var_score"}
+    assert columns["all"] == list(METRIC_NAMES)
+
+    unknown = runner.invoke(app, ["score", str(folder), "--metrics", "sharpness"])
+    assert unknown.exit_code == 2
+    assert "unknown metrics ['sharpness']" in unknown.output
 
 
 def test_cli_refuses_an_unknown_output_format(folder: Path, tmp_path: Path) -> None:

@@ -41,6 +41,15 @@ def score(
             dir_okay=False,
         ),
     ] = None,
+    metrics: Annotated[
+        str,
+        typer.Option(
+            "--metrics",
+            help="Which metrics to compute and write: 'model' (those the model reads), "
+                 "'all' (every built-in and installed metric), or names separated by "
+                 "commas (with the model's).",
+        ),
+    ] = "model",
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Write one record per file to .parquet, .csv or .jsonl."),
@@ -69,7 +78,8 @@ def score(
     """Measure and label every image under DIRECTORY on all cores, with a metrics cache.
 
     Bad files (corrupt, unsupported, too large) are reported, never fatal. The
-    cache lives in $CLEARLAKE_CACHE_DIR (default ~/.cache/clearlake/metrics).
+    cache lives in $CLEARLAKE_CACHE_DIR (default ~/.cache/clearlake/metrics), one entry
+    per image and metric version: asking for more metrics later computes only those.
     """
     if out is not None and out.suffix.lower() not in _OUTPUT_SUFFIXES:
         raise typer.BadParameter(
@@ -81,10 +91,12 @@ def score(
         # share its imports (see score_directory).
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     # Heavy imports here, so that `clearlake --help` stays fast.
+    from clearlake.errors import ConfigurationError
     from clearlake.quality.classifier import Model, ModelError
     from clearlake.quality.memory import keep_freed_memory
     from clearlake.quality.score import (
         CacheError,
+        metrics_to_compute,
         quiet_opencv,
         score_directory,
         write_records,
@@ -96,8 +108,12 @@ def score(
     keep_freed_memory()
     try:
         loaded = Model.load(model)
+        metric_set = metrics_to_compute(loaded, metrics)
     except ModelError as exc:
         make_console().print(f"[red]error:[/red] cannot use the model: {exc}")
+        raise typer.Exit(2) from None
+    except ConfigurationError as exc:  # an unknown name, or an unloadable plugin
+        make_console().print(f"[red]error:[/red] --metrics: {exc}")
         raise typer.Exit(2) from None
 
     progress: Progress | None = None
@@ -119,6 +135,7 @@ def score(
         result = score_directory(
             directory,
             model=loaded,
+            metric_set=metric_set,
             jobs=jobs,
             max_pixels=max_pixels,
             use_cache=not no_cache,
@@ -135,7 +152,7 @@ def score(
     console = make_console()
     if out is not None:
         write_records(result.records, out)
-    _print_summary(console, result, worst, out)
+    _print_summary(console, result, worst, out, every_metric=metrics == "all")
 
 
 def _progress() -> Progress:
@@ -171,7 +188,9 @@ def _progress() -> Progress:
     )
 
 
-def _print_summary(console: Console, result: ScoreResult, worst: int, out: Path | None) -> None:
+def _print_summary(
+    console: Console, result: ScoreResult, worst: int, out: Path | None, every_metric: bool
+) -> None:
     """Counts per outcome and label, the files that could not be scored, the worst images."""
     from rich.table import Table
 
@@ -223,4 +242,5 @@ def _print_summary(console: Console, result: ScoreResult, worst: int, out: Path 
             )
         console.print(table)
     if out is not None:
-        console.print(f"wrote {total:,} records to {out}")
+        more = "" if every_metric else " (--metrics all: every metric)"
+        console.print(f"wrote {total:,} records with {len(result.metrics)} metrics to {out}{more}")

@@ -11,7 +11,7 @@ the metric; programming errors in clearlake itself do propagate.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from clearlake.quality import decode as decoding
@@ -104,9 +104,14 @@ def analyse(
         outcome=Outcome.OK,
         width=image.width,
         height=image.height,
-        metrics=dict(sorted(values.items(), key=lambda item: _column(item[0]))),
+        metrics=in_column_order(values),
         failures=dict(failures),
     )
+
+
+def in_column_order(values: Mapping[str, float]) -> dict[str, float]:
+    """`values` in the order of their columns: built-ins as documented, then the others."""
+    return dict(sorted(values.items(), key=lambda item: _column(item[0])))
 
 
 def _column(name: str) -> tuple[int, str]:

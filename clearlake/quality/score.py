@@ -3,20 +3,25 @@
 `score_directory` walks a folder, analyses each image in a process pool
 (workers get file paths and send back metrics, never pixel arrays), labels
 everything with a model at the end, and returns one record per file. The
-command `clearlake score` (`clearlake.cli.score`) is a thin shell around it.
+command `clearlake score` (`clearlake.cli.score`) is a thin shell around it; it
+computes the metrics its model reads unless asked for more.
 
-The cache (SQLite, WAL mode, written by the parent process only) has two
+The cache (SQLite, WAL mode, written by the parent process only) has three
 tables, so that nothing is done twice:
 
 * ``files``: (path, size, mtime_ns) → sha256. When a file's size and
   modification time are unchanged it is not even read. Files modified within
   the last `RACY_SECONDS` are not recorded, because a second change within the
   file system's timestamp granularity would keep size and mtime.
-* ``analyses``: (sha256, analysis version) → outcome, size and metrics. A
+* ``images``: (sha256, decoder version) → outcome, size and dimensions. A
   renamed or copied file (new path, same bytes) is read and hashed, then
-  reuses the analysis. The version covers the metric code and the decoding
-  rules (`analyse.ANALYSIS_VERSION`). Labels are never cached: a model labels
-  the metrics in one cheap call at the end.
+  reuses what is known of its bytes.
+* ``metric_values``: (sha256, metric name, metric version) → value, or why the
+  metric failed on those bytes. Keyed per metric like the pipeline's metrics
+  store: a run asking for other metrics than the last computes only those
+  missing, and a new version of one metric recomputes that metric alone.
+
+Labels are never cached: a model labels the metrics in one cheap call at the end.
 
 `too_large` refusals are not cached (they depend on the limit, and cost only a
 header read). Any other cached analysis whose header size exceeds the current
@@ -37,15 +42,16 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cv2
 
 from clearlake.quality import decode as decoding
-from clearlake.quality.analyse import ANALYSIS_VERSION, Analysis, analyse
+from clearlake.quality.analyse import Analysis, analyse, analysis_version, in_column_order
 from clearlake.quality.memory import keep_freed_memory
+from clearlake.quality.registry import Metric, MetricFailure, MetricSet, builtin_metrics
 from clearlake.quality.types import Outcome
 
 if TYPE_CHECKING:
@@ -70,7 +76,8 @@ RACY_SECONDS = 2.0
 OUTPUT_FORMATS = (".parquet", ".csv", ".jsonl")
 """Output file extensions `write_records` understands."""
 
-_SCHEMA_VERSION = 1  # bump on any schema change: the cache is then rebuilt
+_SCHEMA_VERSION = 2  # bump on any schema change: the cache is then rebuilt
+_TABLES = ("files", "analyses", "images", "metric_values")  # of every schema version so far
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY,
@@ -78,16 +85,23 @@ CREATE TABLE IF NOT EXISTS files (
     mtime_ns INTEGER NOT NULL,
     sha256 TEXT NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS analyses (
+CREATE TABLE IF NOT EXISTS images (
     sha256 TEXT NOT NULL,
-    version TEXT NOT NULL,
+    decoder TEXT NOT NULL,
     size INTEGER NOT NULL,
     outcome TEXT NOT NULL,
     reason TEXT NOT NULL,
     width INTEGER NOT NULL,   -- 0 when not even the header could be read
     height INTEGER NOT NULL,
-    metrics TEXT,             -- JSON {name: value}; NULL unless ok
-    PRIMARY KEY (sha256, version)
+    PRIMARY KEY (sha256, decoder)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS metric_values (
+    sha256 TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    value REAL,               -- an 8-byte float: values come back bit for bit; NULL if failed
+    failure TEXT,             -- why the metric failed on these bytes, else NULL
+    PRIMARY KEY (sha256, name, version)
 ) WITHOUT ROWID;
 """
 
@@ -143,8 +157,8 @@ class MetricsCache:
         self._db.execute("PRAGMA synchronous=NORMAL")
         with self._db:
             if self._db.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
-                self._db.execute("DROP TABLE IF EXISTS files")
-                self._db.execute("DROP TABLE IF EXISTS analyses")
+                for table in _TABLES:
+                    self._db.execute(f"DROP TABLE IF EXISTS {table}")
                 self._db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
         self._db.executescript(_SCHEMA)
 
@@ -177,77 +191,110 @@ class MetricsCache:
         return {path: (size, mtime, sha) for path, size, mtime, sha in rows}
 
     def analyses(
-        self, digests: Iterable[str], version: str, max_pixels: int
+        self, digests: Iterable[str], metric_set: MetricSet, max_pixels: int
     ) -> dict[str, Analysis]:
-        """Cached analyses still valid under `version` and the pixel limit.
+        """What is known of these bytes under the current decoder and pixel limit.
 
         Args:
             digests: sha256 hex digests to look up.
-            version: the analysis version (`analyse.ANALYSIS_VERSION`).
+            metric_set: the metrics wanted; values of other metrics or versions are
+                left out.
             max_pixels: the current pixel limit.
 
         Returns:
-            ``{sha256: Analysis}`` for the digests found.
+            ``{sha256: Analysis}`` for the digests found. An ok analysis holds those of
+            `metric_set`'s metrics that are known (values, and failures) and may lack
+            others: see `lacking`.
         """
+        versions = metric_set.versions
         found: dict[str, Analysis] = {}
         unique = list(dict.fromkeys(digests))
         for start in range(0, len(unique), 500):  # SQLite's bound-parameter limit
             batch = unique[start : start + 500]
             marks = ",".join("?" * len(batch))
-            rows = self._db.execute(
-                "SELECT sha256, size, outcome, reason, width, height, metrics "
-                f"FROM analyses WHERE version = ? AND sha256 IN ({marks})",
-                (version, *batch),
+            images = self._db.execute(
+                "SELECT sha256, size, outcome, reason, width, height "
+                f"FROM images WHERE decoder = ? AND sha256 IN ({marks})",
+                (decoding.DECODER_VERSION, *batch),
             )
-            for row in rows:
-                analysis = _from_row(row, max_pixels)
-                found[analysis.sha256] = analysis
+            known = {row[0]: row for row in images}
+            values: dict[str, dict[str, float]] = {sha: {} for sha in known}
+            failures: dict[str, dict[str, str]] = {sha: {} for sha in known}
+            rows = self._db.execute(
+                "SELECT sha256, name, version, value, failure "
+                f"FROM metric_values WHERE sha256 IN ({marks})",
+                batch,
+            )
+            for sha, name, version, value, failure in rows:
+                if sha in known and versions.get(name) == version:
+                    if failure is None:
+                        values[sha][name] = value
+                    else:
+                        failures[sha][name] = MetricFailure(failure)
+            for sha, row in known.items():
+                found[sha] = _from_row(row, values[sha], failures[sha], max_pixels)
         return found
 
     def store(
         self,
         files: Sequence[tuple[str, int, int, str]],
         analyses: Sequence[Analysis],
-        version: str,
+        metric_set: MetricSet,
     ) -> None:
         """Record file identities and analyses in one transaction.
 
         Args:
             files: ``(path, size, mtime_ns, sha256)`` rows.
             analyses: analyses to cache (`too_large` ones are skipped).
-            version: the analysis version they were computed under.
+            metric_set: the metrics they were computed with (their versions are stored).
         """
-        rows = [
-            (
-                a.sha256,
-                version,
-                a.size,
-                str(a.outcome),
-                a.reason,
-                a.width,
-                a.height,
-                json.dumps(a.metrics) if a.metrics is not None else None,
-            )
-            for a in analyses
-            if a.outcome is not Outcome.TOO_LARGE
-        ]
+        versions = metric_set.versions
+        images = []
+        values = []
+        for a in analyses:
+            if a.outcome is Outcome.TOO_LARGE:
+                continue
+            images.append((a.sha256, decoding.DECODER_VERSION, a.size, str(a.outcome),
+                           a.reason, a.width, a.height))
+            values += [(a.sha256, name, versions[name], value, None)
+                       for name, value in (a.metrics or {}).items()]
+            values += [(a.sha256, name, versions[name], None, str(why))
+                       for name, why in a.failures.items()]
         with self._db:
             self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)", files)
             self._db.executemany(
-                "INSERT OR REPLACE INTO analyses VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
-            )
+                "INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?, ?)", images)
+            self._db.executemany(
+                "INSERT OR REPLACE INTO metric_values VALUES (?, ?, ?, ?, ?)", values)
 
 
-def _from_row(row: tuple[Any, ...], max_pixels: int) -> Analysis:
-    """An Analysis from a cache row, as `analyse` would give it under `max_pixels`."""
-    sha, size, outcome, reason, width, height, metrics_json = row
+def lacking(analysis: Analysis, metric_set: MetricSet) -> list[Metric]:
+    """The metrics of `metric_set` that a decoded image's analysis has neither a value
+    nor a failure for (none for an image that did not decode: there is nothing to
+    measure)."""
+    if not analysis.ok:
+        return []
+    known = set(analysis.metrics or ()) | set(analysis.failures)
+    return [m for m in metric_set if m.name not in known]
+
+
+def _from_row(
+    row: tuple[Any, ...],
+    values: dict[str, float],
+    failures: dict[str, str],
+    max_pixels: int,
+) -> Analysis:
+    """An Analysis from the cache's rows, as `analyse` would give it under `max_pixels`."""
+    sha, size, outcome, reason, width, height = row
     pixels = width * height
     if pixels > max_pixels:
         # decode() checks the header size first: same refusal, nothing decoded.
         reason = decoding.too_large_reason(width, height, max_pixels)
         return Analysis(sha, size, Outcome.TOO_LARGE, reason, width, height)
-    metrics = json.loads(metrics_json) if metrics_json is not None else None
-    return Analysis(sha, size, Outcome(outcome), reason, width, height, metrics)
+    if Outcome(outcome) is not Outcome.OK:
+        return Analysis(sha, size, Outcome(outcome), reason, width, height)
+    return Analysis(sha, size, Outcome.OK, reason, width, height, in_column_order(values),
+                    failures)
 
 
 # --- the walk -----------------------------------------------------------------------
@@ -299,16 +346,22 @@ class _Done:
 _worker_cache_path: str | None = None
 _worker_cache: MetricsCache | None = None
 _worker_max_pixels: int = decoding.DEFAULT_MAX_PIXELS
+_worker_metric_set: MetricSet | None = None
 
 
-def _init_worker(cache_path: str | None, max_pixels: int, version: str) -> None:
-    """Pool initializer: one OpenCV thread per worker; the cache is opened on first use.
+def _init_worker(
+    cache_path: str | None, max_pixels: int, metrics: list[dict[str, str]]
+) -> None:
+    """Pool initializer: the metrics to compute (`MetricSet.spec`, checked against this
+    process's code), one OpenCV thread; the cache is opened on first use.
 
     (A worker may start before the parent has created the cache file.)
     """
-    global _worker_cache_path, _worker_max_pixels
-    if version != ANALYSIS_VERSION:  # a worker must compute what the parent caches
-        raise RuntimeError(f"worker computes {ANALYSIS_VERSION}, the parent expects {version}")
+    global _worker_cache_path, _worker_max_pixels, _worker_metric_set
+    from clearlake.quality.registry import BUILTIN, available, from_spec
+
+    builtin_only = all(spec["source"] == BUILTIN for spec in metrics)
+    _worker_metric_set = from_spec(metrics, builtin_metrics() if builtin_only else available())
     use_one_thread()
     quiet_opencv()
     keep_freed_memory()
@@ -343,11 +396,16 @@ def _run_chunk(tasks: Sequence[_Task]) -> list[_Done]:
     global _worker_cache
     if _worker_cache is None and _worker_cache_path is not None:
         _worker_cache = MetricsCache(Path(_worker_cache_path), readonly=True)
-    return [_run_task(task, _worker_cache, _worker_max_pixels) for task in tasks]
+    assert _worker_metric_set is not None, "the pool's initializer sets it"
+    return [_run_task(task, _worker_cache, _worker_max_pixels, _worker_metric_set)
+            for task in tasks]
 
 
-def _run_task(task: _Task, cache: MetricsCache | None, max_pixels: int) -> _Done:
-    """Read and hash one file; reuse its cached analysis, else analyse it."""
+def _run_task(
+    task: _Task, cache: MetricsCache | None, max_pixels: int, metric_set: MetricSet
+) -> _Done:
+    """Read and hash one file; reuse what the cache knows of its bytes, and decode and
+    measure it only for the metrics the cache lacks."""
     try:
         data = Path(task.path).read_bytes()
     except OSError as exc:
@@ -355,11 +413,18 @@ def _run_task(task: _Task, cache: MetricsCache | None, max_pixels: int) -> _Done
         return _Done(task.index, Analysis("", 0, Outcome.CORRUPT, reason), False, False)
     digest = hashlib.sha256(data).hexdigest()
     record_file = len(data) == task.size
-    if cache is not None:
-        hit = cache.analyses([digest], ANALYSIS_VERSION, max_pixels).get(digest)
-        if hit is not None:
-            return _Done(task.index, hit, False, record_file)
-    analysis = analyse(data, max_pixels=max_pixels, sha256=digest)
+    known = cache.analyses([digest], metric_set, max_pixels).get(digest) if cache else None
+    if known is not None and (not known.ok or not lacking(known, metric_set)):
+        return _Done(task.index, known, False, record_file)
+    only = lacking(known, metric_set) if known is not None else None
+    analysis = analyse(data, max_pixels=max_pixels, sha256=digest, metric_set=metric_set,
+                       only=only)
+    if known is not None and analysis.ok:  # the cached values, and the missing ones
+        analysis = replace(
+            analysis,
+            metrics=in_column_order({**(known.metrics or {}), **(analysis.metrics or {})}),
+            failures={**known.failures, **analysis.failures},
+        )
     return _Done(task.index, analysis, True, record_file)
 
 
@@ -376,6 +441,7 @@ class ScoreResult:
             record that a folder has (`clearlake.table` writes both alike).
         classes: the model's classes (empty without a model).
         model_id: the model's id, or None without a model.
+        metrics: the names of the metrics computed (or taken from the cache).
         computed: images decoded and measured in this run.
         cached: analyses reused from the cache.
         hashed: files read and hashed (their path, size or mtime was not known,
@@ -389,12 +455,46 @@ class ScoreResult:
     records: list[dict[str, Any]]
     classes: tuple[str, ...] = ()
     model_id: str | None = None
+    metrics: tuple[str, ...] = ()
     computed: int = 0
     cached: int = 0
     hashed: int = 0
     elapsed: float = 0.0
     outcomes: Counter[str] = field(default_factory=Counter)
     labels: Counter[str] = field(default_factory=Counter)
+
+
+MODEL_METRICS = "model"
+ALL_METRICS = "all"
+
+
+def metrics_to_compute(model: Model, choice: str = MODEL_METRICS) -> MetricSet:
+    """The metrics a `score` run computes (and writes out), checked against `model`.
+
+    Args:
+        model: the model that labels the images.
+        choice: ``model`` (the metrics the model reads: the least work that labels),
+            ``all`` (every built-in and installed metric), or metric names separated by
+            commas (computed with the model's).
+
+    Raises:
+        ConfigurationError: an unknown metric name.
+        MissingMetricError: the model reads a metric, or a version, that cannot be
+            computed here.
+    """
+    from clearlake.quality.registry import available
+
+    names = {name.strip() for name in choice.split(",") if name.strip()}
+    if choice == MODEL_METRICS and set(model.features) <= set(builtin_metrics().names):
+        everything = builtin_metrics()  # no need to load the installed plugins
+    else:
+        everything = available()
+    if choice == ALL_METRICS:
+        chosen = everything
+    else:
+        chosen = everything.select(set(model.features) | (names - {MODEL_METRICS}))
+    model.check(chosen)
+    return chosen
 
 
 def default_jobs() -> int:
@@ -409,6 +509,7 @@ def score_directory(
     root: Path,
     *,
     model: Model | None = None,
+    metric_set: MetricSet | None = None,
     jobs: int | None = None,
     max_pixels: int | None = None,
     cache_dir: Path | None = None,
@@ -421,6 +522,8 @@ def score_directory(
     Args:
         root: directory to walk recursively.
         model: labels the images; None leaves `label` and probabilities empty.
+        metric_set: the metrics to compute (default: every built-in metric); it must
+            hold those `model` reads (`Model.check`).
         jobs: worker processes (default: all available cores); 1 runs in-process.
         max_pixels: pixel limit (default: `CLEARLAKE_MAX_PIXELS`, else 52.7 MP:
             `decode.DEFAULT_MAX_PIXELS`).
@@ -438,6 +541,7 @@ def score_directory(
     started = time.perf_counter()
     root = Path(os.path.abspath(root))
     limit = decoding.default_max_pixels() if max_pixels is None else max_pixels
+    metrics = metric_set if metric_set is not None else builtin_metrics()
     workers = default_jobs() if jobs is None else max(1, jobs)
     paths = find_images(root)
     progress = on_progress or (lambda n: None)
@@ -445,7 +549,7 @@ def score_directory(
     cache = MetricsCache(cache_path) if cache_path is not None else None
     pool: concurrent.futures.ProcessPoolExecutor | None = None
     try:
-        analyses, tasks = _plan(paths, root, cache, limit)
+        analyses, tasks = _plan(paths, root, cache, limit, metrics)
         chunks = list(_chunks(tasks, workers))
         if workers > 1 and len(chunks) > 1:
             if _safe_to_fork():
@@ -456,14 +560,14 @@ def score_directory(
                 if cache is not None:
                     cache.close()
                     cache = None
-                pool = _fork_pool(min(workers, len(chunks)), cache_path, limit)
+                pool = _fork_pool(min(workers, len(chunks)), cache_path, limit, metrics)
                 if cache_path is not None:
                     cache = MetricsCache(cache_path)
             else:
-                pool = _forkserver_pool(min(workers, len(chunks)), cache_path, limit)
+                pool = _forkserver_pool(min(workers, len(chunks)), cache_path, limit, metrics)
         # The chunks go to the workers now, so that they start on them while on_start
         # runs (the CLI imports its display there).
-        batches = _batches(chunks, cache, limit, pool)
+        batches = _batches(chunks, cache, limit, metrics, pool)
         if on_start is not None:
             on_start(len(paths))
         cached = sum(1 for a in analyses if a is not None and a.sha256)
@@ -489,7 +593,7 @@ def score_directory(
                         (str(paths[item.index]), item.analysis.size, mtime, item.analysis.sha256)
                     )
             if cache is not None:
-                cache.store(file_rows, fresh, ANALYSIS_VERSION)
+                cache.store(file_rows, fresh, metrics)
             progress(len(batch))
     finally:
         if pool is not None:
@@ -500,12 +604,13 @@ def score_directory(
     final = [a for a in analyses if a is not None]
     if len(final) != len(paths):  # every file gets exactly one analysis
         raise RuntimeError(f"{len(paths) - len(final)} files were not analysed")
-    records = _records(root, paths, final, model)
+    records = _records(root, paths, final, model, analysis_version(metrics))
     return ScoreResult(
         root=root,
         records=records,
         classes=tuple(model.classes) if model is not None else (),
         model_id=model.id if model is not None else None,
+        metrics=metrics.names,
         computed=computed,
         cached=cached,
         hashed=hashed,
@@ -516,9 +621,11 @@ def score_directory(
 
 
 def _plan(
-    paths: Sequence[Path], root: Path, cache: MetricsCache | None, limit: int
+    paths: Sequence[Path], root: Path, cache: MetricsCache | None, limit: int,
+    metric_set: MetricSet,
 ) -> tuple[list[Analysis | None], list[_Task]]:
-    """Stat every file; take what the cache already knows, and make tasks for the rest.
+    """Stat every file; take what the cache already knows in full, and make tasks for
+    the rest.
 
     Returns:
         One slot per path (filled for cache hits and unreadable files), and the
@@ -542,11 +649,12 @@ def _plan(
         else:
             tasks.append(task)
     if cache is not None and reuse:
-        hits = cache.analyses((d for d, _ in reuse.values()), ANALYSIS_VERSION, limit)
+        hits = cache.analyses((d for d, _ in reuse.values()), metric_set, limit)
         for index, (digest, task) in reuse.items():
-            if digest in hits:
-                analyses[index] = hits[digest]
-            else:  # known bytes, but not analysed under this version
+            hit = hits.get(digest)
+            if hit is not None and not lacking(hit, metric_set):
+                analyses[index] = hit
+            else:  # known bytes, but not (fully) measured with these metrics' versions
                 tasks.append(task)
     return analyses, tasks
 
@@ -589,7 +697,7 @@ def _safe_to_fork() -> bool:
 
 
 def _fork_pool(
-    workers: int, cache_path: Path | None, limit: int
+    workers: int, cache_path: Path | None, limit: int, metric_set: MetricSet
 ) -> concurrent.futures.ProcessPoolExecutor:
     """`workers` processes forked from this one, now (see `_safe_to_fork`)."""
     import threadpoolctl  # noqa: F401  (for `use_one_thread`: imported once, here)
@@ -598,7 +706,7 @@ def _fork_pool(
         max_workers=workers,
         mp_context=multiprocessing.get_context("fork"),
         initializer=_init_worker,
-        initargs=(str(cache_path) if cache_path else None, limit, ANALYSIS_VERSION),
+        initargs=(str(cache_path) if cache_path else None, limit, metric_set.spec()),
     )
     # A fork-based executor forks all its workers at the first submit, before it
     # starts its own management thread: have it do so now.
@@ -607,7 +715,7 @@ def _fork_pool(
 
 
 def _forkserver_pool(
-    workers: int, cache_path: Path | None, limit: int
+    workers: int, cache_path: Path | None, limit: int, metric_set: MetricSet
 ) -> concurrent.futures.ProcessPoolExecutor:
     """`workers` processes forked from a clean server process, not from this one (which
     runs other threads: see `_safe_to_fork`)."""
@@ -619,7 +727,7 @@ def _forkserver_pool(
         max_workers=workers,
         mp_context=context,
         initializer=_init_worker,
-        initargs=(str(cache_path) if cache_path else None, limit, ANALYSIS_VERSION),
+        initargs=(str(cache_path) if cache_path else None, limit, metric_set.spec()),
     )
     # Such an executor starts one process per call submitted while none is idle: start
     # them all now, so that they set up side by side.
@@ -632,12 +740,14 @@ def _batches(
     chunks: Sequence[list[_Task]],
     cache: MetricsCache | None,
     limit: int,
+    metric_set: MetricSet,
     pool: concurrent.futures.ProcessPoolExecutor | None,
 ) -> Iterator[list[_Done]]:
     """The chunks' results, one batch per chunk: from `pool`, which gets every chunk now
     (the caller shuts it down), else computed in this process as they are iterated."""
     if pool is None:
-        return ([_run_task(task, cache, limit) for task in chunk] for chunk in chunks)
+        return ([_run_task(task, cache, limit, metric_set) for task in chunk]
+                for chunk in chunks)
     futures = [pool.submit(_run_chunk, chunk) for chunk in chunks]
     return (future.result() for future in concurrent.futures.as_completed(futures))
 
@@ -649,7 +759,11 @@ def _shut_down(pool: concurrent.futures.ProcessPoolExecutor) -> None:
 
 
 def _records(
-    root: Path, paths: Sequence[Path], analyses: Sequence[Analysis], model: Model | None
+    root: Path,
+    paths: Sequence[Path],
+    analyses: Sequence[Analysis],
+    model: Model | None,
+    version: str,
 ) -> list[dict[str, Any]]:
     """One output record per file; the model labels every ok image in one call."""
     from clearlake.quality.classifier import predict_each
@@ -671,7 +785,7 @@ def _records(
             "label": prediction.label if prediction is not None else None,
             "probabilities": dict(prediction.probabilities) if prediction is not None else None,
             "model_id": model.id if model is not None else None,
-            "analysis_version": ANALYSIS_VERSION,
+            "analysis_version": version,
         })
     return records
 
