@@ -8,7 +8,9 @@ start, the work, the summary), each a subprocess:
   `cv2.imread` + its three measures in a `multiprocessing.Pool` of one process
   per core (see below);
 * **clearlake score** — the ``clearlake score FOLDER`` console script, with an
-  empty metrics cache (``CLEARLAKE_CACHE_DIR``), then once more warm;
+  empty metrics cache (``CLEARLAKE_CACHE_DIR``), then once more warm; it computes
+  the metrics the packaged model reads, as the command does by default
+  (``--metrics all``: every built-in metric, as the command did before);
 
 on two folders it writes from the photographs installed packages carry: 320
 JPEGs with a long side of 256–1024 px, and 60 of 1–2 MP (``--keep DIR`` keeps
@@ -479,7 +481,7 @@ def compare_commands(args: argparse.Namespace, jobs: int) -> None:
     env = {**os.environ,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     seed_command = [sys.executable, "-m", "bench.score", "--jobs", str(jobs), "--seed-loop"]
-    score_command = [*clearlake_command(), "score", "--jobs", str(jobs)]
+    score_command = [*clearlake_command(), "score", "--jobs", str(jobs), "--metrics", args.metrics]
     sets = image_sets(args.small, args.large)
     print(f"{jobs} cores; OpenCV {cv2.__version__}, NumPy {np.__version__}; "
           f"load average {os.getloadavg()[0]:.1f} at the start")
@@ -535,6 +537,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--small", type=int, default=320,
                         help="JPEGs with a long side of 256-1024 px")
     parser.add_argument("--large", type=int, default=60, help="JPEGs of 1-2 MP")
+    parser.add_argument("--metrics", default="model",
+                        help="`clearlake score --metrics`: model (its default: the seven the "
+                             "packaged model reads), all, or names")
     parser.add_argument("--help-runs", type=int, default=9, help="runs of `clearlake --help`")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="write the two folders to DIR/set0 and DIR/set1 and keep them "
