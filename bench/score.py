@@ -427,21 +427,23 @@ def image_sets(small: int, large: int) -> dict[str, tuple[int, ScaleRule, float]
 
 
 def per_metric_cpu(args: argparse.Namespace) -> None:
-    """CPU per image of decoding and of each built-in metric, over the two folders.
+    """CPU per image of decoding and of each metric `--metrics` names, over the two folders.
 
-    In this process, one OpenCV/BLAS thread, every metric within `sharing` in
-    `BUILTIN_METRICS` order (as `clearlake score` computes them): a metric's time
-    includes the shared intermediates it is the first to need. `--repeat` passes over
-    each folder after a first, uncounted one; the mean per image is printed.
+    In this process, one OpenCV/BLAS thread, the metrics within `sharing` in computing
+    order (as `clearlake score` computes them): a metric's time includes the shared
+    intermediates it is the first to need. `--repeat` passes over each folder after a
+    first, uncounted one; the mean per image is printed.
     """
     from clearlake.quality import decode as decoding
     from clearlake.quality import metrics
+    from clearlake.quality.classifier import Model
     from clearlake.quality.memory import keep_freed_memory
-    from clearlake.quality.score import use_one_thread
+    from clearlake.quality.score import metrics_to_compute, use_one_thread
 
     use_one_thread()
     keep_freed_memory()
-    names = ["decode", *(name for name, _ in metrics.BUILTIN_METRICS)]
+    chosen = [(m.name, m.function) for m in metrics_to_compute(Model.load(None), args.metrics)]
+    names = ["decode", *(name for name, _ in chosen)]
     columns = {}
     with tempfile.TemporaryDirectory(prefix="clearlake-bench-") as tmp:
         photos = _photographs()
@@ -457,7 +459,7 @@ def per_metric_cpu(args: argparse.Namespace) -> None:
                     image = decoding.decode(data).image
                     took = {"decode": time.process_time() - started}
                     with metrics.sharing(image):
-                        for metric, function in metrics.BUILTIN_METRICS:
+                        for metric, function in chosen:
                             started = time.process_time()
                             function(image)
                             took[metric] = time.process_time() - started
