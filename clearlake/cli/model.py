@@ -43,6 +43,8 @@ def sample_data(
             "ring blur; aliased weave, Bayer, LCD and print moiré; soft frames as good); or c "
             "(independent again: polygonal-aperture, arc-motion, resampling and field blur; "
             "delta-panel, line-screen and mesh moiré resampled under perspective; hard-JPEG "
+            "images as good); or d (for training: noisy, sharpened and video-codec blur; "
+            "fabric, double-net and newsprint moiré; phone-processed, shallow-focus and hazy "
             "images as good).",
         ),
     ] = "a",

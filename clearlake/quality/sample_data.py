@@ -61,14 +61,22 @@ fine mesh under perspective (no added sinusoid); heavily JPEG-compressed images
 (quality 30–60) among the good ones; Poisson shot noise, 4:4:4 or 4:2:0 JPEG
 quality 70–97 or PNG.
 
+Generator ``d`` (:func:`_degrade_d`, :data:`SUBLABELS_D`), for training only, written from
+how real pictures degrade (not from ``c``'s errors, which stays a fair test): a phone's
+denoise-and-sharpen, shallow depth of field and haze among the good images; defocus with
+low-light noise added after it, blur denoised and sharpened hard, and low-bitrate video
+blocks (8×8 DCT, lowest frequencies kept, deblocked) as blur; a garment's fine weave
+aliased over part of the frame, two layers of fine net beating, and a grey newspaper
+halftone scanned at a non-integer scale as moiré; luma and chroma noise, WebP or JPEG.
+
 ``labels.csv`` has columns ``path,label,sublabel,source,content`` (``path``
 relative to the output folder; ``content`` is ``smooth`` or ``photo``). The
 same seed gives the same files: every source photograph has its own random
 stream derived from the seed, the generator and its id, so adding a source
 leaves the others' images unchanged.
 
-The packaged default model is trained on ``a`` and ``b`` at seeds 0 and 1 (the
-README's "Regenerate the packaged model").
+The packaged default model is trained on ``a``, ``b`` and ``d`` at seeds 0 and 1;
+``c`` is kept for testing only (the README's "Regenerate the packaged model").
 """
 
 from __future__ import annotations
@@ -200,9 +208,9 @@ def generate(
         per_class: images per class (good, blurry, moire) per source photograph.
         sources: restrict to these source ids (default: all found).
         min_side: smallest short side of a view in px.
-        generator: ``"a"`` (the degradations above), ``"b"`` or ``"c"`` (independent
-            families, see :data:`SUBLABELS_B` and :data:`SUBLABELS_C`); file names carry
-            the generator.
+        generator: ``"a"`` (the degradations above), ``"b"``, ``"c"`` or ``"d"``
+            (independent families, see :data:`SUBLABELS_B`, :data:`SUBLABELS_C` and
+            :data:`SUBLABELS_D`); file names carry the generator.
         progress: called with (done, total) after each image.
 
     Returns:
@@ -879,6 +887,229 @@ def _mesh(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return _to_u8(f * sampled / float(sampled.mean()))
 
 
+# --- generator d: a fourth family, for training only --------------------------------------
+
+#: Generator d's sub-labels (see :func:`_degrade_d`).
+SUBLABELS_D: dict[str, tuple[str, ...]] = {
+    "good": ("good_phone", "good_bokeh", "good_haze"),
+    "blurry": ("blurry_noisy", "blurry_sharpened", "blurry_codec"),
+    "moire": ("moire_fabric", "moire_curtain", "moire_scan"),
+}
+PHONE_SHARPEN_SIGMA = (1.2, 2.5)
+PHONE_SHARPEN_AMOUNT = (0.3, 0.9)
+BOKEH_RADIUS = (2.0, 6.0)  # the background's defocus
+BOKEH_SUBJECT = (0.45, 0.65)  # semi-axes of the sharp subject, fractions of the sides
+HAZE_TRANSMISSION = (0.35, 0.7)
+HAZE_AIRLIGHT = (170.0, 235.0)
+NOISY_BLUR_RADIUS = (2.0, 6.0)
+NOISY_BLUR_NOISE = (3.0, 8.0)  # grey levels, added after the blur
+SHARPENED_BLUR_SIGMA = (2.0, 4.0)
+SHARPENED_BLUR_AMOUNT = (0.8, 2.0)
+CODEC_KEEP = (2, 3)  # an 8×8 block keeps its DCT coefficients with u + v < this
+CODEC_DEBLOCK = (0.7, 1.3)
+FABRIC_PERIOD = (0.9, 1.8)  # output px: above the sensor's Nyquist frequency
+FABRIC_DEPTH = (0.3, 0.6)
+FABRIC_FOLD = (0.5, 4.0)  # output px
+CURTAIN_PERIOD = (1.2, 2.2)  # output px, each of the two layers
+CURTAIN_DEPTH = (0.3, 0.6)
+SCAN_PERIOD = (1.5, 3.5)  # output px of the printed dot screen
+D_NOISE_PROBABILITY = 0.35
+D_WEBP_PROBABILITY = 0.3
+D_WEBP_QUALITY = (75, 95)
+D_JPEG_QUALITY = (72, 96)
+
+
+def _degrade_d(img: np.ndarray, sub: str, rng: np.random.Generator) -> np.ndarray:
+    """Generator d, degradations none of a, b and c makes; for training only.
+
+    Written from how real pictures degrade, not from another generator's errors, so that
+    ``c`` stays a fair held-out test. ``good_phone``: a phone's processing of an in-focus
+    shot, edge-preserving denoise then an unsharp mask (σ 1.2–2.5 px, amount 0.3–0.9:
+    halos); ``good_bokeh``: shallow depth of field, a sharp elliptical subject (semi-axes
+    45–65 % of the sides) before a background defocused by a disk of radius 2–6 px;
+    ``good_haze``: in focus but low in contrast, as through fog or haze (transmission
+    0.35–0.7 towards a bright airlight). ``blurry_noisy``: defocus (radius 2–6 px) with
+    low-light sensor noise added after it (σ 3–8 grey levels); ``blurry_sharpened``: a
+    Gaussian blur (σ 2–4 px) that the phone denoises and sharpens hard (amount 0.8–2);
+    ``blurry_codec``: a low-bitrate video frame, 8×8 DCT blocks keeping only their lowest
+    frequencies (u + v < 2–3), then deblocked.
+    ``moire_fabric``: a garment's fine weave (period 0.9–1.8 output px, bent by folds
+    0.5–4 px deep) over part of the frame, aliased by the sensor; ``moire_curtain``: the scene
+    through two layers of fine net (periods 1.2–2.2 px, a few percent and degrees apart),
+    properly antialiased, so only their beat shows; ``moire_scan``: a newspaper's
+    grey elliptical-dot halftone at any angle, scanned at a non-integer scale (bicubic).
+    """
+    if sub == "good_phone":
+        return _phone(img, rng, rng.uniform(*PHONE_SHARPEN_AMOUNT))
+    if sub == "good_bokeh":
+        return _bokeh(img, rng)
+    if sub == "good_haze":
+        t = rng.uniform(*HAZE_TRANSMISSION)
+        airlight = rng.uniform(*HAZE_AIRLIGHT) + rng.uniform(-10, 10, 3 if img.ndim == 3 else 1)
+        return _to_u8(img.astype(np.float32) * t + airlight.astype(np.float32) * (1 - t))
+    if sub == "blurry_noisy":
+        blurred = cv2.filter2D(img, -1, _disk_kernel(rng.uniform(*NOISY_BLUR_RADIUS)),
+                               borderType=cv2.BORDER_REFLECT)
+        return _sensor_noise(blurred, rng, rng.uniform(*NOISY_BLUR_NOISE))
+    if sub == "blurry_sharpened":
+        blurred = cv2.GaussianBlur(img, (0, 0), rng.uniform(*SHARPENED_BLUR_SIGMA))
+        return _phone(blurred, rng, rng.uniform(*SHARPENED_BLUR_AMOUNT))
+    if sub == "blurry_codec":
+        return _codec(img, rng)
+    if sub == "moire_fabric":
+        return _fabric(img, rng)
+    if sub == "moire_curtain":
+        return _curtain(img, rng)
+    if sub == "moire_scan":
+        return _newsprint(img, rng)
+    raise ValueError(f"unknown sub-label {sub!r}")
+
+
+def _finish_d(img: np.ndarray, rng: np.random.Generator) -> tuple[bytes, str]:
+    """Generator d's capture: luma and weaker chroma noise (p 0.35); WebP quality 75–95
+    (p 0.3) or JPEG quality 72–96."""
+    if rng.random() < D_NOISE_PROBABILITY:
+        img = _sensor_noise(img, rng, rng.uniform(1.0, 3.5))
+    if rng.random() < D_WEBP_PROBABILITY:
+        quality = int(rng.integers(D_WEBP_QUALITY[0], D_WEBP_QUALITY[1] + 1))
+        return _encode(img, ".webp", [cv2.IMWRITE_WEBP_QUALITY, quality]), ".webp"
+    quality = int(rng.integers(D_JPEG_QUALITY[0], D_JPEG_QUALITY[1] + 1))
+    return _encode(img, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, quality]), ".jpg"
+
+
+def _sensor_noise(img: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
+    """Noise of `sigma` grey levels common to the channels (luma), plus a third as much in
+    each channel apart (chroma)."""
+    f = img.astype(np.float32)
+    noise = rng.normal(0, sigma, img.shape[:2]).astype(np.float32)
+    if f.ndim == 3:
+        chroma = rng.normal(0, sigma / 3, f.shape).astype(np.float32)
+        return _to_u8(f + noise[..., None] + chroma)
+    return _to_u8(f + noise)
+
+
+def _phone(img: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
+    """A phone's processing: an edge-preserving (bilateral) denoise, then an unsharp mask."""
+    smooth = cv2.bilateralFilter(img, 5, rng.uniform(8.0, 20.0), 2.0).astype(np.float32)
+    soft = cv2.GaussianBlur(smooth, (0, 0), rng.uniform(*PHONE_SHARPEN_SIGMA))
+    return _to_u8(smooth * (1 + amount) - soft * amount)
+
+
+def _bokeh(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A sharp elliptical subject before a defocused background, the edge feathered."""
+    h, w = img.shape[:2]
+    background = cv2.filter2D(img, -1, _disk_kernel(rng.uniform(*BOKEH_RADIUS)),
+                              borderType=cv2.BORDER_REFLECT).astype(np.float32)
+    mask = np.zeros((h, w), np.float32)
+    centre = (round(w * rng.uniform(0.4, 0.6)), round(h * rng.uniform(0.4, 0.6)))
+    axes = (round(w * rng.uniform(*BOKEH_SUBJECT)), round(h * rng.uniform(*BOKEH_SUBJECT)))
+    cv2.ellipse(mask, centre, axes, rng.uniform(0, 180), 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), 0.04 * min(h, w))
+    if img.ndim == 3:
+        mask = mask[..., None]
+    return _to_u8(img.astype(np.float32) * mask + background * (1 - mask))
+
+
+def _block_dct_matrix(n: int = 8) -> np.ndarray:
+    k = np.arange(n)
+    m = np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * n)) * np.sqrt(2 / n)
+    m[0] /= np.sqrt(2)
+    return m.astype(np.float32)  # orthonormal: the inverse is its transpose
+
+
+def _codec(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each 8×8 block of each YCrCb plane keeps its DCT coefficients with u + v < keep (the
+    rest quantised away), then a deblocking filter smooths what is left of the blocks."""
+    h, w = img.shape[:2]
+    keep = int(rng.integers(CODEC_KEEP[0], CODEC_KEEP[1] + 1))
+    planes = cv2.cvtColor(img, cv2.COLOR_BGR2YCrCb) if img.ndim == 3 else img[..., None]
+    ph, pw = -(-h // 8) * 8, -(-w // 8) * 8
+    f = cv2.copyMakeBorder(planes, 0, ph - h, 0, pw - w, cv2.BORDER_REFLECT).astype(np.float32)
+    f = f.reshape(ph, pw, -1)
+    d = _block_dct_matrix()
+    u, v = np.mgrid[0:8, 0:8]
+    low = (u + v < keep).astype(np.float32)
+    blocks = f.reshape(ph // 8, 8, pw // 8, 8, -1)
+    coef = np.einsum("ij,ajbkc,lk->aiblc", d, blocks, d)  # D·X·Dᵀ per block
+    coef *= low[None, :, None, :, None]
+    back = np.einsum("ij,aibkc,kl->ajblc", d, coef, d).reshape(ph, pw, -1)[:h, :w]
+    back = cv2.GaussianBlur(back, (0, 0), rng.uniform(*CODEC_DEBLOCK))
+    out = _to_u8(back.reshape(h, w, -1))
+    return cv2.cvtColor(out, cv2.COLOR_YCrCb2BGR) if img.ndim == 3 else out[..., 0]
+
+
+def _fabric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A fine woven garment over part of the frame, its threads bent by folds, sampled by a
+    sensor whose optical low-pass filter is too weak for it."""
+    h, w = img.shape[:2]
+    k = 3
+    big = _fine(img, k)
+    yy, xx = np.mgrid[0 : h * k, 0 : w * k].astype(np.float32)
+    fold = rng.uniform(*FABRIC_FOLD) * k  # how far the folds bend the threads
+    wave = rng.uniform(0.15, 0.5) * k * 2 * np.pi / max(h, w)
+    bend = fold * np.sin(xx * wave + rng.uniform(0, 6.3)) * np.cos(yy * wave * 0.7)
+    theta = rng.uniform(0, np.pi)
+    period = rng.uniform(*FABRIC_PERIOD) * k
+    u = (xx * np.cos(theta) + yy * np.sin(theta) + bend) / period
+    v = (-xx * np.sin(theta) + yy * np.cos(theta) + 0.5 * bend) / (period * rng.uniform(0.9, 1.1))
+    weave = 0.5 + 0.25 * (np.cos(2 * np.pi * u) + np.cos(2 * np.pi * v))  # warp and weft
+    garment = np.zeros((h * k, w * k), np.float32)
+    centre = (round(w * k * rng.uniform(0.35, 0.65)), round(h * k * rng.uniform(0.35, 0.65)))
+    axes = (round(w * k * rng.uniform(0.3, 0.5)), round(h * k * rng.uniform(0.3, 0.5)))
+    cv2.ellipse(garment, centre, axes, rng.uniform(0, 180), 0, 360, 1.0, -1)
+    garment = cv2.GaussianBlur(garment, (0, 0), k * 2.0)
+    shade = 1.0 - rng.uniform(*FABRIC_DEPTH) * weave * garment
+    if big.ndim == 3:
+        shade = shade[..., None]
+    optics = cv2.GaussianBlur(big * shade, (0, 0), k * rng.uniform(0.15, 0.3))
+    phase = (int(rng.integers(k)), int(rng.integers(k)))
+    return _to_u8(optics[phase[0] :: k, phase[1] :: k][:h, :w])
+
+
+def _curtain(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The scene through two layers of fine net (square-wave threads, each layer's period
+    and angle a little apart), area-averaged to the sensor: only the layers' beat survives."""
+    h, w = img.shape[:2]
+    k = 3
+    big = _fine(img, k)
+    yy, xx = np.mgrid[0 : h * k, 0 : w * k].astype(np.float32)
+    period = rng.uniform(*CURTAIN_PERIOD) * k
+    theta = rng.uniform(0, np.pi)
+    transmission = np.ones_like(yy)
+    for layer in range(2):
+        t = theta + (np.radians(rng.uniform(1, 8)) * rng.choice([-1, 1]) if layer else 0.0)
+        p = period * (rng.uniform(0.94, 1.06) if layer else 1.0)
+        u = np.mod((xx * np.cos(t) + yy * np.sin(t)) / p, 1.0)
+        v = np.mod((-xx * np.sin(t) + yy * np.cos(t)) / p, 1.0)
+        thread = np.maximum(u < 0.3, v < 0.3).astype(np.float32)
+        transmission *= 1.0 - rng.uniform(*CURTAIN_DEPTH) * thread
+    if big.ndim == 3:
+        transmission = transmission[..., None]
+    seen = big * transmission / float(transmission.mean())
+    return _to_u8(cv2.resize(seen, (w, h), interpolation=cv2.INTER_AREA))
+
+
+def _newsprint(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A grey elliptical-dot halftone (one screen, any angle) printed at 4×, scanned: the
+    scanner's optics, then a bicubic resampling at a non-integer scale."""
+    grey = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    h, w = grey.shape
+    k = 4
+    big = _fine(grey, k) / 255.0
+    yy, xx = np.mgrid[0 : h * k, 0 : w * k].astype(np.float32)
+    t = np.radians(rng.uniform(0, 180))
+    period = rng.uniform(*SCAN_PERIOD) * k
+    u = (xx * np.cos(t) + yy * np.sin(t)) * 2 * np.pi / period
+    v = (-xx * np.sin(t) + yy * np.cos(t)) * 2 * np.pi / period
+    dots = 0.5 + 0.3 * np.cos(u) + 0.2 * np.cos(v)  # elliptical dots joining into chains
+    paper = rng.uniform(225.0, 250.0)
+    ink = np.where(big > dots, paper, rng.uniform(15.0, 40.0)).astype(np.float32)
+    ink = cv2.GaussianBlur(ink, (0, 0), k * rng.uniform(0.2, 0.4))
+    scale = rng.uniform(0.85, 1.15)
+    size = (max(8, round(w * scale)), max(8, round(h * scale)))
+    return _to_u8(cv2.resize(ink, size, interpolation=cv2.INTER_CUBIC))
+
+
 #: Generator name → (sub-labels per label, degradation, capture/encoding).
 GENERATORS: dict[
     str,
@@ -891,4 +1122,5 @@ GENERATORS: dict[
     "a": (SUBLABELS, _degrade, _finish_a),
     "b": (SUBLABELS_B, _degrade_b, _finish_b),
     "c": (SUBLABELS_C, _degrade_c, _finish_c),
+    "d": (SUBLABELS_D, _degrade_d, _finish_d),
 }
