@@ -135,6 +135,35 @@ def test_up_refuses_a_port_taken_by_another_program(tmp_path: Path) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow  # starts an S3 server without the stack fixture
+def test_the_s3_server_is_ready_only_once_its_bucket_takes_writes(tmp_path: Path) -> None:
+    # `weed mini` answers /healthz before its bucket exists: the stack's check must not.
+    import botocore.session
+
+    port = seaweedfs.free_s3_port(port_is_free)
+    endpoint = seaweedfs.endpoint(port)
+    key_id, secret = "clearlake-test-key", "clearlake-test-secret-0123456789"
+    assert not seaweedfs.bucket_ready(endpoint, key_id, secret)  # nothing listens yet
+    (tmp_path / "data").mkdir()
+    weed = subprocess.Popen(
+        seaweedfs.command(install.weed_binary(), tmp_path / "data", tmp_path, port),
+        env={**os.environ, **seaweedfs.environment(key_id, secret)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not seaweedfs.bucket_ready(endpoint, key_id, secret):
+            assert weed.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        client = botocore.session.get_session().create_client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=key_id,
+            aws_secret_access_key=secret)
+        client.put_object(Bucket=seaweedfs.BUCKET, Key="first-write", Body=b"x")  # at once
+        assert not seaweedfs.bucket_ready(endpoint, key_id, "a-wrong-secret-0123456789")
+    finally:
+        weed.terminate()
+        weed.wait(timeout=30)
+
+
 @pytest.mark.slow
 def test_dask_workers_keep_numpy_temporaries_on_the_heap(stack: Stack) -> None:
     from distributed import Client

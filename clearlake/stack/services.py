@@ -349,6 +349,11 @@ class Stack:
             command=seaweedfs.command(install.weed_binary(), root / "data", self.home / "run",
                                       self.ports["s3"]),
             health_url=f"{self.s3_endpoint}/healthz",
+            # Up, and its bucket there (which /healthz does not wait for).
+            health_check=lambda: (_is_healthy(f"{self.s3_endpoint}/healthz")
+                                  and seaweedfs.bucket_ready(
+                                      self.s3_endpoint, secrets.s3_access_key_id,
+                                      secrets.s3_secret_access_key.get_secret_value())),
             url=f"{self.s3_endpoint}  (SeaweedFS, bucket {seaweedfs.BUCKET})",
             env=seaweedfs.environment(secrets.s3_access_key_id,
                                       secrets.s3_secret_access_key.get_secret_value()),
