@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -173,8 +174,48 @@ def test_dask_workers_keep_numpy_temporaries_on_the_heap(stack: Stack) -> None:
     with Client(stack.dask_address, timeout=30) as client:
         client.wait_for_workers(len(os.sched_getaffinity(0)), timeout=60)
         environments = client.run(lambda: dict(os.environ))
+        workers, scheduler = _housekeeping(client)
     for environment in environments.values():
         assert {k: environment.get(k) for k in DASK_WORKER_MALLOC_ENV} == DASK_WORKER_MALLOC_ENV
+    # And with Dask's housekeeping kept quiet (`DASK_QUIET_CONFIG`), scheduler included.
+    assert (workers, scheduler) == ([QUIET_WORKER] * len(environments), QUIET)
+
+
+# What `DASK_QUIET_CONFIG` sets, as a running scheduler or worker uses it.
+QUIET = {"tick ms": 1000, "system monitor ms": 2000, "profiling": False}
+QUIET_WORKER = {**QUIET, "memory monitor s": 0.5}
+
+
+def _housekeeping(client: Any) -> tuple[list[dict[str, object]], dict[str, object]]:
+    """What each worker and the scheduler of `client`'s cluster run of Dask's housekeeping."""
+
+    # Nested, so that Dask ships them by value (workers cannot import this test module).
+    def on_scheduler(dask_scheduler: Any) -> dict[str, object]:
+        callbacks = dask_scheduler.periodic_callbacks
+        return {"tick ms": callbacks["tick"].callback_time,
+                "system monitor ms": callbacks["monitor"].callback_time,
+                "profiling": "profile" in callbacks}
+
+    def on_worker(dask_worker: Any) -> dict[str, object]:
+        return {**on_scheduler(dask_worker),
+                "memory monitor s": dask_worker.memory_manager.memory_monitor_interval}
+
+    return list(client.run(on_worker).values()), client.run_on_scheduler(on_scheduler)
+
+
+@pytest.mark.slow  # starts a Dask cluster
+def test_a_runs_own_local_cluster_is_set_up_as_the_stacks() -> None:
+    from clearlake.flows.classify import local_cluster
+    from distributed import Client
+
+    from clearlake.config import DASK_WORKER_MALLOC_ENV
+
+    with local_cluster(n_workers=1, threads_per_worker=1, processes=True,
+                       dashboard_address=None) as cluster, Client(cluster) as client:
+        workers, scheduler = _housekeeping(client)
+        environment = next(iter(client.run(lambda: dict(os.environ)).values()))
+    assert (workers, scheduler) == ([QUIET_WORKER], QUIET)
+    assert {k: environment.get(k) for k in DASK_WORKER_MALLOC_ENV} == DASK_WORKER_MALLOC_ENV
 
 
 @pytest.mark.slow
