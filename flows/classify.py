@@ -23,7 +23,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 
 from clearlake import pipeline, report, scripts
-from clearlake.config import DASK_WORKER_MALLOC_ENV
+from clearlake.config import DASK_WORKER_MALLOC_ENV, dask_quiet_settings
 from clearlake.errors import (
     ClearlakeError,
     ConfigurationError,
@@ -47,16 +47,19 @@ BATCH_RETRIES = 2
 
 
 def local_cluster(**cluster_kwargs: Any) -> LocalCluster:
-    """A Dask LocalCluster whose worker processes start with `DASK_WORKER_MALLOC_ENV`.
+    """A Dask LocalCluster set up as the stack's: its worker processes start with
+    `DASK_WORKER_MALLOC_ENV`, and it keeps Dask's housekeeping to `DASK_QUIET_CONFIG`.
 
     Dask's nanny puts `distributed.nanny.pre-spawn-environ` into a worker's
-    environment before starting it, the only time glibc reads it.
+    environment before starting it, the only time glibc reads it; the settings in
+    force while the cluster starts are those its scheduler and workers keep.
     """
     import dask
     from distributed import LocalCluster
 
     environ = {**dask.config.get("distributed.nanny.pre-spawn-environ"), **DASK_WORKER_MALLOC_ENV}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+    with dask.config.set({**dask_quiet_settings(),
+                          "distributed.nanny.pre-spawn-environ": environ}):
         return LocalCluster(**cluster_kwargs)
 
 

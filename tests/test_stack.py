@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,6 +136,35 @@ def test_up_refuses_a_port_taken_by_another_program(tmp_path: Path) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow  # starts an S3 server without the stack fixture
+def test_the_s3_server_is_ready_only_once_its_bucket_takes_writes(tmp_path: Path) -> None:
+    # `weed mini` answers /healthz before its bucket exists: the stack's check must not.
+    import botocore.session
+
+    port = seaweedfs.free_s3_port(port_is_free)
+    endpoint = seaweedfs.endpoint(port)
+    key_id, secret = "clearlake-test-key", "clearlake-test-secret-0123456789"
+    assert not seaweedfs.bucket_ready(endpoint, key_id, secret)  # nothing listens yet
+    (tmp_path / "data").mkdir()
+    weed = subprocess.Popen(
+        seaweedfs.command(install.weed_binary(), tmp_path / "data", tmp_path, port),
+        env={**os.environ, **seaweedfs.environment(key_id, secret)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not seaweedfs.bucket_ready(endpoint, key_id, secret):
+            assert weed.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        client = botocore.session.get_session().create_client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=key_id,
+            aws_secret_access_key=secret)
+        client.put_object(Bucket=seaweedfs.BUCKET, Key="first-write", Body=b"x")  # at once
+        assert not seaweedfs.bucket_ready(endpoint, key_id, "a-wrong-secret-0123456789")
+    finally:
+        weed.terminate()
+        weed.wait(timeout=30)
+
+
 @pytest.mark.slow
 def test_dask_workers_keep_numpy_temporaries_on_the_heap(stack: Stack) -> None:
     from distributed import Client
@@ -144,8 +174,48 @@ def test_dask_workers_keep_numpy_temporaries_on_the_heap(stack: Stack) -> None:
     with Client(stack.dask_address, timeout=30) as client:
         client.wait_for_workers(len(os.sched_getaffinity(0)), timeout=60)
         environments = client.run(lambda: dict(os.environ))
+        workers, scheduler = _housekeeping(client)
     for environment in environments.values():
         assert {k: environment.get(k) for k in DASK_WORKER_MALLOC_ENV} == DASK_WORKER_MALLOC_ENV
+    # And with Dask's housekeeping kept quiet (`DASK_QUIET_CONFIG`), scheduler included.
+    assert (workers, scheduler) == ([QUIET_WORKER] * len(environments), QUIET)
+
+
+# What `DASK_QUIET_CONFIG` sets, as a running scheduler or worker uses it.
+QUIET = {"tick ms": 1000, "system monitor ms": 2000, "profiling": False}
+QUIET_WORKER = {**QUIET, "memory monitor s": 0.5}
+
+
+def _housekeeping(client: Any) -> tuple[list[dict[str, object]], dict[str, object]]:
+    """What each worker and the scheduler of `client`'s cluster run of Dask's housekeeping."""
+
+    # Nested, so that Dask ships them by value (workers cannot import this test module).
+    def on_scheduler(dask_scheduler: Any) -> dict[str, object]:
+        callbacks = dask_scheduler.periodic_callbacks
+        return {"tick ms": callbacks["tick"].callback_time,
+                "system monitor ms": callbacks["monitor"].callback_time,
+                "profiling": "profile" in callbacks}
+
+    def on_worker(dask_worker: Any) -> dict[str, object]:
+        return {**on_scheduler(dask_worker),
+                "memory monitor s": dask_worker.memory_manager.memory_monitor_interval}
+
+    return list(client.run(on_worker).values()), client.run_on_scheduler(on_scheduler)
+
+
+@pytest.mark.slow  # starts a Dask cluster
+def test_a_runs_own_local_cluster_is_set_up_as_the_stacks() -> None:
+    from clearlake.flows.classify import local_cluster
+    from distributed import Client
+
+    from clearlake.config import DASK_WORKER_MALLOC_ENV
+
+    with local_cluster(n_workers=1, threads_per_worker=1, processes=True,
+                       dashboard_address=None) as cluster, Client(cluster) as client:
+        workers, scheduler = _housekeeping(client)
+        environment = next(iter(client.run(lambda: dict(os.environ)).values()))
+    assert (workers, scheduler) == ([QUIET_WORKER], QUIET)
+    assert {k: environment.get(k) for k in DASK_WORKER_MALLOC_ENV} == DASK_WORKER_MALLOC_ENV
 
 
 @pytest.mark.slow

@@ -41,6 +41,7 @@ from clearlake.config import (
     LOOPBACK,
     PROJECT_DIR,
     StackSecrets,
+    dask_quiet_environment,
     recorded_ports,
     state_dir,
     write_private,
@@ -349,6 +350,11 @@ class Stack:
             command=seaweedfs.command(install.weed_binary(), root / "data", self.home / "run",
                                       self.ports["s3"]),
             health_url=f"{self.s3_endpoint}/healthz",
+            # Up, and its bucket there (which /healthz does not wait for).
+            health_check=lambda: (_is_healthy(f"{self.s3_endpoint}/healthz")
+                                  and seaweedfs.bucket_ready(
+                                      self.s3_endpoint, secrets.s3_access_key_id,
+                                      secrets.s3_secret_access_key.get_secret_value())),
             url=f"{self.s3_endpoint}  (SeaweedFS, bucket {seaweedfs.BUCKET})",
             env=seaweedfs.environment(secrets.s3_access_key_id,
                                       secrets.s3_secret_access_key.get_secret_value()),
@@ -393,6 +399,7 @@ class Stack:
                      "--dashboard-address", f"{LOOPBACK}:{self.ports['dask-dashboard']}"],
             health_url=f"http://{LOOPBACK}:{self.ports['dask-dashboard']}/health",
             url=self.dask_dashboard_url,
+            env=dask_quiet_environment(),
         )
 
     def _dask_workers(self) -> Service:
@@ -410,7 +417,8 @@ class Stack:
                      "--preload", "clearlake.flows.classify"],
             health_url=None,
             url=f"{cores} worker processes",
-            env={**self.client_env(), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+            env={**self.client_env(), **dask_quiet_environment(),
+                 "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
                  # Dask's nanny gives each worker the environment in this setting;
                  # Dask merges this one into its default.
                  "DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON": repr(DASK_WORKER_MALLOC_ENV)},
