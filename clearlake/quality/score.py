@@ -413,8 +413,9 @@ def _run_task(
         return _Done(task.index, Analysis("", 0, Outcome.CORRUPT, reason), False, False)
     digest = hashlib.sha256(data).hexdigest()
     record_file = len(data) == task.size
-    known = cache.analyses([digest], metric_set, max_pixels).get(digest) if cache else None
-    if known is not None and (not known.ok or not lacking(known, metric_set)):
+    known = (cache.analyses([digest], metric_set, max_pixels).get(digest)
+             if cache is not None else None)
+    if known is not None and not lacking(known, metric_set):  # (nothing to measure)
         return _Done(task.index, known, False, record_file)
     only = lacking(known, metric_set) if known is not None else None
     analysis = analyse(data, max_pixels=max_pixels, sha256=digest, metric_set=metric_set,
