@@ -41,11 +41,12 @@ LOOPBACK = "127.0.0.1"
 # the nanny's MALLOC_TRIM_THRESHOLD_=65536): see clearlake.quality.memory.
 DASK_WORKER_MALLOC_ENV: dict[str, str] = MALLOC_ENV
 
-# Dask's housekeeping at its defaults kept an idle stack's two workers at 10 % of a core
-# (each event loop's 20 ms tick, the 10 ms statistical profiler, the 100 ms memory
-# monitor), CPU that measuring takes back on a small machine: 1.0 % with these. The
-# tick still reports a loop blocked for over 3 s, and the memory monitor still enforces
-# a worker's limits, twice a second; the dashboard's profile page stays empty.
+# Dask's housekeeping at its defaults keeps an idle stack's two workers at 10.6 % of a
+# core (each event loop's 20 ms tick, the 10 ms statistical profiler, the 100 ms memory
+# monitor), CPU that measuring takes back on a small machine: 1.1 % with these
+# (`python -m bench.idle_cpu`). The tick still reports a loop blocked for over 3 s, and
+# the memory monitor still enforces a worker's limits, twice a second; the dashboard's
+# profile page stays empty.
 DASK_QUIET_CONFIG: dict[str, object] = {
     "distributed.admin.tick.interval": "1s",
     "distributed.admin.system-monitor.interval": "2s",
@@ -67,7 +68,12 @@ def dask_quiet_settings() -> dict[str, object]:
 
 def dask_quiet_environment() -> dict[str, str]:
     """`dask_quiet_settings` as the environment variables Dask reads at start-up."""
-    return {_dask_variable(key): str(value) for key, value in dask_quiet_settings().items()}
+    return dask_environment(dask_quiet_settings())
+
+
+def dask_environment(settings: dict[str, object]) -> dict[str, str]:
+    """Dask settings ``{key: value}`` as the environment variables Dask reads at start-up."""
+    return {_dask_variable(key): str(value) for key, value in settings.items()}
 
 
 def state_dir() -> Path:
