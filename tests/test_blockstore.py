@@ -207,9 +207,10 @@ def test_the_s3_server_down_mid_run_gives_typed_failures_and_nothing_else(
     assert all("could not read the image from the object store" in m.analysis.reason
                for m in measured)
     # Back up, the same images read and measure, once the restarted server serves reads.
-    # In one full suite all four failed just after `stack.up` returned (alone it passes):
-    # probably `weed mini` answering /healthz before its volume server has rejoined. A run
-    # in that moment records typed failures, retried by the next run.
+    # In one full suite all four failed just after `stack.up` returned; the cause is not
+    # known (alone it passes, and a restarted `weed mini` serves reads as soon as it is
+    # healthy, its volume server already registered). A run in that moment records typed
+    # failures, retried by the next run.
     wait_until(lambda: _serves(lakefs, repo, commit, datums[0].path), timeout_s=60)
     again = pipeline.measure_batch(lakefs, MetricsStore(lakefs), repo, commit, datums,
                                    "run-s3-back", presigned=True)

@@ -29,6 +29,7 @@ from clearlake.quality.registry import (
     Metric,
     MetricSet,
     available,
+    available_for,
     builtin_metrics,
     entry_point_metrics,
     fingerprint,
@@ -446,6 +447,12 @@ def test_an_installed_entry_point_adds_metrics(plugin_distribution: Path) -> Non
     assert values["mean_luma_score"] == float(image.grey.mean())
     assert failures == {"broken_score": "metric 'broken_score' (entry point tiny-plugin) raised "
                                         "RuntimeError: this plugin is broken"}
+
+
+def test_plugins_are_loaded_only_for_the_metrics_that_need_them(plugin_distribution: Path) -> None:
+    assert available_for(["laplacian_var_score", "luma_peak_score"]) is builtin_metrics()
+    with_plugin = available_for(["laplacian_var_score", "mean_luma_score"])
+    assert "mean_luma_score" in with_plugin and "broken_score" in with_plugin
 
 
 def test_a_model_reading_a_plugin_metric_says_so_when_the_plugin_is_gone(

@@ -95,6 +95,7 @@ def score(
     from clearlake.quality.classifier import Model, ModelError
     from clearlake.quality.memory import keep_freed_memory
     from clearlake.quality.score import (
+        ALL_METRICS,
         CacheError,
         metrics_to_compute,
         quiet_opencv,
@@ -152,7 +153,7 @@ def score(
     console = make_console()
     if out is not None:
         write_records(result.records, out)
-    _print_summary(console, result, worst, out, every_metric=metrics == "all")
+    _print_summary(console, result, worst, out, every_metric=metrics == ALL_METRICS)
 
 
 def _progress() -> Progress:

@@ -286,6 +286,13 @@ def available(
     return MetricSet([*metrics, *scripts])
 
 
+def available_for(names: Iterable[str]) -> MetricSet:
+    """The built-in metrics when they hold every one of `names` (no installed plugin is
+    loaded), else every available metric (`available`)."""
+    builtins = builtin_metrics()
+    return builtins if set(names) <= set(builtins.names) else available()
+
+
 def from_spec(spec: Sequence[Mapping[str, str]], metric_set: MetricSet) -> MetricSet:
     """The metrics a `MetricSet.spec` names, taken from `metric_set` (this process's own).
 

@@ -358,10 +358,9 @@ def _init_worker(
     (A worker may start before the parent has created the cache file.)
     """
     global _worker_cache_path, _worker_max_pixels, _worker_metric_set
-    from clearlake.quality.registry import BUILTIN, available, from_spec
+    from clearlake.quality.registry import available_for, from_spec
 
-    builtin_only = all(spec["source"] == BUILTIN for spec in metrics)
-    _worker_metric_set = from_spec(metrics, builtin_metrics() if builtin_only else available())
+    _worker_metric_set = from_spec(metrics, available_for(spec["name"] for spec in metrics))
     use_one_thread()
     quiet_opencv()
     keep_freed_memory()
@@ -483,17 +482,14 @@ def metrics_to_compute(model: Model, choice: str = MODEL_METRICS) -> MetricSet:
         MissingMetricError: the model reads a metric, or a version, that cannot be
             computed here.
     """
-    from clearlake.quality.registry import available
+    from clearlake.quality.registry import available, available_for
 
-    names = {name.strip() for name in choice.split(",") if name.strip()}
-    if choice == MODEL_METRICS and set(model.features) <= set(builtin_metrics().names):
-        everything = builtin_metrics()  # no need to load the installed plugins
-    else:
-        everything = available()
     if choice == ALL_METRICS:
-        chosen = everything
+        chosen = available()
     else:
-        chosen = everything.select(set(model.features) | (names - {MODEL_METRICS}))
+        named = {name.strip() for name in choice.split(",") if name.strip()} - {MODEL_METRICS}
+        wanted = set(model.features) | named
+        chosen = available_for(wanted).select(wanted)
     model.check(chosen)
     return chosen
 
