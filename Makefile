@@ -10,10 +10,14 @@ PYTEST_ARGS ?=
 
 .PHONY: setup demo test test-fast test-reliability lint bench down status clean
 
+# Bytecode is compiled at install, for the packages and clearlake's own sources: every
+# command, flow run and worker otherwise compiles what it imports from source each time it
+# starts wherever PYTHONDONTWRITEBYTECODE is set (and uv does not compile by default).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet uv
-	$(VENV)/bin/uv pip install --quiet --python $(PY) -e ".[dev]"
+	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -e ".[dev]"
+	$(PY) -m compileall -q clearlake flows blocks
 	touch $@
 
 ## setup: virtual environment + packages + lakeFS build (cached)
