@@ -54,9 +54,20 @@ def _handle(signum: int, frame: FrameType | None) -> None:
 
 
 def install() -> None:
-    """Raise `Stopped` in the main thread on SIGTERM and SIGINT (call from the main thread)."""
+    """Raise `Stopped` in the main thread on SIGTERM and SIGINT (call from the main thread).
+
+    A process forked from this one (a `multiprocessing.Pool` worker) gets Python's own
+    handling back: `Pool.terminate` ends its workers with SIGTERM, and a worker that
+    turned it into `Stopped` could catch it holding the pool's queue lock and never exit.
+    """
     for signum in SIGNALS:
         signal.signal(signum, _handle)
+    os.register_at_fork(after_in_child=_default_signals)
+
+
+def _default_signals() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @contextlib.contextmanager
