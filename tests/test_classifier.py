@@ -234,11 +234,13 @@ def test_default_model_loads_for_this_metric_set() -> None:
     m = Model.load()
     assert m.classes == ("blurry", "good", "moire")
     assert m.metrics == builtin_metrics().select(m.features).versions
-    # Trained by the README's recipe: generators a, b and d, seeds 0 and 1, all 20 photographs.
+    # Trained by the README's recipe: generators a, b, d and e, seeds 0 and 1, all 20
+    # photographs.
     assert m.kind == "logistic" and m.features == classifier.DEFAULT_FEATURES
-    assert (m.info["training_set"]["images"], m.info["training_set"]["sources"]) == (2880, 20)
+    assert (m.info["training_set"]["images"], m.info["training_set"]["sources"]) == (3840, 20)
     assert "moire_fabric" in m.sub_classes  # a sub-label only generator d makes
-    assert m.info["cross_validation"]["macro_f1"] >= 0.88  # the README's figure, 0.889
+    assert "moire_blinds" in m.sub_classes  # and one only generator e makes
+    assert m.info["cross_validation"]["macro_f1"] >= 0.87  # the README's figure, 0.876
 
 
 def test_cross_validation_never_splits_a_source() -> None:

@@ -83,7 +83,7 @@ same seed gives the same files: every source photograph has its own random
 stream derived from the seed, the generator and its id, so adding a source
 leaves the others' images unchanged.
 
-The packaged default model is trained on ``a``, ``b`` and ``d`` at seeds 0 and 1;
+The packaged default model is trained on ``a``, ``b``, ``d`` and ``e`` at seeds 0 and 1;
 ``c`` is kept for testing only (the README's "Regenerate the packaged model").
 """
 
