@@ -170,29 +170,44 @@ night shot among the good images, 0.841.
 A fifth generator ``e``, for training only, **shipped** after ``d``: the packaged model is
 trained on ``a``, ``b``, ``d`` and ``e`` at seeds 0 and 1 (3,840 images). Written the same
 way (not from ``c``'s errors): a soft picture shrunk and enlarged back, blur saved as JPEG
-quality 12–35, a subject moving in a long handheld exposure, focus missed towards one side;
-a screen shot through a Bayer filter, receding blinds, a distant brick wall; noisy night
-shots, vignetting with lateral colour, local tone mapping as good. The rule, fixed before
-measuring: ship only if ``a``+``b``+``d``+``e``→``c`` pooled over ``c`` seeds 0–3 gains ≥
-0.010, leave-one-photograph-out scored on the ``a`` and ``b`` images drops ≤ 0.005, and
-``a``+``d``→``b``, ``b``+``d``→``a`` drop ≤ 0.01 each, ``e`` joining both. Without → with
-``e``: ``c`` seeds 0–3 0.846 → 0.901 (seeds 0, 1: 0.850 → 0.901; 2, 3: 0.842 → 0.900; good
-precision / recall 0.766 / 0.895 → 0.840 / 0.887; ``blurry_resample`` recognised 0.36 →
-0.59, mesh moiré 0.71 → 0.89 — ``e``'s enlarged soft pictures and perspective screen are its
-kinds nearest to those, so part of it may be kinship); leave-one-out on ``a``+``b`` 0.915 →
-0.912 (good 0.883 / 0.877 → 0.901 / 0.853); ``a``+``d``→``b`` 0.906 → 0.902,
-``b``+``d``→``a`` 0.831 → 0.840: all three conditions met. Its cost, which the rule does not
-weigh: good recall on smooth content falls in every split (leave-one-out on ``a``+``b``
-0.656 → 0.594: retina 0.938 → 0.656, moon 0.844 → 0.781; ``a``+``d``→``b`` 0.635 → 0.531;
-``b``+``d``→``a`` 0.594 → 0.531; ``c`` 0.714 → 0.688), soft frames 0.863 → 0.800.
-Leave-one-out over all eight sets 0.876 (the packaged model's cross-validated figure; good
-0.821 / 0.861). ``a``+``b``+``d``→``e`` 0.780; learnt with ``e`` in training, held out by
-photograph: missed focus 0.33 (probably its sharp strip reads as a sharp picture), screen 0.85,
-blinds 0.86, moving subject 0.86, its good kinds 0.84–0.89, the rest 0.93–1.00. Measured
-once, after the rule had decided, for information only (not shipped): ``e`` without its
-missed focus gives ``c`` 0.904, leave-one-out on ``a``+``b`` 0.913 (smooth 0.615),
-``a``+``d``+``e``→``b`` 0.910 (smooth 0.594), ``b``+``d``+``e``→``a`` 0.839 (0.604) — most
-of the smooth-content cost is that kind.
+quality 12–35, a subject moving in a long handheld exposure; a screen shot through a Bayer
+filter, receding blinds, a distant brick wall; noisy night shots, vignetting with lateral
+colour, local tone mapping as good. The rule, fixed before measuring: ship only if
+``a``+``b``+``d``+``e``→``c`` pooled over ``c`` seeds 0–3 gains ≥ 0.010, leave-one-photograph-out
+scored on the ``a`` and ``b`` images drops ≤ 0.005, and ``a``+``d``→``b``, ``b``+``d``→``a``
+drop ≤ 0.01 each, ``e`` joining both.
+
+``e`` first had a fourth blur, focus missed towards one side (12–25 % of the frame sharp,
+the rest defocused to σ 2.5–5 px). It passed the rule and shipped (``lr-0e36ff459b1a``);
+it was removed **after** the rule's measurements had been seen, so this version of ``e``
+was chosen knowing its scores, not by the rule alone. Why: it contradicts ``d``'s
+``good_bokeh`` — both are a frame sharp on part of it and defocused elsewhere, ``d`` labels
+it good and ``e`` blurry, and no no-reference measure knows which part is the subject. The
+contradiction teaches the model that low detail means blurry — the false alarm issue 14
+item 4 is about: with it, the retina's good recall fell 0.938 → 0.656 (how much of that
+was its doing, below). The model learnt it worst of ``e``'s kinds (0.33 held out by
+photograph).
+
+Figures before ``e`` → with ``e`` (with its missed focus in brackets): ``c`` seeds 0–3
+0.846 → 0.907 (0.901; seeds 0, 1: 0.850 → 0.906 (0.901); 2, 3: 0.842 → 0.908 (0.900);
+good precision / recall 0.766 / 0.895 → 0.851 / 0.894 (0.840 / 0.887); ``blurry_resample``
+recognised 0.36 → 0.62 (0.59), mesh moiré 0.71 → 0.89 — ``e``'s enlarged soft pictures
+and perspective screen are its kinds nearest to those, so part of it may be kinship);
+leave-one-out on ``a``+``b`` 0.915 → 0.913 (0.912; good 0.883 / 0.877 → 0.895 / 0.862
+(0.901 / 0.853)); ``a``+``d``→``b`` 0.906 → 0.911 (0.902), ``b``+``d``→``a`` 0.831 → 0.840
+(0.840): all three conditions met, as they were with the missed focus. Its cost, which
+the rule does not weigh: good recall on smooth content still falls in every split, the
+missed focus gone or not (leave-one-out on ``a``+``b`` 0.656 → 0.604 (0.594): retina
+0.938 → 0.719 (0.656), moon 0.844 → 0.781 (0.781), retina detail 0.969 → 0.906 (0.906);
+``a``+``d``→``b`` 0.635 → 0.583 (0.531); ``b``+``d``→``a`` 0.594 → 0.573 (0.531); ``c``
+0.714 → 0.703 (0.688)), soft frames 0.863 → 0.825 (0.800). So the missed focus was a
+sixth of that cost on ``a``+``b`` (0.010 of 0.062), not most of it: the earlier estimate,
+dropping its 80 images from the old sets (smooth 0.615), overstated it; the rest comes
+from ``e``'s other kinds. Leave-one-out over all eight sets 0.888 (0.876; the packaged
+model's cross-validated figure; good 0.848 / 0.868). ``a``+``b``+``d``→``e`` 0.822 (0.780
+on the ``e`` with missed focus); learnt with ``e`` in training, held out by photograph
+0.886 (0.843): screen 0.78, blinds 0.88, moving subject 0.88, its good kinds 0.85–0.89,
+the rest 0.90–1.00.
 
 With naive Bayes, correlated features count twice; logistic regression weighs
 them jointly, and gains most where it matters, on the generator it was not
@@ -212,8 +227,8 @@ for moiré; blurred page and retina-detail crops taken for good) and, across
 generators, degradations of a kind the training generator never makes (the
 targets of issue 14, macro-F1 ≥ 0.96 and good precision and recall ≥ 0.95,
 are not reached, with ``d`` and ``e`` as without them: leave-one-photograph-out on the
-packaged model's eight sets 0.876, good 0.821 / 0.861; on the ``a`` and ``b`` images 0.912,
-good 0.901 / 0.853; see the README's "Accuracy").
+packaged model's eight sets 0.888, good 0.848 / 0.868; on the ``a`` and ``b`` images 0.913,
+good 0.895 / 0.862; see the README's "Accuracy").
 
 **Model file.** ``format`` (``clearlake-lr/1`` or ``clearlake-nb/1``),
 ``created_at``, ``metrics`` (``{name: version}`` of each feature: the metric
