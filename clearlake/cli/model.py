@@ -45,6 +45,8 @@ def sample_data(
             "delta-panel, line-screen and mesh moiré resampled under perspective; hard-JPEG "
             "images as good); or d (for training: noisy, sharpened and video-codec blur; "
             "fabric, double-net and newsprint moiré; phone-processed, shallow-focus and hazy "
+            "images as good); or e (for training: rescaled, JPEG-damaged and moving-subject "
+            "blur; screen-through-Bayer, blinds and brick moiré; night, lens and tone-mapped "
             "images as good).",
         ),
     ] = "a",
