@@ -340,10 +340,7 @@ def test_generator_c_moire_adds_periodic_structure(sub: str) -> None:
     view = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)[100:356, 100:356]
     out = sample_data._degrade_c(view, sub, np.random.default_rng(1))
     assert out.shape == view.shape and out.dtype == np.uint8
-    def scores(pixels: np.ndarray) -> dict[str, float]:
-        grey = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)
-        return measure(DecodedImage(pixels, grey, grey.shape[1], grey.shape[0]))
-    clean, moire = scores(view), scores(out)
+    clean, moire = _measured(view), _measured(out)
     # Resampled under perspective, the beat's frequency drifts across the picture: it
     # spreads over the whole-image spectrum, and stands out in the tiles' (chroma) spectra.
     assert max(moire["luma_peak_score"] - clean["luma_peak_score"],
@@ -374,11 +371,7 @@ def test_generator_d_blurs_lose_fine_detail(sub: str) -> None:
 def test_generator_d_moire_adds_periodic_structure(sub: str) -> None:
     view = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)[100:356, 100:356]
     out = sample_data._degrade_d(view, sub, np.random.default_rng(1))
-    def scores(pixels: np.ndarray) -> dict[str, float]:
-        grey = pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)
-        colour = pixels if pixels.ndim == 3 else None
-        return measure(DecodedImage(colour, grey, grey.shape[1], grey.shape[0]))
-    assert scores(out)["luma_peak_score"] - scores(view)["luma_peak_score"] > 1.0
+    assert _measured(out)["luma_peak_score"] - _measured(view)["luma_peak_score"] > 1.0
 
 
 def test_generator_d_good_images_keep_their_detail() -> None:
@@ -396,6 +389,13 @@ def test_generator_d_codec_keeps_only_the_lowest_block_frequencies() -> None:
     assert np.allclose(d @ d.T, np.eye(8), atol=1e-6)  # orthonormal: the inverse is dᵀ
     flat = np.full((16, 16, 3), 120, np.uint8)
     assert np.abs(sample_data._codec(flat, np.random.default_rng(0)).astype(int) - 120).max() <= 1
+
+
+def _measured(pixels: np.ndarray) -> dict[str, float]:
+    """Every built-in metric of a BGR or greyscale picture."""
+    grey = pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)
+    colour = pixels if pixels.ndim == 3 else None
+    return measure(DecodedImage(colour, grey, grey.shape[1], grey.shape[0]))
 
 
 def _astronaut_view() -> np.ndarray:
@@ -426,10 +426,7 @@ def test_generator_e_moire_adds_periodic_structure(sub: str, seed: int) -> None:
     view = _astronaut_view()
     out = sample_data._degrade_e(view, sub, np.random.default_rng(seed))
     assert out.shape == view.shape and out.dtype == np.uint8
-    def scores(pixels: np.ndarray) -> dict[str, float]:
-        grey = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)
-        return measure(DecodedImage(pixels, grey, grey.shape[1], grey.shape[0]))
-    clean, moire = scores(view), scores(out)
+    clean, moire = _measured(view), _measured(out)
     # The beat drifts (perspective, a receding period, a band of the frame): the
     # whole-image peak rises less than for one fixed grating (0.5–3 here).
     assert max(moire["luma_peak_score"] - clean["luma_peak_score"],
