@@ -51,7 +51,15 @@ import cv2
 from clearlake.quality import decode as decoding
 from clearlake.quality.analyse import Analysis, analyse, analysis_version, in_column_order
 from clearlake.quality.memory import keep_freed_memory
-from clearlake.quality.registry import Metric, MetricFailure, MetricSet, builtin_metrics
+from clearlake.quality.registry import (
+    Metric,
+    MetricFailure,
+    MetricSet,
+    available,
+    available_for,
+    builtin_metrics,
+    from_spec,
+)
 from clearlake.quality.types import Outcome
 
 if TYPE_CHECKING:
@@ -358,8 +366,6 @@ def _init_worker(
     (A worker may start before the parent has created the cache file.)
     """
     global _worker_cache_path, _worker_max_pixels, _worker_metric_set
-    from clearlake.quality.registry import available_for, from_spec
-
     _worker_metric_set = from_spec(metrics, available_for(spec["name"] for spec in metrics))
     use_one_thread()
     quiet_opencv()
@@ -414,11 +420,11 @@ def _run_task(
     record_file = len(data) == task.size
     known = (cache.analyses([digest], metric_set, max_pixels).get(digest)
              if cache is not None else None)
-    if known is not None and not lacking(known, metric_set):  # (nothing to measure)
+    missing = lacking(known, metric_set) if known is not None else None
+    if known is not None and not missing:  # (nothing to measure)
         return _Done(task.index, known, False, record_file)
-    only = lacking(known, metric_set) if known is not None else None
     analysis = analyse(data, max_pixels=max_pixels, sha256=digest, metric_set=metric_set,
-                       only=only)
+                       only=missing)
     if known is not None and analysis.ok:  # the cached values, and the missing ones
         analysis = replace(
             analysis,
@@ -482,8 +488,6 @@ def metrics_to_compute(model: Model, choice: str = MODEL_METRICS) -> MetricSet:
         MissingMetricError: the model reads a metric, or a version, that cannot be
             computed here.
     """
-    from clearlake.quality.registry import available, available_for
-
     if choice == ALL_METRICS:
         chosen = available()
     else:
